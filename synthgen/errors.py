@@ -1,0 +1,33 @@
+"""The one exception type for user mistakes.
+
+Anything a user can fix (a bad path, a malformed input line, a bad option) is raised as `UserError`
+with a message that fits on one line; the command-line edge turns it into `error: ...` and exit code 2.
+Everything else is a bug and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """A mistake the user can fix; shown as one line, exit code 2."""
+
+
+def run_cli(app) -> None:
+    """Run a typer app so that a `UserError` prints one line and exits 2, never a traceback."""
+    import sys
+
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished records are kept; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click's own usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
