@@ -1,0 +1,433 @@
+"""Documents on disk -> passages with stable ids: reading each format, chunking, and removing duplicates.
+
+Ids are what every later stage (queries, candidates, training pairs) refers to, so they must not move when a
+run is repeated: files are read in sorted order, and a passage is named `relative/path#n` (n counts from 0).
+A JSONL corpus (BEIR's `_id`/`title`/`text`, or `id`/`text`) already names its documents: a document that fits
+in one passage keeps its own id, so the corpus' qrels apply unchanged; a longer one is named `_id`, `_id#1`,
+`_id#2`, ... (the first passage keeps the bare id for the same reason).
+
+Chunking: a document is cut into the whole number of passages that brings their length closest to `size`,
+so anything up to 1.5 x size stays whole (with the default 300 words, 99% of SciFact's abstracts), and cut
+points fall on sentence ends, preferring paragraph ends. Each passage after the first repeats up to `overlap`
+of the previous one's last sentences, so a fact cut in two is still whole somewhere.
+
+Bad files never stop a run: empty, binary, undecodable and unreadable files are skipped, counted, and named in
+the report (the command prints them). Only a malformed JSONL line is an error, since it means the corpus
+file itself is broken and silently losing documents from it would go unnoticed.
+"""
+
+from __future__ import annotations
+
+import html.parser
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from synthgen.errors import UserError
+from synthgen.records import Passage, iter_json_lines
+from synthgen.text import normalize
+
+TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".html", ".htm"}
+SUFFIXES = TEXT_SUFFIXES | {".pdf", ".jsonl"}
+
+
+@dataclass(frozen=True)
+class ChunkConfig:
+    size: int = 300  # target passage length, in words (or in tokens of `tokenizer`)
+    overlap: int = 30  # at most this much of a passage's end is repeated at the start of the next
+    tokenizer: str | None = None  # path of a transformers tokenizer: size and overlap count its tokens
+
+    def __post_init__(self) -> None:
+        if self.size < 10:
+            raise UserError(f"passage size must be at least 10, got {self.size}")
+        if not 0 <= self.overlap < self.size // 2:
+            raise UserError(f"passage overlap must be between 0 and half the passage size, got {self.overlap}")
+
+
+@dataclass
+class IngestReport:
+    files: int = 0  # files read successfully
+    documents: int = 0
+    passages: int = 0
+    duplicates: int = 0  # passages dropped because an earlier one had the same text
+    skipped: dict[str, list[str]] = field(default_factory=dict)  # reason -> relative paths
+
+    def skip(self, reason: str, path: str) -> None:
+        self.skipped.setdefault(reason, []).append(path)
+
+    def counts(self) -> dict[str, int]:
+        skipped = {f"skipped_{reason}": len(paths) for reason, paths in sorted(self.skipped.items())}
+        return {"files": self.files, "documents": self.documents, "passages": self.passages,
+                "duplicates": self.duplicates, **skipped}
+
+
+@dataclass(frozen=True)
+class Document:
+    id: str
+    title: str
+    text: str
+    source: str
+    own_id: bool  # the id is the corpus' own (JSONL): its first passage keeps it bare
+    line: int = 0  # JSONL line it came from, for messages
+
+    @property
+    def where(self) -> str:
+        return f"{self.source}:{self.line}" if self.line else self.source
+
+
+def ingest(path: Path, config: ChunkConfig = ChunkConfig()) -> tuple[list[Passage], IngestReport]:
+    """Every passage of a file or folder, in a stable order, without exact duplicates."""
+    from tqdm import tqdm
+
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"corpus not found: {path}")
+    report = IngestReport()
+    if path.is_file():
+        if path.suffix.lower() not in SUFFIXES:
+            raise UserError(f"unsupported corpus file type '{path.suffix}': expected one of {', '.join(sorted(SUFFIXES))}")
+        files, root = [path], path.parent
+    else:
+        files, root = list_files(path, report), path
+    length = length_function(config.tokenizer)
+    passages: list[Passage] = []
+    seen_ids: dict[str, str] = {}
+    seen_texts: set[str] = set()
+    for file in tqdm(files, desc="reading corpus", unit="file", disable=len(files) < 50):
+        rel = file.relative_to(root).as_posix()
+        documents = read_documents(file, rel, report)
+        if documents is None:
+            continue
+        report.files += 1
+        for doc in documents:
+            report.documents += 1
+            for n, text in enumerate(split_passages(doc.text, config, length)):
+                key = normalize(text)
+                if key in seen_texts:
+                    report.duplicates += 1
+                    continue
+                seen_texts.add(key)
+                pid = doc.id if (doc.own_id and n == 0) else f"{doc.id}#{n}"
+                if pid in seen_ids:
+                    raise UserError(f"{doc.where}: passage id '{pid}' is also used in {seen_ids[pid]}; ids must be "
+                                    "unique (point --corpus at the corpus file if the folder holds other JSONL files)")
+                seen_ids[pid] = doc.where
+                passages.append(Passage(id=pid, text=text, title=doc.title, source=doc.source))
+    report.passages = len(passages)
+    if not passages:
+        summary = ", ".join(f"{len(v)} {k}" for k, v in sorted(report.skipped.items())) or "no files"
+        raise UserError(f"no usable text in {path} ({summary}); supported: {', '.join(sorted(SUFFIXES))}")
+    return passages, report
+
+
+def list_files(root: Path, report: IngestReport) -> list[Path]:
+    """Supported files under `root`, sorted by relative path; hidden files and folders are left out."""
+    files = []
+    for file in sorted(root.rglob("*")):
+        rel = file.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not file.is_file():
+            continue
+        if file.suffix.lower() in SUFFIXES:
+            files.append(file)
+        else:
+            report.skip("unsupported", rel.as_posix())
+    return files
+
+
+# ---- reading -------------------------------------------------------------------------------------------
+
+
+def read_documents(file: Path, rel: str, report: IngestReport) -> list[Document] | None:
+    """The documents in one file, or None (after recording why) when the file is skipped."""
+    suffix = file.suffix.lower()
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        report.skip("unreadable", f"{rel} ({exc.strerror or exc})")
+        return None
+    if not data.strip():
+        report.skip("empty", rel)
+        return None
+    if suffix == ".pdf":
+        return read_pdf(file, rel, report)
+    if b"\0" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        report.skip("binary", rel)
+        return None
+    text = decode(data)
+    if text is None:
+        report.skip("undecodable", f"{rel} (not UTF-8 or UTF-16 text)")
+        return None
+    if suffix == ".jsonl":
+        docs = read_jsonl(file, rel)
+    else:
+        title, body = {".md": markdown_text, ".markdown": markdown_text, ".rst": rst_text,
+                       ".html": html_text, ".htm": html_text}.get(suffix, plain_text)(text)
+        docs = [Document(rel, title or stem_title(file), body, rel, own_id=False)] if body.strip() else []
+    if not docs:
+        report.skip("empty", rel)
+        return None
+    return docs
+
+
+def decode(data: bytes) -> str | None:
+    for bom, encoding in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+        if data.startswith(bom):
+            break
+    else:
+        encoding = "utf-8"
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError:
+        return None
+
+
+def stem_title(file: Path) -> str:
+    return re.sub(r"[-_]+", " ", file.stem).strip()
+
+
+def plain_text(text: str) -> tuple[str, str]:
+    """Title from a short first line standing alone (followed by a blank line), as in most notes and READMEs."""
+    lines = text.strip().splitlines()
+    first = lines[0].strip() if lines else ""
+    alone = len(lines) > 1 and not lines[1].strip()
+    if alone and len(first.split()) <= 15 and not first.endswith((".", ",", ";")):
+        return first, text
+    return "", text
+
+
+_MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
+_MD_FENCE = re.compile(r"^\s*(```|~~~)")
+_MD_LINK = re.compile(r"!\[[^\]]*\]\([^)]*\)|\[([^\]]*)\]\([^)]*\)")
+_MD_MARKS = re.compile(r"(\*\*|__|`)")
+
+
+def markdown_text(text: str) -> tuple[str, str]:
+    """Title from the first heading; markup that is not words (link targets, images, emphasis) removed."""
+    title, lines = "", []
+    for line in text.splitlines():
+        if _MD_FENCE.match(line):
+            continue
+        heading = _MD_HEADING.match(line)
+        if heading:
+            if not title:
+                title = clean_markdown(heading.group(2))
+            lines.extend(["", clean_markdown(heading.group(2)), ""])  # a heading is a paragraph of its own
+        else:
+            lines.append(clean_markdown(line))
+    return title, "\n".join(lines)
+
+
+def clean_markdown(line: str) -> str:
+    line = _MD_LINK.sub(lambda m: m.group(1) or "", line)
+    return _MD_MARKS.sub("", line)
+
+
+_RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+.:_])\1{2,}\s*$")
+
+
+def rst_text(text: str) -> tuple[str, str]:
+    """Title from the first underlined section title; underlines and directive lines removed."""
+    title, lines = "", []
+    raw = text.splitlines()
+    for i, line in enumerate(raw):
+        if _RST_UNDERLINE.match(line):
+            if not title and i > 0 and raw[i - 1].strip() and not _RST_UNDERLINE.match(raw[i - 1]):
+                title = raw[i - 1].strip()
+            lines.append("")
+        elif line.lstrip().startswith(".. "):
+            lines.append("")
+        else:
+            lines.append(line.replace("``", "").replace("**", ""))
+    return title, "\n".join(lines)
+
+
+class _HTMLText(html.parser.HTMLParser):
+    SKIP = {"script", "style", "noscript", "template", "svg", "head", "nav", "footer"}  # not the page's text
+    BLOCK = {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table", "section",
+             "article", "header", "footer", "main", "aside", "nav", "pre", "blockquote", "dd", "dt", "hr", "figure",
+             "figcaption", "form"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.title: list[str] = []
+        self.h1: list[str] = []
+        self._skip = 0
+        self._stack: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag in self.SKIP:
+            self._skip += 1
+        if tag in self.BLOCK:
+            self.parts.append("\n\n")
+        self._stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.SKIP and self._skip:
+            self._skip -= 1
+        if tag in self.BLOCK:
+            self.parts.append("\n\n")
+        if tag in self._stack:
+            while self._stack and self._stack.pop() != tag:
+                pass
+
+    def handle_data(self, data: str) -> None:
+        current = self._stack[-1] if self._stack else ""
+        if current == "title":
+            self.title.append(data)
+        elif not self._skip:
+            if "h1" in self._stack:
+                self.h1.append(data)
+            self.parts.append(data)
+
+
+def html_text(text: str) -> tuple[str, str]:
+    """Visible text (scripts, styles, navigation and the head dropped), block elements as paragraphs; title from <title>."""
+    parser = _HTMLText()
+    parser.feed(text)
+    parser.close()
+    title = " ".join("".join(parser.title).split()) or " ".join("".join(parser.h1).split())
+    paragraphs = ("".join(parser.parts)).split("\n\n")
+    return title, "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
+
+
+def read_pdf(file: Path, rel: str, report: IngestReport) -> list[Document] | None:
+    import logging
+
+    from pypdf import PdfReader
+    from pypdf.errors import PyPdfError
+
+    logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings about odd but readable files are noise here
+    try:
+        reader = PdfReader(file)
+        if reader.is_encrypted:
+            reader.decrypt("")
+        pages = [page.extract_text() or "" for page in reader.pages]
+        meta_title = (reader.metadata.title if reader.metadata else None) or ""
+    except (PyPdfError, OSError, ValueError, KeyError, TypeError) as exc:
+        report.skip("unreadable", f"{rel} (PDF: {exc})")
+        return None
+    text = "\n\n".join(pages)
+    text = re.sub(r"(\w)-\n(\w)", r"\1\2", text)  # words hyphenated across lines
+    if not text.strip():
+        report.skip("empty", f"{rel} (PDF without a text layer)")
+        return None
+    return [Document(rel, str(meta_title).strip() or stem_title(file), text, rel, own_id=False)]
+
+
+def read_jsonl(file: Path, rel: str) -> list[Document]:
+    """BEIR corpus lines (`_id`, `title`, `text`) or `{id, text}`; a line without text is skipped."""
+    docs = []
+    for number, obj in iter_json_lines(file):
+        where = f"{file}:{number}"
+        if not isinstance(obj, dict):
+            raise UserError(f"{where}: expected a JSON object with '_id' (or 'id') and 'text'")
+        doc_id = obj.get("_id", obj.get("id"))
+        text = obj.get("text")
+        if doc_id is None or isinstance(doc_id, (dict, list, bool)) or str(doc_id) == "":
+            raise UserError(f"{where}: missing '_id' (or 'id')")
+        if not isinstance(text, str):
+            raise UserError(f"{where}: missing 'text' (a string)")
+        title = obj.get("title") or ""
+        if not isinstance(title, str):
+            raise UserError(f"{where}: 'title' must be a string")
+        if text.strip():
+            docs.append(Document(str(doc_id), title.strip(), text, rel, own_id=True, line=number))
+    return docs
+
+
+# ---- chunking ------------------------------------------------------------------------------------------
+
+_PARAGRAPH = re.compile(r"\n\s*\n")
+_SENTENCE = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+
+
+def length_function(tokenizer: str | None) -> Callable[[str], int]:
+    if tokenizer is None:
+        return lambda text: len(text.split())
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(tokenizer)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load tokenizer {tokenizer}: {exc}") from None
+    return lambda text: len(tok(text, add_special_tokens=False).input_ids)
+
+
+@dataclass(frozen=True)
+class _Unit:
+    text: str
+    length: int
+    starts_paragraph: bool
+
+
+def split_passages(text: str, config: ChunkConfig, length: Callable[[str], int] = lambda t: len(t.split())) -> list[str]:
+    """Passage texts of one document: whole if it fits, else balanced cuts on sentence ends, with overlap."""
+    units = list(_units(text, config.size, length))
+    if not units:
+        return []
+    total = sum(u.length for u in units)
+    n = min(max(1, round(total / config.size)), len(units))
+    if n == 1:
+        return [_join(units)]
+    cuts = _cut_points(units, n, total)
+    passages = []
+    bounds = list(zip([0] + cuts, cuts + [len(units)]))
+    for k, (start, end) in enumerate(bounds):
+        first, carried = start, 0  # walk back over whole sentences of the previous passage, within the overlap
+        while k and first > bounds[k - 1][0] + 1 and carried + units[first - 1].length <= config.overlap:
+            first -= 1
+            carried += units[first].length
+        passages.append(_join(units[first:end]))
+    return passages
+
+
+def _cut_points(units: list[_Unit], n: int, total: int) -> list[int]:
+    """n-1 unit indexes to cut before, each nearest its ideal share of the length; paragraph ends preferred."""
+    ends, running = [], 0  # ends[i]: length before unit i
+    for u in units:
+        ends.append(running)
+        running += u.length
+    target = total / n
+    cuts: list[int] = []
+    for k in range(1, n):
+        ideal = k * target
+        lo = (cuts[-1] + 1) if cuts else 1
+        hi = len(units) - (n - k)  # leave at least one unit for each later passage
+        best = min(range(lo, hi + 1),
+                   key=lambda i: abs(ends[i] - ideal) - (0.15 * target if units[i].starts_paragraph else 0))
+        cuts.append(best)
+    return cuts
+
+
+def _units(text: str, size: int, length: Callable[[str], int]):
+    """Sentences with their lengths; a sentence longer than half a passage is cut into word windows."""
+    for paragraph in _PARAGRAPH.split(text):
+        paragraph = " ".join(paragraph.split())
+        first = True
+        for sentence in _SENTENCE.split(paragraph):
+            if not sentence:
+                continue
+            for piece in _windows(sentence, max(size // 2, 1), length):
+                yield _Unit(piece, length(piece), first)
+                first = False
+
+
+def _windows(sentence: str, limit: int, length: Callable[[str], int]) -> list[str]:
+    n = length(sentence)
+    if n <= limit:
+        return [sentence]
+    tokens = sentence.split()
+    step = max(1, int(len(tokens) * limit / n))
+    pieces = [" ".join(tokens[i : i + step]) for i in range(0, len(tokens), step)]
+    return [p for piece in pieces for p in (_windows(piece, limit, length) if length(piece) > limit and step > 1 else [piece])]
+
+
+def _join(units: list[_Unit]) -> str:
+    out = []
+    for u in units:
+        if out:
+            out.append("\n" if u.starts_paragraph else " ")
+        out.append(u.text)
+    return "".join(out)
