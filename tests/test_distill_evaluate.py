@@ -1,0 +1,129 @@
+"""Evaluation: metrics equal pytrec_eval's, BEIR loading errors, evaluate() and `distill eval` end to end."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from distill.metrics import NAMES, mean_metrics
+from synthgen.errors import UserError
+
+from conftest import shared_dataset
+
+PYTREC = {"ndcg@10": "ndcg_cut_10", "recall@10": "recall_10", "recall@100": "recall_100", "map@100": "map_cut_100"}
+
+
+def random_collection(seed: int):
+    """Runs with distinct scores and graded qrels, including a query with no relevant passage."""
+    rng = random.Random(seed)
+    docs = [f"d{i}" for i in range(300)]
+    runs, qrels = {}, {}
+    for q in range(40):
+        qid = f"q{q}"
+        retrieved = rng.sample(docs, rng.randint(5, 150))
+        scores = rng.sample(range(100000), len(retrieved))
+        runs[qid] = {d: float(s) for d, s in zip(retrieved, scores)}
+        judged = rng.sample(docs, rng.randint(1, 12))
+        qrels[qid] = {d: rng.choice([0, 1, 1, 2, 3]) for d in judged}
+        if rng.random() < 0.4:  # make sure some relevant passages are retrieved
+            for d in judged[:3]:
+                runs[qid][d] = float(rng.randint(0, 100000)) + 0.5
+    qrels["q0"] = {d: 0 for d in qrels["q0"]}  # judged, nothing relevant
+    return runs, qrels
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_agree_with_pytrec_eval(seed):
+    pytrec_eval = pytest.importorskip("pytrec_eval")
+    runs, qrels = random_collection(seed)
+    ranked = {q: sorted(scores, key=scores.get, reverse=True) for q, scores in runs.items()}
+    ours = mean_metrics(ranked, qrels)
+    reference = pytrec_eval.RelevanceEvaluator(qrels, set(PYTREC.values())).evaluate(runs)
+    top10 = {q: dict(sorted(s.items(), key=lambda kv: -kv[1])[:10]) for q, s in runs.items()}
+    mrr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(top10)
+    for name, key in PYTREC.items():
+        expected = sum(reference[q][key] for q in qrels) / len(qrels)
+        assert ours[name] == pytest.approx(expected, abs=1e-9), name
+    assert ours["mrr@10"] == pytest.approx(sum(mrr[q]["recip_rank"] for q in qrels) / len(qrels), abs=1e-9)
+
+
+def write_beir(folder: Path, qrels_rows: list[str]) -> Path:
+    topics = ["protein folding in cells", "solar panels and energy", "river fish ecology", "jazz improvisation",
+              "income tax rules", "volcanic eruptions", "chess opening theory", "sourdough bread baking"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "qrels").mkdir(exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": f"d{i}", "title": t.split()[0], "text": f"A passage about {t}, number {i}."}) + "\n"
+        for i, t in enumerate(topics)))
+    (folder / "queries.jsonl").write_text("".join(
+        json.dumps({"_id": f"q{i}", "text": f"what about {t}?"}) + "\n" for i, t in enumerate(topics)))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(r + "\n" for r in qrels_rows))
+    return folder
+
+
+def test_beir_loading_errors(tmp_path):
+    from distill.evaluate import load_beir
+
+    folder = write_beir(tmp_path / "beir", ["q0\td0\t1", "q1\td1"])
+    with pytest.raises(UserError, match=r"test.tsv:3: expected 'query-id<TAB>corpus-id<TAB>score'"):
+        load_beir(folder)
+    with pytest.raises(UserError, match="split 'dev': dev.tsv is missing"):
+        load_beir(folder, "dev")
+    write_beir(folder, ["q99\td0\t1"])
+    with pytest.raises(UserError, match="no judged query has a text"):
+        load_beir(folder)
+    write_beir(folder, ["q0\td0\t1", "q0\td3\t2", "q5\td5\t1"])
+    data = load_beir(folder)
+    assert data.query_ids == ["q0", "q5"] and data.qrels["q0"] == {"d0": 1, "d3": 2}
+    assert data.passages[0] == "protein A passage about protein folding in cells, number 0."
+
+
+def test_evaluate_and_cli_with_baseline(tmp_path, tiny_bert_path, minilm_path, monkeypatch):
+    from distill.cli import app
+    from distill.evaluate import evaluate
+
+    folder = write_beir(tmp_path / "beir", [f"q{i}\td{i}\t1" for i in range(8)])
+    result = evaluate(tiny_bert_path, folder, dims=[32, 16], progress=False)
+    assert set(result["dims"]) == {"32", "16"} and result["queries"] == 8 and result["passages"] == 8
+    for values in result["dims"].values():
+        assert set(values) == set(NAMES) and all(0.0 <= v <= 1.0 for v in values.values())
+        assert values["recall@100"] == 1.0  # 8 passages: everything is retrieved
+    with pytest.raises(UserError, match="--dims 64 is not in 1..32"):
+        evaluate(tiny_bert_path, folder, dims=[64], progress=False)
+
+    monkeypatch.chdir(tmp_path)
+    run = CliRunner().invoke(app, ["eval", str(minilm_path), "--data", str(folder), "--baseline", str(tiny_bert_path),
+                                   "--dims", "32", "--quiet"])
+    assert run.exit_code == 0, run.output
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    model, base = report["model"]["dims"]["32"], report["baseline"]["dims"]["32"]
+    assert report["difference"]["32"]["ndcg@10"] == pytest.approx(model["ndcg@10"] - base["ndcg@10"])
+    assert model["ndcg@10"] > base["ndcg@10"]  # real MiniLM (cut to 32 dims) beats a random tiny BERT
+    assert "ndcg@10" in run.output and "baseline" in run.output
+
+
+def test_cli_eval_user_errors(tmp_path, tiny_bert_path):
+    from distill.cli import app
+
+    folder = write_beir(tmp_path / "beir", ["q0\td0\t1"])
+    for args, message in (
+        (["eval", str(tmp_path / "nope"), "--data", str(folder)], "no such model folder"),
+        (["eval", str(tiny_bert_path), "--data", str(folder), "--dims", "32,x"], "--dims expects sizes"),
+        (["eval", str(tiny_bert_path), "--data", str(tmp_path)], "is not a BEIR folder"),
+    ):
+        with pytest.raises(UserError, match=message):
+            CliRunner().invoke(app, args, catch_exceptions=False, standalone_mode=False)
+
+
+@pytest.mark.slow
+def test_minilm_on_adi_matches_the_reference(minilm_path):
+    """The shared README's figure for all-MiniLM-L6-v2 zero-shot on ADI (title + text, exact cosine): 0.498."""
+    from distill.evaluate import evaluate
+
+    result = evaluate(minilm_path, shared_dataset("adi"), progress=False)
+    assert result["dims"]["384"]["ndcg@10"] == pytest.approx(0.498, abs=0.0015)
+    assert result["dims"]["384"]["recall@100"] == pytest.approx(1.0)
