@@ -92,3 +92,12 @@ def tiny_bert_path(tmp_path_factory, minilm_path) -> Path:
     model_dir = folder / "st"
     SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu").save(str(model_dir))
     return model_dir
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """The real SmolLM2-135M-Instruct through the default-model code: converted once into the user's cache."""
+    smollm2_package_dir()  # skips when the wheel is missing
+    from synthgen.llm.models import default_model_path
+
+    return default_model_path()

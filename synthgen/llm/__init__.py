@@ -24,3 +24,31 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if not sep or backend not in BACKENDS or not target:
         raise UserError(f"bad --llm '{spec}': expected one of hf:PATH, vllm:PATH, openai:MODEL@URL")
     return backend, target
+
+
+def load_llm(spec: str | None = None, **options) -> LLM:
+    """The backend a spec names (None: the embedded default through `hf`); `options` go to its constructor.
+
+    hf and vllm take device/dtype/batch-size style options and `trust_remote_code` (off unless asked);
+    openai takes `api_key_env`, `concurrency`, `timeout`, `max_retries`, `score_mode`.
+    """
+    if spec is None:
+        from synthgen.llm.hf import HFLLM
+        from synthgen.llm.models import default_model_path
+
+        return HFLLM(default_model_path(), **options)
+    backend, target = parse_spec(spec)
+    if backend == "hf":
+        from synthgen.llm.hf import HFLLM
+
+        return HFLLM(target, **options)
+    if backend == "vllm":
+        from synthgen.llm.vllm import VLLMLLM
+
+        return VLLMLLM(target, **options)
+    from synthgen.llm.openai import OpenAILLM
+
+    model, sep, base_url = target.partition("@")
+    if not sep or not model or not base_url.startswith(("http://", "https://")):
+        raise UserError(f"bad --llm '{spec}': expected openai:MODEL@http://host:port/v1")
+    return OpenAILLM(model, base_url, **options)
