@@ -1,13 +1,119 @@
-"""`distill` commands: train an encoder from a recipe, evaluate one on BEIR-format data."""
+"""`distill` commands: train an encoder from a recipe, evaluate one on BEIR-format data.
+
+Torch, transformers and sentence-transformers are imported inside the commands, so `--help` answers at once.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
 import typer
 
-from synthgen.errors import run_cli
+from synthgen.errors import UserError, run_cli
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 
 
+@app.command()
+def train(
+    recipe: Path = typer.Argument(..., help="The recipe YAML (see recipes/)."),
+    set_: List[str] = typer.Option([], "--set", help="Override a recipe field, e.g. --set train.lr=1e-5 (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Train a student encoder as the recipe says; the output folder loads with SentenceTransformer(path).
+
+    Run the same command again after an interruption to resume from the last checkpoint.
+    """
+    from distill.recipe import load_recipe
+
+    r = load_recipe(recipe, set_)
+    _quiet_libraries()
+    from distill.train import train as run
+
+    result = run(r, progress=not quiet)
+    print(f"model: {result.output_dir} ({result.steps} steps, {result.examples_per_s:.1f} examples/s)")
+    if result.base_dev and result.best_dev:
+        m = result.metric
+        print(f"dev {m}: base {result.base_dev[m]:.4f} -> trained {result.best_dev[m]:.4f} (step {result.best_step})")
+    if result.beir:
+        for dim, trained in result.beir["trained"]["dims"].items():
+            base = result.beir["base"]["dims"].get(dim)
+            if base:
+                print(f"{result.beir['trained']['data']} dim {dim} ndcg@10: base {base['ndcg@10']:.4f} -> trained {trained['ndcg@10']:.4f}")
+
+
+@app.command("eval")
+def eval_(
+    model: Path = typer.Argument(..., help="A model folder (SentenceTransformer format)."),
+    data: Path = typer.Option(..., "--data", help="A BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv."),
+    split: str = typer.Option("test", "--split", help="The qrels split to evaluate."),
+    dims: str = typer.Option("", "--dims", help="Matryoshka sizes, e.g. 384,256,128,64 (default: the full size)."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="Another model folder, shown side by side."),
+    out: Path = typer.Option(Path("metrics.json"), "--out", help="Where to write the metrics as JSON."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Texts per forward pass."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """nDCG@10, Recall@10/@100, MRR@10 and MAP@100 with exact cosine search; a table, and metrics.json."""
+    sizes = _parse_dims(dims)
+    for folder in (model, baseline):
+        if folder is not None and not folder.is_dir():
+            raise UserError(f"{folder}: no such model folder")
+    _quiet_libraries()
+    from distill.evaluate import difference, evaluate, format_table
+
+    result = evaluate(model, data, split, sizes, batch_size, progress=not quiet)
+    if baseline is None:
+        report = result
+        print(format_table(result))
+    else:
+        other = evaluate(baseline, data, split, sizes or [int(d) for d in result["dims"]], batch_size, progress=not quiet)
+        report = {"model": result, "baseline": other, "difference": difference(result, other)}
+        print(format_table(result, other))
+    try:
+        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(f"wrote {out}")
+
+
+def _parse_dims(text: str) -> list[int]:
+    if not text.strip():
+        return []
+    try:
+        dims = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--dims expects sizes like 384,256,128, got '{text}'") from None
+    if any(d <= 0 for d in dims):
+        raise UserError(f"--dims sizes must be positive, got '{text}'")
+    return dims
+
+
+def _quiet_libraries() -> None:
+    """Show distill's own warnings as `warning: ...`; keep the libraries' loading chatter out of the way."""
+    logger = logging.getLogger("distill")
+    handler = next((h for h in logger.handlers if h.get_name() == "distill-cli"), None)
+    if handler is None:
+        handler = logging.StreamHandler()
+        handler.set_name("distill-cli")
+        handler.setFormatter(logging.Formatter("warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        logger.addHandler(handler)
+        logger.propagate = False
+    handler.setStream(sys.stderr)
+    for name in ("sentence_transformers", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+
+
 def main() -> None:
     run_cli(app)
+
+
+if __name__ == "__main__":
+    main()

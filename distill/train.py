@@ -1,0 +1,437 @@
+"""`train(recipe)`: contrastive training of the student, resumable, keeping the checkpoint best on the dev set.
+
+The output folder is the model: when training ends it holds what `SentenceTransformer(output)` loads,
+plus README.md (the model card), recipe.yaml (the resolved recipe), log.jsonl (loss and dev metrics per
+step) and training.json (the `TrainResult`). While training runs, `train_state/` holds the last checkpoint
+(trainable weights, optimizer, scheduler and random state) and the best weights so far; a killed run
+started again with the same recipe goes on from the last checkpoint and ends with the same weights as an
+uninterrupted run. A finished folder is not trained again: `train` returns its recorded result.
+
+The dev set is evaluated before the first step (the base model), every `eval.every` steps and after the
+last one; the saved model is the best trained checkpoint, and a warning says so when it does not beat the
+base model, since then the training data probably hurt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from distill.recipe import Recipe, resolve_base_model, save_recipe
+from synthgen.errors import UserError
+from synthgen.rundir import fingerprint, prepare_dir
+
+log = logging.getLogger("distill")
+
+STATE_DIR = "train_state"
+SUMMARY = "training.json"
+LOG = "log.jsonl"
+
+
+@dataclass
+class TrainResult:
+    output_dir: str  # the saved model folder
+    steps: int
+    metric: str  # the dev metric that picked the checkpoint
+    best_step: int | None  # the saved checkpoint's step (None without a dev set: the last step is saved)
+    base_dev: dict[str, float] | None  # dev metrics of the base model (step 0)
+    best_dev: dict[str, float] | None  # dev metrics of the saved model
+    beats_base: bool | None  # saved model better than the base on `metric` (None without a dev set)
+    beir: dict[str, Any] | None  # {"base": ..., "trained": ...} `evaluate` results when eval.beir is set
+    data: dict[str, Any]  # data statistics
+    train_seconds: float = 0.0
+    examples_per_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+    fingerprint: str = ""  # of the recipe (output excluded): a rerun with another recipe is refused
+
+
+def recipe_fingerprint(recipe: Recipe) -> str:
+    settings = recipe.to_dict()
+    settings.pop("output")
+    return fingerprint(settings)
+
+
+def train(recipe: Recipe, *, progress: bool = True, on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """Train the student the recipe describes and save it to `recipe.output`; see the module docstring.
+
+    `on_step(step)` is called after every finished step (after its checkpoint, if any).
+    """
+    out = Path(recipe.output).expanduser()
+    digest = recipe_fingerprint(recipe)
+    finished = _finished_result(out, digest)
+    if finished is not None:
+        return finished
+    prepare_dir(out)
+    state_dir = out / STATE_DIR
+    state_dir.mkdir(exist_ok=True)
+    (state_dir / "fingerprint").write_text(digest)
+    return _Run(recipe, out, state_dir, digest, progress, on_step).run()
+
+
+def _finished_result(out: Path, digest: str) -> TrainResult | None:
+    summary, state = out / SUMMARY, out / STATE_DIR
+    if summary.exists():
+        try:
+            recorded = json.loads(summary.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            raise UserError(f"{summary}: malformed JSON; delete {out} to train again") from None
+        if recorded.get("fingerprint") != digest:
+            raise UserError(f"{out} holds a model trained from another recipe; choose another output folder or delete it")
+        shutil.rmtree(state, ignore_errors=True)
+        return TrainResult(**recorded)
+    if state.exists():
+        recorded = (state / "fingerprint").read_text() if (state / "fingerprint").exists() else ""
+        if recorded != digest:
+            raise UserError(f"{out} holds an unfinished run of another recipe; delete {state} to start over")
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(f"output folder {out} exists and is not empty; choose a new folder")
+    return None
+
+
+class _Run:
+    """One training run's state; methods are the steps of `train`, kept apart so each is short."""
+
+    def __init__(self, recipe: Recipe, out: Path, state_dir: Path, digest: str, progress: bool, on_step):
+        self.recipe, self.out, self.state_dir, self.digest = recipe, out, state_dir, digest
+        self.progress, self.on_step = progress, on_step
+        self.warnings: list[str] = []
+
+    # -- setup -------------------------------------------------------------------------------------
+    def load_data(self) -> None:
+        from distill.data import build_dataset, read_examples, split_dev
+
+        r = self.recipe
+        records = read_examples(Path(r.data.train).expanduser())
+        if r.data.dev:
+            train_records, dev_records = records, read_examples(Path(r.data.dev).expanduser())
+        else:
+            train_records, dev_records = split_dev(records, r.data.dev_size, r.train.seed)
+        if r.data.max_examples:
+            train_records = train_records[: r.data.max_examples]
+        if r.loss.distill != "none" and not any(x.pos_scores for x in train_records):
+            raise UserError(f"loss.distill is {r.loss.distill} but no record in {r.data.train} has pos_scores/neg_scores")
+        self.dataset = build_dataset(train_records, dev_records, r.model.query_prefix, r.model.passage_prefix, r.model.task)
+
+    def build_model(self) -> None:
+        import torch
+
+        from distill import encoder as enc
+
+        r = self.recipe
+        self.device = enc.resolve_device(r.train.device)
+        self.precision = enc.resolve_precision(r.train.precision, self.device)
+        torch.manual_seed(r.train.seed)
+        self.model = enc.load_encoder(r.model, self.device)
+        self.dimension = self.model.get_embedding_dimension()
+        too_big = [d for d in r.loss.matryoshka_dims if d > self.dimension]
+        if too_big:
+            raise UserError(f"loss.matryoshka_dims: {too_big[0]} is larger than the model's embedding size {self.dimension}")
+        if r.lora.enabled:
+            enc.add_lora(self.model, r.lora)
+        self.model.train()
+        self.embed = enc.embedder(self.model, self.device, self.precision)
+        self.query_tokens = enc.tokenize(self.model, self.dataset.queries, r.model.max_query_length, self.progress, "tokenize queries")
+        self.passage_tokens = enc.tokenize(self.model, self.dataset.passages, r.model.max_passage_length, self.progress, "tokenize passages")
+
+    def build_optimizer(self) -> None:
+        import torch
+        from transformers import get_scheduler
+
+        from distill.data import steps_per_epoch
+
+        t = self.recipe.train
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in named]
+        no_decay = [p for n, p in named if p.ndim < 2]  # biases and norms: decay would only shrink them
+        decay = [p for n, p in named if p.ndim >= 2]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr
+        )
+        self.steps_per_epoch = steps_per_epoch(len(self.dataset.train), t.batch_size)
+        self.total_steps = t.max_steps or t.epochs * self.steps_per_epoch
+        schedule = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[t.schedule]
+        self.scheduler = get_scheduler(
+            schedule, self.optimizer, num_warmup_steps=int(t.warmup_ratio * self.total_steps), num_training_steps=self.total_steps
+        )
+        self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
+
+    # -- the run -----------------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        import torch
+        from tqdm.auto import tqdm
+
+        from distill.data import epoch_batches, statistics
+        from distill.gradcache import forward_backward
+        from distill.losses import BatchTensors, Objective
+
+        r = self.recipe
+        self.load_data()
+        self.build_model()
+        self.build_optimizer()
+        self.stats = statistics(
+            self.dataset,
+            [len(x) for x in self.query_tokens],
+            [len(x) for x in self.passage_tokens],
+            r.model.max_query_length,
+            r.model.max_passage_length,
+        )
+        objective = Objective(r.loss, self.dimension)
+        self.step, self.best_step, self.best_value, self.base_dev, self.best_dev = 0, None, None, None, None
+        resumed = self.restore()
+        self.logbook = _Logbook(self.out / LOG, self.step if resumed else None)
+        has_dev = bool(self.dataset.dev)
+        if has_dev and self.base_dev is None:
+            self.base_dev = self.dev_metrics()
+            self.logbook.write({"event": "dev", "step": 0, **self.base_dev, "base": True})
+
+        batches: dict[int, list] = {}
+        started, examples = time.perf_counter(), 0
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", disable=not self.progress, dynamic_ncols=True)
+        while self.step < self.total_steps:
+            epoch, index = divmod(self.step, self.steps_per_epoch)
+            if epoch not in batches:
+                batches = {epoch: epoch_batches(self.dataset.train, epoch, r.train.seed, r.train.batch_size, r.data.hard_negatives)}
+            batch = batches[epoch][index]
+            tensors = BatchTensors.from_batch(batch, self.device)
+            parts = forward_backward(
+                self.embed,
+                [[self.query_tokens[i] for i in batch.queries], [self.passage_tokens[i] for i in batch.passages]],
+                r.train.mini_batch_size,
+                lambda q, p: objective(q, p, tensors),
+                self.device,
+                scale=self.scaler.scale if self.scaler else None,
+            )
+            self.optimizer_step()
+            self.step += 1
+            examples += len(batch.queries)
+            elapsed = time.perf_counter() - started
+            loss = float(parts["loss"])
+            if self.step % r.train.log_every == 0 or self.step == self.total_steps:
+                self.logbook.write({
+                    "event": "train",
+                    "step": self.step,
+                    "epoch": round(self.step / self.steps_per_epoch, 4),
+                    **{k: round(float(v), 6) for k, v in parts.items()},
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "examples_per_s": round(examples / elapsed, 3),
+                    "elapsed_s": round(elapsed, 2),
+                })
+            last = self.step == self.total_steps
+            if has_dev and (last or (r.eval.every and self.step % r.eval.every == 0)):
+                self.evaluate_dev()
+            if last or self.step % r.train.checkpoint_every == 0:
+                self.save_checkpoint()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}")
+            if self.on_step is not None:
+                self.on_step(self.step)
+        bar.close()
+        seconds = time.perf_counter() - started
+        return self.finish(seconds, examples / seconds if seconds > 0 and examples else 0.0)
+
+    def optimizer_step(self) -> None:
+        import torch
+
+        max_norm = self.recipe.train.max_grad_norm
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if max_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # -- dev set -----------------------------------------------------------------------------------
+    def dev_metrics(self) -> dict[str, float]:
+        """Each dev query ranks all passages of the dev slice; its positives are the relevant ones."""
+        from distill.data import dev_pool
+        from distill.encoder import embed_rows
+        from distill.evaluate import search
+        from distill.metrics import mean_metrics
+
+        query_rows, passage_rows, relevant = dev_pool(self.dataset.dev)
+        size = self.recipe.eval.batch_size
+        self.model.eval()
+        try:
+            q = embed_rows(self.embed, (self.query_tokens[i] for i in query_rows), size)
+            p = embed_rows(self.embed, (self.passage_tokens[i] for i in passage_rows), size)
+        finally:
+            self.model.train()
+        ranked = search(q, p)
+        runs = {str(qr): [str(passage_rows[i]) for i in row] for qr, row in zip(query_rows, ranked)}
+        qrels = {str(qr): {str(pr): 1 for pr in relevant[qr]} for qr in query_rows}
+        return {k: round(v, 6) for k, v in mean_metrics(runs, qrels).items()}
+
+    def evaluate_dev(self) -> None:
+        metrics = self.dev_metrics()
+        value = metrics[self.recipe.eval.metric]
+        better = self.best_value is None or value > self.best_value
+        if better:
+            self.best_step, self.best_value, self.best_dev = self.step, value, metrics
+            _save_weights(self.model, self.state_dir / "best.safetensors")
+        self.logbook.write({"event": "dev", "step": self.step, **metrics, "best": better})
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        import torch
+
+        final = self.state_dir / f"ckpt-{self.step:08d}"
+        tmp = self.state_dir / f"ckpt-{self.step:08d}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        _save_weights(self.model, tmp / "weights.safetensors")
+        torch.save(
+            {
+                "step": self.step,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler else None,
+                "rng_cpu": torch.get_rng_state(),
+                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "best_step": self.best_step,
+                "best_value": self.best_value,
+                "best_dev": self.best_dev,
+                "base_dev": self.base_dev,
+            },
+            tmp / "state.pt",
+        )
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in self.state_dir.glob("ckpt-*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self) -> bool:
+        import torch
+
+        done = sorted(p for p in self.state_dir.glob("ckpt-*") if not p.name.endswith(".tmp"))
+        if not done:
+            return False
+        latest = done[-1]
+        _load_weights(self.model, latest / "weights.safetensors")
+        state = torch.load(latest / "state.pt", map_location="cpu", weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.step = state["step"]
+        self.best_step, self.best_value = state["best_step"], state["best_value"]
+        self.best_dev, self.base_dev = state["best_dev"], state["base_dev"]
+        log.info("resuming %s from step %d", self.out, self.step)
+        return True
+
+    # -- the end -----------------------------------------------------------------------------------
+    def finish(self, seconds: float, rate: float) -> TrainResult:
+        from distill.card import write_card
+        from distill.encoder import load_encoder, save_encoder
+
+        r = self.recipe
+        metric = r.eval.metric
+        if self.best_step is not None:
+            _load_weights(self.model, self.state_dir / "best.safetensors")
+        beats = None
+        if self.base_dev is not None and self.best_dev is not None:
+            beats = self.best_dev[metric] > self.base_dev[metric]
+            if not beats:
+                self.warn(
+                    f"the trained model does not beat the base model on the dev set ({metric} "
+                    f"{self.best_dev[metric]:.4f} at step {self.best_step} vs {self.base_dev[metric]:.4f} before training); "
+                    "the training data may be hurting"
+                )
+        self.model.eval()
+        save_encoder(self.model, self.out, r.lora.save)
+        beir = None
+        if r.eval.beir:
+            from distill.evaluate import evaluate
+
+            dims = r.loss.matryoshka_dims or None
+            base = load_encoder(r.model, self.device)
+            beir = {
+                "base": evaluate(base, Path(r.eval.beir), r.eval.beir_split, dims, r.eval.batch_size, progress=self.progress, name=str(resolve_base_model(r.model.base))),
+                "trained": evaluate(self.out, Path(r.eval.beir), r.eval.beir_split, dims, r.eval.batch_size, self.device, self.progress),
+            }
+            del base
+        result = TrainResult(
+            output_dir=str(self.out),
+            steps=self.step,
+            metric=metric,
+            best_step=self.best_step,
+            base_dev=self.base_dev,
+            best_dev=self.best_dev,
+            beats_base=beats,
+            beir=beir,
+            data=self.stats,
+            train_seconds=round(seconds, 2),
+            examples_per_s=round(rate, 3),
+            warnings=self.warnings,
+            fingerprint=self.digest,
+        )
+        save_recipe(r, self.out / "recipe.yaml")
+        write_card(self.out / "README.md", r, result)
+        tmp = self.out / (SUMMARY + ".tmp")
+        tmp.write_text(json.dumps(asdict(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, self.out / SUMMARY)
+        self.logbook.close()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        return result
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning(message)
+
+
+class _Logbook:
+    """log.jsonl: one JSON line per logged step; on resume, lines after the checkpoint's step are dropped."""
+
+    def __init__(self, path: Path, resume_step: int | None):
+        kept = []
+        if resume_step is not None and path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line)["step"] <= resume_step:
+                        kept.append(line + "\n")
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    break  # a torn last line from the kill
+        path.write_text("".join(kept), encoding="utf-8")
+        self.handle = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def _save_weights(model, path: Path) -> None:
+    """The trainable weights only (all of them, or just the LoRA adapters), written atomically."""
+    from safetensors.torch import save_file
+
+    state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
+
+
+def _load_weights(model, path: Path) -> None:
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value)

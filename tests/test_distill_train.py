@@ -1,0 +1,187 @@
+"""`train(recipe)` end to end on a tiny BERT: outputs, keep-best, resume after a kill, warnings, LoRA, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from sentence_transformers import SentenceTransformer
+from typer.testing import CliRunner
+
+from distill.recipe import load_recipe
+from distill.train import SUMMARY, TrainResult, train
+from synthgen.errors import UserError
+
+TOPICS = {
+    "protein": "protein folding amino acid chain structure",
+    "solar": "solar panel photovoltaic light energy",
+    "river": "river fish water current ecology",
+    "jazz": "jazz saxophone improvisation swing music",
+    "tax": "income tax deduction law return",
+    "volcano": "volcano lava eruption magma ash",
+    "chess": "chess opening gambit bishop knight",
+    "bread": "bread dough yeast oven flour",
+}
+
+
+def records(count: int, flip: bool = False) -> list[dict]:
+    """Queries about a topic; the positive is that topic's passage, the negative another topic's.
+
+    With `flip`, positives and negatives swap: a dev set that training on the unflipped records must hurt.
+    """
+    names = list(TOPICS)
+    out = []
+    for i in range(count):
+        topic, other = names[i % len(names)], names[(i + 3) % len(names)]
+        words = TOPICS[topic].split()
+        pos = f"{TOPICS[topic]} note {i}"
+        neg = f"{TOPICS[other]} note {i}"
+        out.append({
+            "query": f"{words[i % 5]} {words[(i + 2) % 5]} {i}",
+            "pos": [neg if flip else pos], "neg": [pos if flip else neg],
+            "pos_ids": [f"{'o' if flip else 't'}{i}"], "neg_ids": [f"{'t' if flip else 'o'}{i}"],
+            "pos_scores": [0.9], "neg_scores": [0.1], "task": "find the topic",
+        })
+    return out
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def make_recipe(tmp_path: Path, base: Path, output: str, *extra: str):
+    train_file = write_jsonl(tmp_path / "train.jsonl", records(48))
+    return load_recipe(None, [
+        f"model.base={base}", "model.max_query_length=16", "model.max_passage_length=32",
+        "model.query_prefix=query: ", f"data.train={train_file}", "data.dev_size=8", "data.hard_negatives=1",
+        "train.batch_size=8", "train.mini_batch_size=6", "train.lr=1e-3", "train.max_steps=6", "train.warmup_ratio=0",
+        "train.checkpoint_every=2", "eval.every=3", f"output={tmp_path / output}", *extra,
+    ])
+
+
+def log_lines(folder: Path, keep_timing: bool = False) -> list[dict]:
+    lines = [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+    if not keep_timing:
+        for line in lines:
+            line.pop("elapsed_s", None)
+            line.pop("examples_per_s", None)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_bert_path):
+    tmp = tmp_path_factory.mktemp("trained")
+    recipe = make_recipe(tmp, tiny_bert_path, "model", "loss.distill=margin_mse", "loss.distill_weight=0.5",
+                         "loss.matryoshka_dims=[32,16]")
+    return recipe, train(recipe, progress=False)
+
+
+def test_outputs_of_a_run(trained):
+    recipe, result = trained
+    out = Path(result.output_dir)
+    assert result.steps == 6 and result.data["train_examples"] == 40 and result.data["dev_examples"] == 8
+    lines = log_lines(out)
+    assert [line["step"] for line in lines if line["event"] == "train"] == [1, 2, 3, 4, 5, 6]
+    assert all({"loss", "contrastive", "distill", "lr", "epoch"} <= line.keys() for line in lines if line["event"] == "train")
+    dev = [line for line in lines if line["event"] == "dev"]
+    assert [line["step"] for line in dev] == [0, 3, 6] and dev[0]["base"] is True
+    assert result.base_dev == {k: v for k, v in dev[0].items() if k not in ("event", "step", "base")}
+    best = [line for line in dev[1:] if line["best"]][-1]
+    assert result.best_step == best["step"] and result.best_dev["ndcg@10"] == best["ndcg@10"]
+    assert result.beats_base == (result.best_dev["ndcg@10"] > result.base_dev["ndcg@10"])
+    assert not (out / "train_state").exists()
+    assert load_recipe(out / "recipe.yaml") == recipe
+    assert TrainResult(**json.loads((out / SUMMARY).read_text())) == result
+    card = (out / "README.md").read_text()
+    assert "## Evaluation" in card and "| ndcg@10 |" in card and "train examples | 40" in card and "margin_mse" in card
+
+
+def test_saved_model_is_the_best_checkpoint(trained):
+    """Recompute the dev metrics from the saved folder through SentenceTransformer: they are the best step's."""
+    from distill.data import build_dataset, dev_pool, read_examples, split_dev
+    from distill.evaluate import search
+    from distill.metrics import mean_metrics
+
+    recipe, result = trained
+    _, dev = split_dev(read_examples(Path(recipe.data.train)), recipe.data.dev_size, recipe.train.seed)
+    data = build_dataset([], dev)  # texts without prefixes: encode_query adds the saved prompt
+    queries, passages, relevant = dev_pool(data.dev)
+    model = SentenceTransformer(result.output_dir, device="cpu")
+    q = model.encode_query([data.queries[i] for i in queries], convert_to_tensor=True)
+    p = model.encode_document([data.passages[i] for i in passages], convert_to_tensor=True)
+    runs = {str(qr): [str(passages[i]) for i in row] for qr, row in zip(queries, search(q, p))}
+    metrics = mean_metrics(runs, {str(qr): {str(pr): 1 for pr in relevant[qr]} for qr in queries})
+    assert metrics == pytest.approx(result.best_dev, abs=2e-6)
+
+
+def test_finished_folder_is_returned_not_retrained(trained, tmp_path):
+    recipe, result = trained
+    stamp = (Path(result.output_dir) / "model.safetensors").stat().st_mtime_ns
+    assert train(recipe, progress=False) == result
+    assert (Path(result.output_dir) / "model.safetensors").stat().st_mtime_ns == stamp
+    recipe.train.lr = 5e-4
+    with pytest.raises(UserError, match="holds a model trained from another recipe"):
+        train(recipe, progress=False)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    recipe.output = str(tmp_path / "busy")
+    with pytest.raises(UserError, match="exists and is not empty"):
+        train(recipe, progress=False)
+
+
+def test_resume_after_a_kill_ends_as_an_uninterrupted_run(tmp_path, tiny_bert_path):
+    whole = train(make_recipe(tmp_path, tiny_bert_path, "whole", "train.max_steps=5", "eval.every=2"), progress=False)
+
+    def killed(step: int) -> None:
+        if step == 3:  # the last checkpoint is step 2: step 3 is lost and must be redone
+            raise KeyboardInterrupt
+
+    recipe = make_recipe(tmp_path, tiny_bert_path, "resumed", "train.max_steps=5", "eval.every=2")
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, progress=False, on_step=killed)
+    assert (tmp_path / "resumed" / "train_state" / "ckpt-00000002").is_dir()
+    resumed = train(recipe, progress=False)
+    a, b = load_file(str(tmp_path / "whole" / "model.safetensors")), load_file(str(tmp_path / "resumed" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7)
+    assert log_lines(tmp_path / "whole") == log_lines(tmp_path / "resumed")
+    assert (resumed.best_step, resumed.best_dev, resumed.base_dev) == (whole.best_step, whole.best_dev, whole.base_dev)
+
+
+def test_warning_when_training_does_not_beat_the_base(tmp_path, tiny_bert_path, monkeypatch):
+    from distill.cli import app
+
+    write_jsonl(tmp_path / "train.jsonl", records(48))
+    write_jsonl(tmp_path / "dev.jsonl", records(16, flip=True))  # the same queries, the answers swapped
+    (tmp_path / "r.yaml").write_text(
+        f"model:\n  base: {tiny_bert_path}\n  max_query_length: 16\n  max_passage_length: 32\n"
+        f"data:\n  train: {tmp_path / 'train.jsonl'}\n  dev: {tmp_path / 'dev.jsonl'}\n  hard_negatives: 1\n"
+        "train:\n  batch_size: 8\n  mini_batch_size: 16\n  lr: 3.0e-3\n  warmup_ratio: 0\n  max_steps: 8\n"
+        f"eval:\n  every: 4\noutput: {tmp_path / 'out'}\n"
+    )
+    run = CliRunner().invoke(app, ["train", str(tmp_path / "r.yaml"), "--quiet", "--set", "train.seed=3"])
+    assert run.exit_code == 0, run.output
+    result = TrainResult(**json.loads((tmp_path / "out" / SUMMARY).read_text()))
+    assert result.beats_base is False and result.best_step in (4, 8)
+    assert "does not beat the base model" in result.warnings[0]
+    assert "warning: the trained model does not beat the base model" in run.output
+    assert "**Warning:**" in (tmp_path / "out" / "README.md").read_text()
+    assert "dev ndcg@10: base" in run.output
+
+
+def test_lora_without_dev_set_saves_adapters(tmp_path, tiny_bert_path):
+    recipe = make_recipe(tmp_path, tiny_bert_path, "lora", "lora.enabled=true", "lora.r=4", "lora.save=adapters",
+                         "data.dev_size=0", "train.max_steps=2", "train.lr=1e-2")
+    result = train(recipe, progress=False)
+    assert result.best_step is None and result.base_dev is None and result.beats_base is None
+    out = Path(result.output_dir)
+    assert (out / "adapter_config.json").exists() and not (out / "model.safetensors").exists()
+    texts = ["protein folding 3"]
+    trained = SentenceTransformer(str(out), device="cpu").encode_query(texts, convert_to_tensor=True)
+    base = SentenceTransformer(str(tiny_bert_path), device="cpu").encode_query(["query: " + texts[0]], convert_to_tensor=True)
+    assert not torch.allclose(trained, base, atol=1e-4)  # the adapters were trained and are applied
