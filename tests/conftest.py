@@ -101,3 +101,18 @@ def smollm2_path() -> Path:
     from synthgen.llm.models import default_model_path
 
     return default_model_path()
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_head64_path(tiny_llm_path, tmp_path_factory) -> Path:
+    """`tiny_llm_path` with 64-wide attention heads: vLLM's CPU attention has no kernel for 16-wide ones."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llama-head64")
+    config = LlamaConfig.from_pretrained(tiny_llm_path)
+    config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim = 128, 2, 1, 64
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(tiny_llm_path).save_pretrained(folder)
+    return folder

@@ -24,21 +24,6 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_llm_head64_path(tiny_llm_path, tmp_path_factory):
-    """The tiny Llama with 64-wide attention heads: vLLM's CPU attention has no kernel for the fixture's 16."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    folder = tmp_path_factory.mktemp("tiny-llama-head64")
-    config = LlamaConfig.from_pretrained(tiny_llm_path)
-    config.hidden_size, config.num_attention_heads, config.num_key_value_heads, config.head_dim = 128, 2, 1, 64
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder, safe_serialization=True)
-    AutoTokenizer.from_pretrained(tiny_llm_path).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def engines(tiny_llm_head64_path):
     vllm_llm = load_llm(f"vllm:{tiny_llm_head64_path}", max_model_len=1024)
     hf_llm = load_llm(f"hf:{tiny_llm_head64_path}")
