@@ -106,6 +106,15 @@ def test_chat_prompts_use_the_models_chat_template(llm):
     assert 0 < completion.completion_tokens <= GREEDY.max_tokens
 
 
+def test_a_chat_ending_with_an_assistant_message_is_continued(llm):
+    from synthgen.llm.tokens import prompt_ids
+
+    chat = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": '{"task": "'}]
+    ids = prompt_ids(llm.tokenizer, chat)
+    assert llm.tokenizer.decode(ids).endswith('<|im_start|>assistant\n{"task": "')
+    assert llm.generate([chat], GREEDY, [0])[0].prompt_tokens == len(ids)
+
+
 def test_stop_strings_cut_the_text_and_end_generation(llm):
     long = SamplingParams(max_tokens=20, temperature=0.0)
     free = llm.generate(["The weather today"], long, [0])[0]

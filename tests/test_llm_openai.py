@@ -154,7 +154,7 @@ def test_bad_spec_is_a_user_error():
 
 def test_requests_carry_seed_key_and_endpoint_and_concurrency_is_bounded(scripted, monkeypatch):
     monkeypatch.setenv("MY_LLM_KEY", "secret")
-    server = scripted([(200, CHAT, 0.1, {})] * 9)
+    server = scripted([(200, CHAT, 0.1, {})] * 9, reply=CHAT)
     llm = load_llm(f"openai:m@{server.url}", api_key_env="MY_LLM_KEY", concurrency=3)
     chat = [{"role": "user", "content": "hi"}]
     out = llm.generate([chat] * 9, SamplingParams(max_tokens=7, temperature=0.5, stop=("\n",)), list(range(9)))
@@ -166,6 +166,11 @@ def test_requests_carry_seed_key_and_endpoint_and_concurrency_is_bounded(scripte
     _, body, headers = server.requests[0]
     assert headers["Authorization"] == "Bearer secret"
     assert body["max_tokens"] == 7 and body["stop"] == ["\n"] and body["messages"] == chat
+    assert "continue_final_message" not in body
+    prefill = chat + [{"role": "assistant", "content": '{"task": "'}]
+    llm.generate([prefill], GREEDY, [0])
+    _, body, _ = server.requests[-1]
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
 
 
 def test_a_server_without_prompt_logprobs_is_a_clear_error(scripted):
@@ -236,6 +241,9 @@ def test_real_server_generates_like_the_hf_backend(vllm_server, hf_same_model):
     print(f"server {got}\nhf     {want}")
     assert [g.prompt_tokens for g in got] == [w.prompt_tokens for w in want]  # same chat template applied
     assert got[1].text[:10] == want[1].text[:10]
+    prefill = [{"role": "user", "content": "Write JSON."}, {"role": "assistant", "content": '{"task": "'}]
+    got, want = llm.generate([prefill], GREEDY, [0]), hf_same_model.generate([prefill], GREEDY, [0])
+    assert got[0].prompt_tokens == want[0].prompt_tokens  # the answer is continued, not closed
     sampled = SamplingParams(max_tokens=12, temperature=1.0)
     again = llm.generate([prompts[1]] * 3, sampled, [4, 4, 5])
     assert again[0].text == again[1].text != again[2].text

@@ -2,7 +2,9 @@
 
 Two operations are all the stages need:
 - `generate`: batch text generation from plain prompts or chats (a chat is a list of
-  {"role", "content"} messages; the backend applies the model's own chat template).
+  {"role", "content"} messages; the backend applies the model's own chat template). A chat that ends with
+  an assistant message is a prefill: the model continues that message rather than starting a new one.
+  Stop strings end a completion and are not part of its text.
 - `score`: log-probabilities of given text, from one forward pass, with no sampling. The relabel judges are
   built on it: query likelihood reads the continuation's token log-probabilities; the yes/no relevance judge
   reads `choices`, the next-token log-probabilities of single-token answers after context + continuation.

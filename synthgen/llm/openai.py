@@ -7,7 +7,8 @@ client's own retries still leave concurrency to us. httpx is one small dependenc
 bounded concurrency, since `httpx.Client` is thread-safe and the work is waiting on the network.
 
 Chats go to /chat/completions (the server applies the model's chat template), plain prompts to /completions;
-every request carries its own `seed`.
+every request carries its own `seed`. A chat ending with an assistant message (a prefill the model continues)
+is sent with vLLM's `continue_final_message`; servers without that parameter reject it in one line.
 
 Scoring uses /completions with `echo: true, logprobs: 1`: the server returns every prompt token with its
 log-probability and character offset, and the continuation is the tokens that start at or after the end of
@@ -111,7 +112,10 @@ class OpenAILLM:
                 reply = self._post("completions", {**common, "prompt": prompt, "seed": int(seed)})
                 text = reply["choices"][0]["text"]
             else:
-                reply = self._post("chat/completions", {**common, "messages": list(prompt), "seed": int(seed)})
+                body = {**common, "messages": list(prompt), "seed": int(seed)}
+                if prompt[-1]["role"] == "assistant":  # a prefill: vLLM's parameters to continue it
+                    body.update(continue_final_message=True, add_generation_prompt=False)
+                reply = self._post("chat/completions", body)
                 text = reply["choices"][0]["message"]["content"] or ""
             usage = reply.get("usage") or {}
             return Completion(text, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))

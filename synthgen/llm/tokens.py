@@ -2,8 +2,9 @@
 
 Both backends tokenize here and hand token ids to the model, so the same request means the same tokens in
 either one, and scores can be compared across backends. The rules:
-- a chat is rendered with the tokenizer's own chat template (with the generation prompt) and its text
-  tokenized without adding special tokens again; a plain prompt is tokenized as the tokenizer does by default;
+- a chat is rendered with the tokenizer's own chat template (with the generation prompt, or, when it ends
+  with an assistant message, continuing that message: a prefill) and its text tokenized without adding
+  special tokens again; a plain prompt is tokenized as the tokenizer does by default;
 - a score request is `context` tokenized like a plain prompt, followed by `continuation` tokenized on its own
   (no special tokens), so the continuation's log-probabilities are read from exactly its own tokens;
 - each of `choices` must be one token on its own.
@@ -23,7 +24,9 @@ def prompt_ids(tokenizer, prompt: Prompt) -> list[int]:
     elif tokenizer.chat_template is None:
         raise UserError("this model's tokenizer has no chat template: pass plain-text prompts")
     else:
-        text = tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+        prefill = prompt[-1]["role"] == "assistant"  # the model continues that answer
+        text = tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=not prefill,
+                                             continue_final_message=prefill)
         ids = tokenizer(text, add_special_tokens=False).input_ids
     if not ids:
         raise UserError("an empty prompt cannot be completed")
