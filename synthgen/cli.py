@@ -7,12 +7,213 @@ command that needs them, so `--help` answers at once.
 
 from __future__ import annotations
 
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
 import typer
 
-from synthgen.errors import run_cli
+from synthgen.corpus import ChunkConfig
+from synthgen.errors import UserError, run_cli
+from synthgen.generate import GenerateConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 
 
+@app.callback()
+def _commands() -> None:
+    # A callback keeps `synthgen` a group of subcommands even while only one is registered
+    # (typer turns an app with a single command into that bare command).
+    pass
+
+
 def main() -> None:
     run_cli(app)
+
+
+# ---- generate ------------------------------------------------------------------------------------------
+# passages.jsonl is rewritten from the corpus on every run (ingestion is quick, and a changed corpus must be
+# noticed); queries.jsonl and the per-batch progress file are appended and resumed.
+
+GENERATE_PROGRESS = "generate.progress.jsonl"
+
+
+@app.command()
+def generate(
+    corpus: Path = typer.Option(..., "--corpus", help="A folder (read recursively) or one file: .txt .md .rst .html .pdf, or .jsonl with _id/title/text."),
+    out: Path = typer.Option(..., "--out", help="Run folder for passages.jsonl, queries.jsonl and manifest.json."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="hf:PATH, vllm:PATH or openai:MODEL@URL. Default: the bundled SmolLM2-135M-Instruct."),
+    max_passages: Optional[int] = typer.Option(None, "--max-passages", help="Sample this many passages (default: all). A larger value later extends the same sample."),
+    queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
+    seed: int = typer.Option(GenerateConfig.seed, "--seed", help="Decides the sample, the forms and every sampled token."),
+    batch_size: int = typer.Option(GenerateConfig.batch_size, "--batch-size", help="Prompts per LLM call; finished batches are saved."),
+    temperature: float = typer.Option(GenerateConfig.temperature, "--temperature", help="Sampling temperature (0: greedy)."),
+    top_p: float = typer.Option(GenerateConfig.top_p, "--top-p", help="Nucleus sampling mass."),
+    max_tokens: int = typer.Option(GenerateConfig.max_tokens, "--max-tokens", help="Most tokens per answer."),
+    max_attempts: int = typer.Option(GenerateConfig.max_attempts, "--max-attempts", help="Answers asked per query (new seed each) before it is dropped."),
+    forms: str = typer.Option(",".join(GenerateConfig.forms), "--forms", help="Query forms to rotate through, comma-separated; the template describes each."),
+    prompt: Optional[Path] = typer.Option(None, "--prompt", help="A custom Jinja2 template (default: the bundled prompts/generate.j2)."),
+    prompt_words: int = typer.Option(GenerateConfig.passage_words, "--prompt-words", help="Words of each passage shown to the LLM."),
+    passage_size: int = typer.Option(ChunkConfig.size, "--passage-size", help="Target passage length in words (or tokens, with --passage-tokenizer)."),
+    passage_overlap: int = typer.Option(ChunkConfig.overlap, "--passage-overlap", help="Words (or tokens) repeated between consecutive passages."),
+    passage_tokenizer: Optional[Path] = typer.Option(None, "--passage-tokenizer", help="A tokenizer folder (e.g. the student's): passage sizes count its tokens."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Discard queries from an earlier run with other settings."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Split a corpus into passages and have an LLM write a search query (and its task) for sampled passages.
+
+    Run the same command again after an interruption to resume where it stopped.
+    """
+    import json
+    import sys
+    import time
+
+    from synthgen.corpus import ingest
+    from synthgen.generate import BatchLog, QueryGenerator, check_template, plan
+    from synthgen.prompts import load_template
+    from synthgen.records import Query
+    from synthgen.rundir import Appender, fingerprint, prepare_dir, read_manifest, resume_records, write_manifest_section
+
+    started = time.perf_counter()
+    chunking = ChunkConfig(size=passage_size, overlap=passage_overlap,
+                           tokenizer=str(passage_tokenizer) if passage_tokenizer else None)
+    config = GenerateConfig(
+        queries_per_passage=queries_per_passage, max_passages=max_passages, seed=seed, batch_size=batch_size,
+        max_attempts=max_attempts, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+        passage_words=prompt_words, forms=tuple(f.strip() for f in forms.split(",") if f.strip()),
+    )
+    run_dir = prepare_dir(out)
+    template = load_template(prompt or "generate.j2")
+    check_template(template, config)
+
+    passages, report = ingest(corpus, chunking)
+    for reason in ("undecodable", "unreadable"):
+        for path in report.skipped.get(reason, []):
+            print(f"warning: skipped {path}", file=sys.stderr)
+    quiet_skips = {k: len(v) for k, v in report.skipped.items() if k not in ("undecodable", "unreadable")}
+    if quiet_skips:
+        print("skipped " + ", ".join(f"{n} {k} file{'s' * (n > 1)}" for k, n in sorted(quiet_skips.items())), file=sys.stderr)
+    passages_sha = fingerprint([[p.id, p.title, p.text] for p in passages])
+
+    queries_path, progress_path = run_dir / "queries.jsonl", run_dir / GENERATE_PROGRESS
+    identity = json.loads(json.dumps({"llm": llm or "default", "template_sha256": template.sha256,
+                                      "options": config.output_options(), "passages_sha256": passages_sha}))
+    previous = read_manifest(run_dir).get("generate", {}).get("identity")
+    started_before = any(p.exists() and p.stat().st_size for p in (queries_path, progress_path))
+    if started_before and previous != identity:
+        if not overwrite:
+            raise UserError(f"{out} holds queries made with {_differences(previous, identity)}; pass --overwrite to "
+                            "replace them, or use another --out")
+        queries_path.unlink(missing_ok=True)
+        progress_path.unlink(missing_ok=True)
+    _write_jsonl_atomic(run_dir / "passages.jsonl", passages)
+
+    logs = resume_records(progress_path, BatchLog)
+    done = {item for log in logs for item in log.items}
+    existing = resume_records(queries_path, Query)
+    present = {q.id for q in existing}
+    items = plan(passages, config)
+    todo = [item for item in items if item.id not in done]
+    section = {
+        "identity": identity,
+        "corpus": {"path": str(corpus), "chunking": dataclasses.asdict(chunking), "counts": report.counts()},
+        "config": dataclasses.asdict(config),
+        "sampling": dataclasses.asdict(config.sampling()),
+        "template": {"path": str(prompt) if prompt else "generate.j2", "sha256": template.sha256},
+        "complete": not todo,
+    }
+    write_manifest_section(run_dir, "generate", {**section, **_generate_totals(logs, len(passages), queries_path)})
+
+    if todo:
+        from tqdm import tqdm
+
+        from synthgen.llm import load_llm
+
+        model = load_llm(llm)
+        section["model"] = model.name
+        try:
+            generator = QueryGenerator(model, template, config, earlier=[q for q in existing if q.id in done])
+            session_start, session_tokens, session_passages = time.perf_counter(), 0, set()
+            with Appender(queries_path) as queries_out, Appender(progress_path) as progress_out, \
+                    tqdm(total=len(items), initial=len(items) - len(todo), unit="query", desc="generating",
+                         disable=quiet, dynamic_ncols=True) as bar:
+                for start in range(0, len(todo), config.batch_size):
+                    batch = todo[start : start + config.batch_size]
+                    result = generator.run(batch)
+                    queries_out.write([q for q in result.queries if q.id not in present])
+                    progress_out.write([result.log])
+                    logs.append(result.log)
+                    session_tokens += result.log.prompt_tokens + result.log.completion_tokens
+                    session_passages.update(item.passage.id for item in batch)
+                    elapsed = time.perf_counter() - session_start
+                    bar.set_postfix_str(f"{len(session_passages) / elapsed:.2f} passages/s, "
+                                        f"{session_tokens / elapsed:.0f} tok/s", refresh=False)
+                    bar.update(len(batch))
+        finally:
+            model.close()
+    section["complete"] = True
+    totals = _generate_totals(logs, len(passages), queries_path)
+    totals["wall_seconds"] = round(time.perf_counter() - started, 2)
+    write_manifest_section(run_dir, "generate", {**section, **totals})
+    counts = totals["counts"]
+    filtered = ", ".join(f"{n} {k}" for k, n in counts["filtered"].items()) or "none"
+    print(f"{counts['written']} queries for {counts['passages_prompted']} of {counts['passages_read']} passages in "
+          f"{queries_path} (answers filtered: {filtered}; malformed: {counts['malformed']}; dropped: {counts['dropped']})")
+
+
+def _differences(previous: dict | None, current: dict) -> str:
+    """Which settings differ from the earlier run's, in words, for the refusal message."""
+    if not previous:
+        return "unknown settings (no manifest)"
+    names = {"llm": "another --llm", "template_sha256": "another prompt template", "passages_sha256": "another corpus or passage size"}
+    changed = [names[k] for k in names if previous.get(k) != current.get(k)]
+    old, new = previous.get("options", {}), current["options"]
+    changed += [f"another {k.replace('_', '-')}" for k in sorted(new) if old.get(k) != new[k]]
+    return ", ".join(changed) or "other settings"
+
+
+def _generate_totals(logs, passages_read: int, queries_path: Path) -> dict:
+    counts: dict[str, int] = {}
+    for log in logs:
+        for key, n in log.counts.items():
+            counts[key] = counts.get(key, 0) + n
+    seconds = sum(log.seconds for log in logs)
+    prompt_tokens = sum(log.prompt_tokens for log in logs)
+    completion_tokens = sum(log.completion_tokens for log in logs)
+    prompted = {item.rsplit("@", 1)[0] for log in logs for item in log.items}
+    written = sum(1 for line in open(queries_path, encoding="utf-8") if line.strip()) if queries_path.exists() else 0
+    rate = (lambda n: round(n / seconds, 3) if seconds else None)
+    return {
+        "counts": {
+            "passages_read": passages_read,
+            "passages_prompted": len(prompted),
+            "queries_prompted": counts.get("prompted", 0),
+            "answers": counts.get("answers", 0),
+            "malformed": counts.get("malformed", 0),
+            "filtered": {k.removeprefix("filtered_"): n for k, n in sorted(counts.items()) if k.startswith("filtered_")},
+            "dropped": counts.get("dropped", 0),
+            "written": written,
+        },
+        "throughput": {
+            "passages_per_s": rate(len(prompted)),
+            "queries_per_s": rate(written),
+            "tokens_per_s": rate(prompt_tokens + completion_tokens),
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "llm_seconds": round(seconds, 2),
+        },
+    }
+
+
+def _write_jsonl_atomic(path: Path, records) -> None:
+    import os
+    import tempfile
+
+    from synthgen.records import dumps
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.writelines(dumps(record) + "\n" for record in records)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)

@@ -116,7 +116,8 @@ def ingest(path: Path, config: ChunkConfig = ChunkConfig()) -> tuple[list[Passag
                 passages.append(Passage(id=pid, text=text, title=doc.title, source=doc.source))
     report.passages = len(passages)
     if not passages:
-        summary = ", ".join(f"{len(v)} {k}" for k, v in sorted(report.skipped.items())) or "no files"
+        summary = ", ".join(f"{len(v)} {k} ({', '.join(v[:3])}{', ...' * (len(v) > 3)})"
+                            for k, v in sorted(report.skipped.items())) or "no files"
         raise UserError(f"no usable text in {path} ({summary}); supported: {', '.join(sorted(SUFFIXES))}")
     return passages, report
 

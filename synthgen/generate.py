@@ -1,0 +1,306 @@
+"""Passages -> synthetic queries (Gecko step 1): prompt, parse, retry, filter. Pure over records; no file I/O.
+
+For each sampled passage the LLM invents a retrieval task for which the passage is relevant, and a query for
+that task in a requested form (question, claim, keywords, title...). Forms rotate across the queries of a run
+because a small model left to itself writes the same kind of query every time (a naive SmolLM2 run gave 70%
+"what is the function of ..."), and a student trained on one kind of query learns one kind of query.
+
+Why the prompt is a chat rendered from one Jinja2 file: the few-shot examples are turns of that chat, so the
+template holds the whole prompt a user may want to change, and the manifest's template hash covers all of
+it. Lines `[[system]]`, `[[user]]`, `[[assistant]]` start messages. A final assistant message is a prefill:
+the answer's opening (`{"task": "`) that the model continues, which keeps a tiny model in the JSON format.
+The examples come first and the passage last, so every prompt of a run shares one long prefix that
+a backend with prefix caching computes once.
+
+Why everything random is keyed by ids: the sample of passages is the passages ordered by a hash of
+(seed, passage id), so a larger --max-passages extends a smaller run rather than drawing a new sample; each
+query's form and sampling seed come from (seed, passage id, query index[, attempt]), never from its position
+in a batch. A resumed run therefore writes exactly what an uninterrupted one would.
+
+Answers are parsed strictly: the first JSON object in the text, through `json`, never eval. A malformed or
+filtered answer is asked again with a new seed, up to `max_attempts`; then the query is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+from synthgen.errors import UserError
+from synthgen.llm.base import LLM, Prompt, SamplingParams
+from synthgen.prompts import Template
+from synthgen.records import Passage, Query
+from synthgen.text import NearDuplicateIndex, longest_common_run, words
+
+FORMS = ("question", "claim", "keywords", "title")
+ROLES = ("system", "user", "assistant")
+_MARKER = re.compile(r"^\[\[(system|user|assistant)\]\][ \t]*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    queries_per_passage: int = 1
+    max_passages: int | None = None  # None: every passage, in sampled order
+    seed: int = 0
+    batch_size: int = 16  # prompts per LLM call; also how often finished work is saved
+    max_attempts: int = 3  # answers asked per query before it is dropped
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 80
+    passage_words: int = 150  # the passage is cut to this many words in the prompt: prompt length is time
+    forms: tuple[str, ...] = FORMS  # query forms, rotated across queries; the template describes each
+    min_query_words: int = 2
+    max_query_words: int = 40
+    max_copied_words: int = 10  # a query repeating this many consecutive passage words is dropped
+    near_duplicate: float = 0.8  # word-set Jaccard at which a query repeats an earlier one
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.queries_per_passage >= 1, "--queries-per-passage must be at least 1"),
+            (self.max_passages is None or self.max_passages >= 1, "--max-passages must be at least 1"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.max_attempts >= 1, "--max-attempts must be at least 1"),
+            (self.temperature >= 0, "--temperature must be 0 or more"),
+            (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
+            (self.max_tokens >= 8, "--max-tokens must be at least 8"),
+            (self.passage_words >= 10, "--passage-words must be at least 10"),
+            (bool(self.forms) and len(set(self.forms)) == len(self.forms), "--forms must name distinct forms"),
+            (1 <= self.min_query_words <= self.max_query_words, "query length bounds must satisfy 1 <= min <= max"),
+            (self.max_copied_words >= 2, "--max-copied-words must be at least 2"),
+            (0 < self.near_duplicate <= 1, "--near-duplicate must be in (0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+    def sampling(self) -> SamplingParams:
+        # "}" closes the one flat object asked for: stopping there saves the tokens a model adds after it.
+        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, stop=("}",))
+
+    def output_options(self) -> dict:
+        """The options that decide what is written (not how fast, nor how much of the sample is done)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("batch_size", "max_passages")}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One query to write: the n-th query of a passage, in a given form."""
+
+    passage: Passage
+    index: int
+    form: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.passage.id}@{self.index}"
+
+
+@dataclass
+class BatchLog:
+    """What one batch did; one line per batch in the run's progress file, so a resumed run knows which
+    items are finished (including those that produced no query) and keeps exact counts."""
+
+    items: list[str]  # ids of the items finished in this batch
+    counts: dict[str, int] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+
+
+def derive_seed(*parts: object) -> int:
+    digest = hashlib.sha256("\0".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % (2**31 - 1)
+
+
+def plan(passages: Sequence[Passage], config: GenerateConfig) -> list[Item]:
+    """The run's work items in processing order: sampled passages, each with its queries' forms."""
+    ranked = sorted(passages, key=lambda p: (derive_seed(config.seed, "sample", p.id), p.id))
+    if config.max_passages is not None:
+        ranked = ranked[: config.max_passages]
+    forms = config.forms
+    items = []
+    for passage in ranked:
+        offset = derive_seed(config.seed, "form", passage.id)
+        items.extend(Item(passage, n, forms[(offset + n) % len(forms)]) for n in range(config.queries_per_passage))
+    return items
+
+
+# ---- prompts -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    messages: list[dict[str, str]]  # without the prefill
+    prefill: str  # opening of the answer the model continues ("" for none)
+
+    def prompt(self) -> Prompt:
+        if self.prefill:
+            return self.messages + [{"role": "assistant", "content": self.prefill}]
+        return self.messages
+
+
+def parse_chat(rendered: str, where: str) -> ChatPrompt:
+    """Split a rendered template at its role lines; text before the first role line is not allowed."""
+    parts = _MARKER.split(rendered)
+    if len(parts) == 1:
+        raise UserError(f"template {where}: no [[user]] line; a generation template is a chat (see prompts/generate.j2)")
+    if parts[0].strip():
+        raise UserError(f"template {where}: text before the first [[role]] line")
+    messages = [{"role": role, "content": content.strip("\n")} for role, content in zip(parts[1::2], parts[2::2])]
+    prefill = ""
+    if messages[-1]["role"] == "assistant":
+        prefill = messages.pop()["content"]
+    if not messages or messages[-1]["role"] != "user":
+        raise UserError(f"template {where}: the last message before the answer must be a [[user]] message")
+    return ChatPrompt(messages, prefill)
+
+
+def passage_excerpt(passage: Passage, max_words: int) -> str:
+    tokens = passage.text.split()
+    return " ".join(tokens[:max_words]) + (" ..." if len(tokens) > max_words else "")
+
+
+def render(template: Template, item: Item, config: GenerateConfig) -> ChatPrompt:
+    text = template.render(passage=passage_excerpt(item.passage, config.passage_words),
+                           title=" ".join(item.passage.title.split()), form=item.form)
+    return parse_chat(text, template.name)
+
+
+def check_template(template: Template, config: GenerateConfig) -> list[str]:
+    """Render the template once per form (so a bad template fails before a model loads); return the queries
+    of its few-shot answers, since a query repeating one of them is the model parroting an example."""
+    found: list[str] = []
+    for form in config.forms:
+        try:
+            prompt = render(template, Item(Passage(id="check", text="A passage.", title="A title"), 0, form), config)
+        except UserError as exc:
+            raise UserError(f"query form '{form}' does not render: {exc}") from None
+        for message in prompt.messages:
+            answer = parse_answer(message["content"]) if message["role"] == "assistant" else None
+            if answer and answer[1] not in found:
+                found.append(answer[1])
+    return found
+
+
+# ---- answers -------------------------------------------------------------------------------------------
+
+
+def parse_answer(text: str) -> tuple[str, str] | None:
+    """(task, query) from the first JSON object in `text`, or None when there is no well-formed one."""
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    task, query = obj.get("task"), obj.get("query")
+    if not isinstance(task, str) or not isinstance(query, str):
+        return None
+    task, query = " ".join(task.split()), " ".join(query.split())
+    return (task, query) if task and query else None
+
+
+def read_answer(prefill: str, completion: str) -> tuple[str, str] | None:
+    """(task, query) from the prefill, what the model wrote, and the "}" that the stop string cut off.
+
+    A backend that cannot continue a prefilled message answers from scratch instead, so the completion is
+    also read on its own.
+    """
+    closed = completion + ("" if completion.rstrip().endswith("}") else "}")
+    return parse_answer(prefill + closed) or (parse_answer(closed) if prefill else None)
+
+
+class QueryFilter:
+    """Length bounds, copying from the passage or from the few-shot examples, and repeats within the run."""
+
+    def __init__(self, config: GenerateConfig, examples: Iterable[str] = ()):
+        self.config = config
+        self.seen = NearDuplicateIndex(config.near_duplicate)
+        self.examples = NearDuplicateIndex(config.near_duplicate)
+        for query in examples:
+            self.examples.add(query)
+
+    def reason(self, query: str, passage: Passage) -> str | None:
+        """Why the query is rejected, or None when it is kept."""
+        tokens = words(query)
+        if not self.config.min_query_words <= len(tokens) <= self.config.max_query_words:
+            return "length"
+        if self.examples.find(query) is not None:
+            return "copies_example"
+        if longest_common_run(tokens, words(passage.title + " " + passage.text)) >= self.config.max_copied_words:
+            return "copies_passage"
+        if self.seen.find(query) is not None:
+            return "duplicate"
+        return None
+
+    def keep(self, query: str) -> None:
+        self.seen.add(query)
+
+
+@dataclass
+class BatchResult:
+    queries: list[Query]
+    log: BatchLog
+
+
+class QueryGenerator:
+    """Runs batches of items through the LLM; holds the run's filter state (earlier queries) across batches."""
+
+    def __init__(self, llm: LLM, template: Template, config: GenerateConfig, earlier: Iterable[Query] = ()):
+        self.llm = llm
+        self.template = template
+        self.config = config
+        self.params = config.sampling()
+        self.filter = QueryFilter(config, check_template(template, config))
+        for query in earlier:
+            self.filter.keep(query.query)
+
+    def run(self, items: Sequence[Item]) -> BatchResult:
+        """Queries for a batch of items; items are settled in their order, so results do not depend on timing."""
+        started = time.perf_counter()
+        counts: Counter[str] = Counter(prompted=len(items))
+        log = BatchLog(items=[item.id for item in items])
+        prompts = {item.id: render(self.template, item, self.config) for item in items}
+        accepted: dict[str, Query] = {}
+        pending = list(items)
+        for attempt in range(self.config.max_attempts):
+            if not pending:
+                break
+            completions = self.llm.generate(
+                [prompts[item.id].prompt() for item in pending],
+                self.params,
+                [derive_seed(self.config.seed, item.passage.id, item.index, attempt) for item in pending],
+            )
+            retry = []
+            for item, completion in zip(pending, completions):
+                counts["answers"] += 1
+                log.prompt_tokens += completion.prompt_tokens
+                log.completion_tokens += completion.completion_tokens
+                answer = read_answer(prompts[item.id].prefill, completion.text)
+                if answer is None:
+                    counts["malformed"] += 1
+                    retry.append(item)
+                    continue
+                task, query = answer
+                reason = self.filter.reason(query, item.passage)
+                if reason:
+                    counts[f"filtered_{reason}"] += 1
+                    retry.append(item)
+                    continue
+                self.filter.keep(query)
+                accepted[item.id] = Query(id=item.id, passage_id=item.passage.id, task=task, query=query, form=item.form)
+            pending = retry
+        counts["dropped"] += len(pending)
+        counts["written"] += len(accepted)
+        log.counts = dict(counts)
+        log.seconds = time.perf_counter() - started
+        return BatchResult([accepted[item.id] for item in items if item.id in accepted], log)
