@@ -1,0 +1,339 @@
+"""Relabeling (Gecko step 2): candidates for each query, judged, fused by rank; positive and hard negatives chosen.
+
+A generated query is often answered better by another passage than the one it was written from (Gecko
+reports ~15%), and the passages ranked just below the answer make the most useful negatives, unless they are
+relevant too. So every query gets the whole corpus's best candidates (`retrieve`), several judges rank them,
+their rankings are fused by reciprocal rank (robust to judges on incomparable scales: log-probabilities,
+cosines, BM25), and the fused top is the positive.
+
+False-negative protection needs a notion of "about as good as the positive" that works for every judge.
+Raw scores do not give one (log-probabilities are negative, RRF scores are all close to 1/60), so each
+judge's scores are min-max normalized over the query's candidates (best 1, worst 0; a judge that cannot tell
+its candidates apart puts them all at 1) and averaged over the judges: a score in [0, 1] where the positive is
+usually near 1. A candidate at or above `margin` times the positive's score is never a negative (NV-Retriever's
+TopK-PercPos on this scale), nor is the seed passage (the query was written from it), nor a near-duplicate
+of the positive. These normalized scores are the `pos_scores`/`neg_scores` of the training records.
+
+Everything here is a pure function of records; files, resume and manifests belong to the CLI.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from synthgen.errors import UserError
+from synthgen.judges import LLM_JUDGES, Judgment, LLMJudges
+from synthgen.records import Passage, Query, TrainingExample
+from synthgen.retrieve import RRF_K, BM25Retriever, DenseRetriever, Embedder, HybridRetriever, rank_fusion
+
+JUDGES = ("ql", "yesno", "dense", "bm25", "dense2")
+POSITIVES = ("fused", "seed")
+STRATEGIES = ("random", "top", "lowest")
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    positive: str = "fused"  # fused: the top of the fused ranking; seed: always the passage the query came from
+    negatives: int = 7  # hard negatives per query (fewer when fewer are safe)
+    strategy: str = "random"  # within the rank window: random (seeded), top (hardest first), lowest (Gecko)
+    ranks: tuple[int, int] = (3, 20)  # fused-rank window negatives come from, 1-based and inclusive
+    margin: float = 0.95  # candidates scoring >= margin * the positive's normalized score are not negatives
+    duplicate_overlap: float = 0.6  # share of word 5-grams with the positive that makes a near-duplicate
+    round_trip: bool = False  # drop a query whose seed is not in the retriever's own top-k (Promptagator)
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.positive not in POSITIVES:
+            raise UserError(f"unknown --positive '{self.positive}': expected one of {', '.join(POSITIVES)}")
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"unknown --negative-strategy '{self.strategy}': expected one of {', '.join(STRATEGIES)}")
+        lo, hi = self.ranks
+        if not 1 <= lo <= hi:
+            raise UserError(f"bad --negative-ranks {lo}-{hi}: expected FIRST-LAST with 1 <= FIRST <= LAST")
+        if self.negatives < 0:
+            raise UserError("--negatives must be 0 or more")
+        if not 0 < self.margin <= 1:
+            raise UserError("--margin must be in (0, 1]")
+
+
+@dataclass
+class Candidates:
+    """One query's candidate passages, in the retriever's order, with every judge's scores."""
+
+    query: Query
+    passages: list[int]  # indices into the corpus list; the seed is always among them
+    seed: int | None  # corpus index of the seed passage (None for queries without one, as in benchmarks)
+    seed_rank: int | None  # 1-based rank of the seed in the retriever's own top-k; None when it had to be added
+    scores: dict[str, list[float | None]] = field(default_factory=dict)  # judge -> score per candidate; None: unjudged
+
+
+@dataclass
+class Selection:
+    example: TrainingExample | None
+    dropped: str | None  # reason, when the query yields no training example
+    pos_is_seed: bool = False
+    negatives_short: bool = False  # fewer safe negatives than asked
+    top1: dict[str, int] = field(default_factory=dict)  # each judge's own top candidate, for agreement figures
+    fused_top: int = -1
+
+
+def parse_judges(text: str) -> tuple[str, ...]:
+    judges = tuple(dict.fromkeys(j.strip() for j in text.split(",") if j.strip()))
+    unknown = [j for j in judges if j not in JUDGES]
+    if not judges or unknown:
+        raise UserError(f"bad --judges '{text}': choose from {', '.join(JUDGES)} (comma-separated)")
+    return judges
+
+
+class PassageIndex:
+    """The corpus and the retrievers over it, built on first use (BM25 costs a second, dense an encoding pass)."""
+
+    def __init__(self, passages: Sequence[Passage], embedder: Embedder | None, index: str = "flat",
+                 second: Embedder | None = None, progress: bool = True):
+        self.passages = list(passages)
+        self.position = {p.id: i for i, p in enumerate(self.passages)}
+        self._embedder, self._index, self._progress = embedder, index, progress
+        self.second = second
+        self._dense: DenseRetriever | None = None
+        self._bm25: BM25Retriever | None = None
+
+    @property
+    def dense(self) -> DenseRetriever:
+        if self._dense is None:
+            self._dense = DenseRetriever(self.passages, self._embedder or Embedder(), self._index, self._progress)
+        return self._dense
+
+    @property
+    def bm25(self) -> BM25Retriever:
+        if self._bm25 is None:
+            self._bm25 = BM25Retriever(self.passages)
+        return self._bm25
+
+    def retriever(self, method: str) -> DenseRetriever | BM25Retriever | HybridRetriever:
+        if method == "dense":
+            return self.dense
+        if method == "bm25":
+            return self.bm25
+        if method == "hybrid":
+            return HybridRetriever(self.dense, self.bm25)
+        raise UserError(f"unknown retrieval method '{method}': expected dense, bm25 or hybrid")
+
+
+def retrieve_candidates(queries: Sequence[Query], index: PassageIndex, method: str, top_k: int) -> list[Candidates]:
+    """Top-k candidates per query; the seed passage, when missing, takes the last place (and counts as added).
+    A query whose seed is not in the corpus (real queries in a benchmark) has no seed."""
+    if top_k < 1:
+        raise UserError("--top-k must be at least 1")
+    hits = index.retriever(method).search([q.query for q in queries], top_k)
+    out = []
+    for query, row in zip(queries, hits):
+        ids = [h.index for h in row]
+        seed = index.position.get(query.passage_id)
+        seed_rank = ids.index(seed) + 1 if seed in ids else None
+        if seed is not None and seed_rank is None:
+            ids = ids[: top_k - 1] + [seed]
+        out.append(Candidates(query, ids, seed, seed_rank))
+    return out
+
+
+def score_retrieval_judges(candidates: Sequence[Candidates], index: PassageIndex, judges: Sequence[str]) -> None:
+    """Fill the judges that are retrievers' scores: cheap, so every candidate gets them."""
+    texts = [c.query.query for c in candidates]
+    lists = [c.passages for c in candidates]
+    if "dense" in judges:
+        vectors = index.dense.embedder.encode_queries(texts)
+        for c, s in zip(candidates, index.dense.scores(vectors, lists)):
+            c.scores["dense"] = s
+    if "bm25" in judges:
+        for c, s in zip(candidates, index.bm25.scores(texts, lists)):
+            c.scores["bm25"] = s
+    if "dense2" in judges:
+        if index.second is None:
+            raise UserError("the dense2 judge needs --second-embedder PATH")
+        queries = index.second.encode_queries(texts)
+        needed = sorted({i for c in candidates for i in c.passages})
+        vectors = dict(zip(needed, index.second.encode_passages([index.passages[i] for i in needed])))
+        for c, q in zip(candidates, queries):
+            c.scores["dense2"] = [float(vectors[i] @ q) for i in c.passages]
+
+
+def llm_pairs(candidates: Sequence[Candidates], depth: int) -> list[tuple[int, int]]:
+    """(candidate list, corpus index) pairs for the LLM judges: the first `depth` candidates and the seed,
+    passage-major so that one passage's requests reach the backend together."""
+    pairs = set()
+    for n, c in enumerate(candidates):
+        for i in c.passages[:depth]:
+            pairs.add((n, i))
+        if c.seed is not None:
+            pairs.add((n, c.seed))
+    return sorted(pairs, key=lambda pair: (pair[1], pair[0]))
+
+
+def llm_judge(candidates: Sequence[Candidates], passages: Sequence[Passage], judges: LLMJudges, depth: int,
+              known: dict[str, float], batch_pairs: int = 512, progress: bool = True) -> Iterator[list[Judgment]]:
+    """Run the LLM judges over the pairs `known` (judgment key -> score) lacks, in passage-major batches, and
+    yield each batch's judgments for the caller to store; once exhausted, every candidate list holds the LLM
+    judges' scores (None where a candidate was below `depth`)."""
+    from tqdm import tqdm
+
+    pairs = llm_pairs(candidates, depth)
+    todo: list[tuple[int, int, tuple[str, ...]]] = []  # (candidate list, corpus index, judges still to run)
+    for n, i in pairs:
+        missing = tuple(j for j in judges.judges if judges.key(j, candidates[n].query, passages[i]) not in known)
+        if missing:
+            todo.append((n, i, missing))
+    bar = tqdm(total=len(todo), desc="judging", unit="pair", disable=not progress or not todo)
+    start = 0
+    while start < len(todo):
+        end = min(start + batch_pairs, len(todo))
+        while end < len(todo) and todo[end][1] == todo[end - 1][1]:  # never split one passage's pairs
+            end += 1
+        batch = todo[start:end]
+        made = []
+        for missing in dict.fromkeys(m for _, _, m in batch):  # usually one set: all the judges
+            part = [(n, i) for n, i, m in batch if m == missing]
+            scores = judges.score([(candidates[n].query, passages[i]) for n, i in part], missing)
+            for (n, i), by_judge in zip(part, scores):
+                for j, score in by_judge.items():
+                    made.append(Judgment(candidates[n].query.id, passages[i].id, j, score,
+                                         judges.key(j, candidates[n].query, passages[i])))
+        for judged in made:
+            known[judged.key] = judged.score
+        yield made
+        bar.update(len(batch))
+        start = end
+    bar.close()
+    judged_at: dict[int, set[int]] = {}
+    for n, i in pairs:
+        judged_at.setdefault(n, set()).add(i)
+    for n, c in enumerate(candidates):
+        for j in judges.judges:
+            c.scores[j] = [known[judges.key(j, c.query, passages[i])] if i in judged_at[n] else None
+                          for i in c.passages]
+
+
+def judge_ranks(scores: Sequence[float | None]) -> list[int]:
+    """1-based rank of each candidate under one judge: ties share their best rank; unjudged candidates come
+    after every judged one, in retrieval order."""
+    judged = sorted((-s, i) for i, s in enumerate(scores) if s is not None)
+    ranks = [0] * len(scores)
+    for place, (neg, i) in enumerate(judged):
+        tied_above = place > 0 and judged[place - 1][0] == neg
+        ranks[i] = ranks[judged[place - 1][1]] if tied_above else place + 1
+    nxt = len(judged) + 1
+    for i, s in enumerate(scores):
+        if s is None:
+            ranks[i] = nxt
+            nxt += 1
+    return ranks
+
+
+def fuse(c: Candidates, judges: Sequence[str], k: int = RRF_K) -> list[float]:
+    """Reciprocal-rank fusion of the judges' rankings: one score per candidate."""
+    fused = [0.0] * len(c.passages)
+    for judge in judges:
+        for i, r in enumerate(judge_ranks(c.scores[judge])):
+            fused[i] += 1.0 / (k + r)
+    return fused
+
+
+def normalized(c: Candidates, judges: Sequence[str]) -> list[float]:
+    """Mean over judges of min-max normalized scores (see the module docstring); unjudged count as 0."""
+    total = np.zeros(len(c.passages))
+    for judge in judges:
+        scores = c.scores[judge]
+        judged = [s for s in scores if s is not None]
+        lo, hi = min(judged), max(judged)
+        for i, s in enumerate(scores):
+            if s is not None:
+                total[i] += (s - lo) / (hi - lo) if hi > lo else 1.0
+    return (total / len(judges)).tolist()
+
+
+def fused_order(c: Candidates, judges: Sequence[str], k: int = RRF_K) -> list[int]:
+    """Positions in `c.passages`, best first; ties go to the seed, then to the retriever's order."""
+    fused = fuse(c, judges, k)
+    return sorted(range(len(fused)), key=lambda i: (-fused[i], c.passages[i] != c.seed, i))
+
+
+_WORDS = re.compile(r"\w+")
+
+
+def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
+    words = _WORDS.findall(text.lower())
+    return {tuple(words[i : i + n]) for i in range(max(len(words) - n + 1, 1))}
+
+
+def near_duplicate(a: str, b: str, overlap: float) -> bool:
+    """Whether the shorter text shares at least `overlap` of its word 5-grams with the other."""
+    sa, sb = _shingles(a), _shingles(b)
+    return len(sa & sb) >= overlap * min(len(sa), len(sb))
+
+
+def select(c: Candidates, passages: Sequence[Passage], judges: Sequence[str], config: SelectionConfig) -> Selection:
+    """The training example of one judged query, or why there is none."""
+    top1 = {j: c.passages[judge_ranks(c.scores[j]).index(1)] for j in judges}
+    if config.round_trip and c.seed is not None and c.seed_rank is None:
+        return Selection(None, "round_trip", top1=top1)
+    order = fused_order(c, judges)
+    fused_top = c.passages[order[0]]
+    pos_at = order[0] if config.positive == "fused" or c.seed is None else c.passages.index(c.seed)
+    pos = c.passages[pos_at]
+    norm = normalized(c, judges)
+    limit = config.margin * norm[pos_at]
+    lo, hi = config.ranks
+    pos_passage = passages[pos]
+    eligible = [
+        at for rank, at in enumerate(order, start=1)
+        if lo <= rank <= hi and at != pos_at and c.passages[at] != c.seed and norm[at] < limit
+        and not near_duplicate(passages[c.passages[at]].text, pos_passage.text, config.duplicate_overlap)
+    ]
+    count = min(config.negatives, len(eligible))
+    if config.strategy == "top":
+        chosen = eligible[:count]
+    elif config.strategy == "lowest":
+        chosen = eligible[len(eligible) - count :]
+    else:
+        rng = random.Random(f"{config.seed}:{c.query.id}")  # per query, so a resumed run chooses the same
+        chosen = sorted(rng.sample(eligible, count), key=eligible.index)
+    negs = [c.passages[at] for at in chosen]
+    example = TrainingExample(
+        query=c.query.query,
+        pos=[pos_passage.text],
+        neg=[passages[i].text for i in negs],
+        pos_ids=[pos_passage.id],
+        neg_ids=[passages[i].id for i in negs],
+        pos_scores=[round(norm[pos_at], 6)],
+        neg_scores=[round(norm[at], 6) for at in chosen],
+        task=c.query.task,
+        query_id=c.query.id,
+        seed_id=c.query.passage_id,
+    )
+    return Selection(example, None, pos_is_seed=pos == c.seed, negatives_short=count < config.negatives,
+                     top1=top1, fused_top=fused_top)
+
+
+def summarize(selections: Sequence[Selection], judges: Sequence[str]) -> dict:
+    """Counts and rates for the manifest: written, dropped by reason, positive-is-seed, judge agreement."""
+    kept = [s for s in selections if s.example is not None]
+    n = len(kept)
+    agreement = {j: round(sum(s.top1[j] == s.fused_top for s in kept) / n, 4) if n else None for j in judges}
+    pairwise = {
+        f"{a}~{b}": round(sum(s.top1[a] == s.top1[b] for s in kept) / n, 4) if n else None
+        for x, a in enumerate(judges) for b in judges[x + 1 :]
+    }
+    return {
+        "written": n,
+        "dropped": dict(Counter(s.dropped for s in selections if s.dropped)),
+        "positive_is_seed_rate": round(sum(s.pos_is_seed for s in kept) / n, 4) if n else None,
+        "fewer_negatives_than_asked": sum(s.negatives_short for s in kept),
+        "mean_negatives": round(sum(len(s.example.neg) for s in kept) / n, 3) if n else None,
+        "judge_top1_agrees_with_fused": agreement,
+        "judge_top1_agreement": pairwise,
+    }
