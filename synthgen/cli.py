@@ -54,6 +54,11 @@ def generate(
     forms: str = typer.Option(",".join(GenerateConfig.forms), "--forms", help="Query forms to rotate through, comma-separated; the template describes each."),
     prompt: Optional[Path] = typer.Option(None, "--prompt", help="A custom Jinja2 template (default: the bundled prompts/generate.j2)."),
     prompt_words: int = typer.Option(GenerateConfig.passage_words, "--prompt-words", help="Words of each passage shown to the LLM."),
+    min_query_words: int = typer.Option(GenerateConfig.min_query_words, "--min-query-words", help="Shorter queries are dropped."),
+    max_query_words: int = typer.Option(GenerateConfig.max_query_words, "--max-query-words", help="Longer queries are dropped."),
+    max_copied_words: int = typer.Option(GenerateConfig.max_copied_words, "--max-copied-words", help="A query repeating this many consecutive words of its passage is dropped."),
+    min_overlap: float = typer.Option(GenerateConfig.min_overlap, "--min-overlap", help="A query sharing a smaller share of its topic words with its passage is dropped as off topic (0: keep all)."),
+    near_duplicate: float = typer.Option(GenerateConfig.near_duplicate, "--near-duplicate", help="Word-overlap (Jaccard) at which a query repeats an earlier one and is dropped."),
     passage_size: int = typer.Option(ChunkConfig.size, "--passage-size", help="Target passage length in words (or tokens, with --passage-tokenizer)."),
     passage_overlap: int = typer.Option(ChunkConfig.overlap, "--passage-overlap", help="Words (or tokens) repeated between consecutive passages."),
     passage_tokenizer: Optional[Path] = typer.Option(None, "--passage-tokenizer", help="A tokenizer folder (e.g. the student's): passage sizes count its tokens."),
@@ -81,6 +86,8 @@ def generate(
         queries_per_passage=queries_per_passage, max_passages=max_passages, seed=seed, batch_size=batch_size,
         max_attempts=max_attempts, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
         passage_words=prompt_words, forms=tuple(f.strip() for f in forms.split(",") if f.strip()),
+        min_query_words=min_query_words, max_query_words=max_query_words, max_copied_words=max_copied_words,
+        min_overlap=min_overlap, near_duplicate=near_duplicate,
     )
     run_dir = prepare_dir(out)
     template = load_template(prompt or "generate.j2")

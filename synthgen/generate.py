@@ -36,7 +36,7 @@ from synthgen.errors import UserError
 from synthgen.llm.base import LLM, Prompt, SamplingParams
 from synthgen.prompts import Template
 from synthgen.records import Passage, Query
-from synthgen.text import NearDuplicateIndex, longest_common_run, words
+from synthgen.text import NearDuplicateIndex, content_overlap, longest_common_run, words
 
 FORMS = ("question", "claim", "keywords", "title")
 ROLES = ("system", "user", "assistant")
@@ -58,6 +58,7 @@ class GenerateConfig:
     min_query_words: int = 2
     max_query_words: int = 40
     max_copied_words: int = 10  # a query repeating this many consecutive passage words is dropped
+    min_overlap: float = 0.2  # a query sharing a smaller share of its topic words with the passage is off topic
     near_duplicate: float = 0.8  # word-set Jaccard at which a query repeats an earlier one
 
     def __post_init__(self) -> None:
@@ -73,6 +74,7 @@ class GenerateConfig:
             (bool(self.forms) and len(set(self.forms)) == len(self.forms), "--forms must name distinct forms"),
             (1 <= self.min_query_words <= self.max_query_words, "query length bounds must satisfy 1 <= min <= max"),
             (self.max_copied_words >= 2, "--max-copied-words must be at least 2"),
+            (0 <= self.min_overlap <= 1, "--min-overlap must be in [0, 1]"),
             (0 < self.near_duplicate <= 1, "--near-duplicate must be in (0, 1]"),
         ]
         for ok, message in checks:
@@ -220,7 +222,7 @@ def read_answer(prefill: str, completion: str) -> tuple[str, str] | None:
 
 
 class QueryFilter:
-    """Length bounds, copying from the passage or from the few-shot examples, and repeats within the run."""
+    """Length bounds, copying (from the passage or the few-shot examples), off-topic queries, repeats in the run."""
 
     def __init__(self, config: GenerateConfig, examples: Iterable[str] = ()):
         self.config = config
@@ -236,8 +238,11 @@ class QueryFilter:
             return "length"
         if self.examples.find(query) is not None:
             return "copies_example"
-        if longest_common_run(tokens, words(passage.title + " " + passage.text)) >= self.config.max_copied_words:
+        text = passage.title + " " + passage.text
+        if longest_common_run(tokens, words(text)) >= self.config.max_copied_words:
             return "copies_passage"
+        if content_overlap(query, text) < self.config.min_overlap:
+            return "off_topic"
         if self.seen.find(query) is not None:
             return "duplicate"
         return None

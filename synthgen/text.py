@@ -39,6 +39,22 @@ def longest_common_run(a: list[str], b: list[str]) -> int:
     return SequenceMatcher(None, a, b, autojunk=False).find_longest_match(0, len(a), 0, len(b)).size
 
 
+def content_overlap(query: str, passage: str) -> float:
+    """Share of the query's topic words (not stopwords or numbers) that occur in the passage.
+
+    Words match exactly or by their first five letters, a crude stem that lets "shortening" match "shorten".
+    A small model often writes fluent queries about something else entirely; they share almost no words
+    with their passage, while people's queries for a passage mostly do (SciFact's training claims: 95% share
+    at least 0.17 of their words with the abstract they cite).
+    """
+    topic = [w for w in words(query) if w not in STOPWORDS and not w.isdigit()]
+    if not topic:
+        return 0.0
+    vocabulary = set(words(passage))
+    stems = {w[:5] for w in vocabulary}
+    return sum(1 for w in topic if w in vocabulary or w[:5] in stems) / len(topic)
+
+
 class NearDuplicateIndex:
     """Word-set Jaccard similarity against every text added so far, through an inverted index."""
 

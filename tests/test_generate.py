@@ -20,7 +20,7 @@ from synthgen.generate import (
 )
 from synthgen.prompts import load_template
 from synthgen.records import Passage
-from synthgen.text import NearDuplicateIndex, longest_common_run, words
+from synthgen.text import NearDuplicateIndex, content_overlap, longest_common_run, words
 
 
 def passages(n: int) -> list[Passage]:
@@ -162,6 +162,10 @@ def test_text_helpers():
     assert index.find("effects of vitamin D on bone density in adults") == 0  # 8 of 9 words
     assert index.find("vitamin D and muscle strength") is None
     assert index.find("the of and") is None  # only stopwords: nothing shared with content words
+    passage = "Telomeres shorten with every cell division in cultured human fibroblasts."
+    assert content_overlap("Does telomere shortening limit fibroblast division?", passage) == 0.8  # not "limit"
+    assert content_overlap("what is the role of telomeres in yeast", passage) == pytest.approx(1 / 3)  # role, yeast missing
+    assert content_overlap("how to cook rice", passage) == 0.0 and content_overlap("what is it", passage) == 0.0
 
 
 def test_query_filter_reasons():
@@ -177,3 +181,4 @@ def test_query_filter_reasons():
     f.keep("when do bee colonies swarm?")
     assert f.reason("When do bee colonies swarm", passage) == "duplicate"
     assert f.reason("how are new queens raised?", passage) is None
+    assert f.reason("best smartphone for making phone calls", passage) == "off_topic"
