@@ -1,0 +1,109 @@
+"""Scoring throughput (the relabel judges' hot path): context reuse vs a plain forward pass per pair, one run.
+
+    .venv/bin/python bench/bench_score.py [--contexts 20 --per-context 10 --naive-contexts 5]
+
+Contexts are SciFact passages (cut to ~110 words, ~150 tokens) in a query-likelihood prompt; continuations are
+SciFact claims (~20 tokens); every context is scored against `--per-context` claims, as the relabeler scores
+one passage against many queries. Arms, on the bundled SmolLM2 through the hf backend:
+  naive          one forward pass per pair over context + continuation (what the reference probe did)
+  naive batched  the same pairs, right-padded batches of 16
+  reuse          HFLLM.score: each context once, its KV cache shared by its continuations
+The naive arms run the first `--naive-contexts` contexts only (they are slow); rates are pairs per second.
+Also checks that reuse gives the naive log-probs (max abs difference printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
+
+
+def requests_from_scifact(contexts: int, per_context: int):
+    from synthgen.llm import ScoreRequest
+
+    passages, claims = [], []
+    with open(SCIFACT / "corpus.jsonl") as f:
+        for line in f:
+            passages.append(" ".join(json.loads(line)["text"].split()[:110]))
+            if len(passages) == contexts:
+                break
+    with open(SCIFACT / "queries.jsonl") as f:
+        for line in f:
+            claims.append(json.loads(line)["text"])
+            if len(claims) == per_context:
+                break
+    return [ScoreRequest(f"Passage: {p}\nA search query that this passage answers:", " " + c, (" yes", " no"))
+            for p in passages for c in claims]
+
+
+def naive(llm, requests, batch: int) -> list[list[float]]:
+    import torch
+
+    tok, out = llm.tokenizer, []
+    for start in range(0, len(requests), batch):
+        chunk = requests[start : start + batch]
+        pairs = [(tok(r.context).input_ids, tok(r.continuation, add_special_tokens=False).input_ids) for r in chunk]
+        width = max(len(c) + len(q) for c, q in pairs)
+        ids = torch.full((len(pairs), width), llm.pad_id)
+        mask = torch.zeros((len(pairs), width), dtype=torch.long)
+        for b, (c, q) in enumerate(pairs):
+            ids[b, : len(c) + len(q)] = torch.tensor(c + q)
+            mask[b, : len(c) + len(q)] = 1
+        with torch.inference_mode():
+            logprobs = torch.log_softmax(llm.model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
+        for b, (c, q) in enumerate(pairs):
+            out.append([float(logprobs[b, len(c) - 1 + j, t]) for j, t in enumerate(q)])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--contexts", type=int, default=20)
+    parser.add_argument("--per-context", type=int, default=10)
+    parser.add_argument("--naive-contexts", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for the hf arms (0: torch's default); 1 is steadier on a busy machine")
+    args = parser.parse_args()
+
+    import torch
+
+    from synthgen.llm import load_llm
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    requests = requests_from_scifact(args.contexts, args.per_context)
+    subset = requests[: args.naive_contexts * args.per_context]
+    llm = load_llm(None)
+    tok = llm.tokenizer
+    ctx_len = sum(len(tok(r.context).input_ids) for r in requests[:: args.per_context]) / args.contexts
+    cont_len = sum(len(tok(r.continuation).input_ids) for r in requests) / len(requests)
+    print(f"{llm.name} dtype {llm.dtype}, torch threads {torch.get_num_threads()}; {args.contexts} contexts of "
+          f"~{ctx_len:.0f} tokens x {args.per_context} continuations of ~{cont_len:.0f} tokens (+ yes/no choices)")
+
+    rows = []
+    started = time.perf_counter()
+    reference = naive(llm, subset, batch=1)
+    rows.append(("naive", len(subset), time.perf_counter() - started))
+    started = time.perf_counter()
+    naive(llm, subset, batch=16)
+    rows.append(("naive batched", len(subset), time.perf_counter() - started))
+    started = time.perf_counter()
+    scores = llm.score(requests)
+    rows.append(("reuse", len(requests), time.perf_counter() - started))
+
+    diff = max(abs(a - b) for s, ref in zip(scores, reference) for a, b in zip(s.token_logprobs, ref))
+    print(f"\n{'arm':14} {'pairs':>6} {'seconds':>8} {'pairs/s':>8}")
+    for name, pairs, seconds in rows:
+        print(f"{name:14} {pairs:6d} {seconds:8.1f} {pairs / seconds:8.2f}")
+    rate = {name: pairs / seconds for name, pairs, seconds in rows}
+    print(f"\nreuse / naive x{rate['reuse'] / rate['naive']:.2f}; reuse / naive batched "
+          f"x{rate['reuse'] / rate['naive batched']:.2f}; max |reuse - naive| log-prob {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
