@@ -224,3 +224,160 @@ def _write_jsonl_atomic(path: Path, records) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+# ---- relabel -------------------------------------------------------------------------------------------
+# Retrieval is recomputed on every run (cached embeddings make it seconds); LLM judgments, the slow part, are
+# appended to judgments.jsonl as they finish and reused by key, so a killed run resumes and a changed option
+# re-judges only what it changes; train.jsonl is rewritten whole from the judgments at the end.
+
+RELABEL_JUDGMENTS = "judgments.jsonl"
+
+
+@app.command()
+def relabel(
+    run: Path = typer.Option(..., "--run", help="Run folder with passages.jsonl and queries.jsonl (from `synthgen generate`)."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="LLM of the judges: hf:PATH, vllm:PATH or openai:MODEL@URL. Default: the bundled SmolLM2-135M-Instruct."),
+    judges: str = typer.Option("ql,dense,bm25", "--judges", help="Judges fused by reciprocal rank: ql (query likelihood), yesno (relevance), dense, bm25, dense2 (--second-embedder)."),
+    retrieval: str = typer.Option("hybrid", "--retrieval", help="Candidate retrieval: dense, bm25 or hybrid (their reciprocal-rank fusion)."),
+    top_k: int = typer.Option(20, "--top-k", help="Candidates per query (the seed passage is always one of them)."),
+    judge_depth: int = typer.Option(5, "--judge-depth", help="Candidates per query the LLM judges score, in retrieval order (plus the seed)."),
+    judge_words: int = typer.Option(80, "--judge-words", help="Words of each passage the LLM judges read."),
+    judge_prompt: Optional[Path] = typer.Option(None, "--judge-prompt", help="A custom Jinja2 template for the judges' passage context (default: prompts/judge_passage.j2)."),
+    embedder: Optional[Path] = typer.Option(None, "--embedder", help="Sentence-transformers folder for dense retrieval (default: the bundled all-MiniLM-L6-v2)."),
+    second_embedder: Optional[Path] = typer.Option(None, "--second-embedder", help="Another sentence-transformers folder, for the dense2 judge."),
+    index: str = typer.Option("flat", "--index", help="faiss index: flat (exact), hnsw or ivf (approximate, for large corpora)."),
+    positive: str = typer.Option("fused", "--positive", help="fused: the top of the fused ranking; seed: the passage the query was written from."),
+    negatives: int = typer.Option(7, "--negatives", help="Hard negatives per query (fewer when fewer are safe)."),
+    negative_strategy: str = typer.Option("random", "--negative-strategy", help="Within --negative-ranks: random (seeded), top (hardest first) or lowest (Gecko)."),
+    negative_ranks: str = typer.Option("3-20", "--negative-ranks", help="Fused ranks negatives come from, FIRST-LAST (1-based, inclusive)."),
+    margin: float = typer.Option(0.95, "--margin", help="A candidate scoring at least this share of the positive's normalized score is never a negative."),
+    duplicate_overlap: float = typer.Option(0.6, "--duplicate-overlap", help="Share of word 5-grams shared with the positive that marks a near-duplicate (never a negative)."),
+    round_trip: bool = typer.Option(False, "--round-trip/--no-round-trip", help="Drop queries whose seed passage is not in the retriever's own top-k."),
+    seed: int = typer.Option(0, "--seed", help="Decides the random choice of negatives."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings)."),
+    batch_pairs: int = typer.Option(512, "--batch-pairs", help="Pairs per LLM call; finished batches are saved."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Judge candidates from the whole corpus for every query and choose its positive and hard negatives.
+
+    Writes train.jsonl and the relabel section of manifest.json; run it again after an interruption to resume.
+    """
+    import time
+
+    from synthgen.relabel import SelectionConfig, parse_judges
+    from synthgen.judges import LLM_JUDGES
+    from synthgen.rundir import prepare_dir
+
+    started = time.perf_counter()
+    names = parse_judges(judges)
+    lo, sep, hi = negative_ranks.partition("-")
+    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
+        raise UserError(f"bad --negative-ranks '{negative_ranks}': expected FIRST-LAST, e.g. 3-20")
+    selection = SelectionConfig(positive=positive, negatives=negatives, strategy=negative_strategy,
+                                ranks=(int(lo), int(hi)), margin=margin, duplicate_overlap=duplicate_overlap,
+                                round_trip=round_trip, seed=seed)
+    selection.check()
+    if judge_depth < 1 or judge_words < 1 or batch_pairs < 1:
+        raise UserError("--judge-depth, --judge-words and --batch-pairs must be at least 1")
+    if "dense2" in names and second_embedder is None:
+        raise UserError("the dense2 judge needs --second-embedder PATH")
+    if judge_prompt is not None and not judge_prompt.is_file():
+        raise UserError(f"judge prompt not found: {judge_prompt}")
+    passages, queries = _relabel_inputs(run)
+    run_dir = prepare_dir(run)
+
+    from synthgen.judges import Judgment, LLMJudges
+    from synthgen.relabel import PassageIndex, llm_judge, retrieve_candidates, score_retrieval_judges, select, summarize
+    from synthgen.retrieve import Embedder
+    from synthgen.rundir import Appender, resume_records, write_manifest_section
+
+    first = Embedder(embedder, cache_dir)
+    second = Embedder(second_embedder, cache_dir) if "dense2" in names else None
+    passage_index = PassageIndex(passages, first, index=index, second=second, progress=not quiet)
+    candidates = retrieve_candidates(queries, passage_index, retrieval, top_k)
+    score_retrieval_judges(candidates, passage_index, names)
+
+    section: dict = {
+        "config": {"judges": list(names), "retrieval": retrieval, "top_k": top_k, "judge_depth": judge_depth,
+                   "judge_words": judge_words, "index": index, **dataclasses.asdict(selection)},
+        "models": {"embedder": first.name, **({"second_embedder": second.name} if second else {})},
+    }
+    llm_names = [j for j in names if j in LLM_JUDGES]
+    fresh = reused = 0
+    judging_seconds = 0.0
+    if llm_names:
+        from synthgen.llm import load_llm
+
+        store = run_dir / RELABEL_JUDGMENTS
+        known = {j.key: j.score for j in resume_records(store, Judgment)}
+        model = load_llm(llm)
+        try:
+            llm_judges = LLMJudges(model, llm_names, words=judge_words, context_template=judge_prompt)
+            section["models"]["llm"] = model.name
+            section["prompts"] = llm_judges.prompt_hashes()
+            t0 = time.perf_counter()
+            with Appender(store) as out:
+                for made in llm_judge(candidates, passages, llm_judges, judge_depth, known, batch_pairs, not quiet):
+                    out.write(made)
+                    fresh += len(made)
+            judging_seconds = time.perf_counter() - t0
+            reused = sum(1 for c in candidates for j in llm_names for s in c.scores[j] if s is not None) - fresh
+        finally:
+            model.close()
+
+    selections = [select(c, passages, names, selection) for c in candidates]
+    _write_jsonl_atomic(run_dir / "train.jsonl", [s.example for s in selections if s.example is not None])
+    summary = summarize(selections, names)
+    fresh_pairs = fresh // max(len(llm_names), 1)
+    section["counts"] = {"passages": len(passages), "queries": len(queries),
+                         "seed_in_retrieved_top_k": sum(c.seed_rank is not None for c in candidates),
+                         "llm_pairs_judged": fresh_pairs, "llm_judgments_reused": reused, **summary}
+    section["throughput"] = {
+        "pairs_per_s": round(fresh_pairs / judging_seconds, 3) if fresh_pairs else None,
+        "judging_seconds": round(judging_seconds, 2),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "passages_encoded": first.encoded,
+    }
+    write_manifest_section(run_dir, "relabel", section)
+    dropped = ", ".join(f"{n} {k}" for k, n in summary["dropped"].items()) or "none"
+    rate = summary["positive_is_seed_rate"]
+    print(f"{summary['written']} training examples in {run_dir / 'train.jsonl'} (positive is the seed for "
+          f"{rate if rate is None else f'{rate:.0%}'}; dropped: {dropped})")
+
+
+def _relabel_inputs(run: Path):
+    """passages.jsonl and queries.jsonl of a run, checked against each other: one-line errors, never a traceback."""
+    from synthgen.records import Passage, Query, from_dict, iter_json_lines
+
+    if not run.is_dir():
+        raise UserError(f"run folder not found: {run}")
+    files = {name: run / name for name in ("passages.jsonl", "queries.jsonl")}
+    for name, path in files.items():
+        if not path.is_file():
+            raise UserError(f"{path} not found: run `synthgen generate --out {run}` first")
+    passages: list[Passage] = []
+    seen: set[str] = set()
+    for number, obj in iter_json_lines(files["passages.jsonl"]):
+        passage = from_dict(Passage, obj, f"{files['passages.jsonl']}:{number}")
+        if passage.id in seen:
+            raise UserError(f"{files['passages.jsonl']}:{number}: duplicate passage id '{passage.id}'")
+        seen.add(passage.id)
+        passages.append(passage)
+    if not passages:
+        raise UserError(f"{files['passages.jsonl']} has no passages")
+    queries: list[Query] = []
+    query_ids: set[str] = set()
+    for number, obj in iter_json_lines(files["queries.jsonl"]):
+        where = f"{files['queries.jsonl']}:{number}"
+        query = from_dict(Query, obj, where)
+        if query.passage_id not in seen:
+            raise UserError(f"{where}: query '{query.id}' names passage '{query.passage_id}', which passages.jsonl "
+                            "lacks (files from different runs?)")
+        if query.id in query_ids:
+            raise UserError(f"{where}: duplicate query id '{query.id}'")
+        query_ids.add(query.id)
+        queries.append(query)
+    if not queries:
+        raise UserError(f"{files['queries.jsonl']} has no queries")
+    return passages, queries
