@@ -30,7 +30,7 @@ def load_llm(spec: str | None = None, **options) -> LLM:
     """The backend a spec names (None: the embedded default through `hf`); `options` go to its constructor.
 
     hf and vllm take device/dtype/batch-size style options and `trust_remote_code` (off unless asked);
-    openai takes `api_key_env`, `concurrency`, `timeout`, `max_retries`, `score_mode`.
+    openai takes `api_key_env`, `concurrency`, `timeout`, `max_retries`, `backoff`.
     """
     if spec is None:
         from synthgen.llm.hf import HFLLM

@@ -96,10 +96,16 @@ class VLLMLLM:
 
         tokenized = [score_ids(self.tokenizer, r) for r in requests]
         inputs = [TokensPrompt(prompt_token_ids=context + cont) for context, cont, _ in tokenized]
-        sampling = [
-            VSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, logprob_token_ids=choices or None)
-            for _, _, choices in tokenized
-        ]
+        try:
+            sampling = [
+                VSamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, logprob_token_ids=choices or None)
+                for _, _, choices in tokenized
+            ]
+        except TypeError:  # an older vLLM
+            import vllm
+
+            raise UserError(f"scoring with vLLM needs SamplingParams.logprob_token_ids, which vllm "
+                            f"{vllm.__version__} lacks: upgrade vllm") from None
         outputs = self.engine.generate(inputs, sampling, use_tqdm=False)
         results = []
         for request, (context, cont, choices), out in zip(requests, tokenized, outputs):
