@@ -256,7 +256,7 @@ def relabel(
     round_trip: bool = typer.Option(False, "--round-trip/--no-round-trip", help="Drop queries whose seed passage is not in the retriever's own top-k."),
     seed: int = typer.Option(0, "--seed", help="Decides the random choice of negatives."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings)."),
-    batch_pairs: int = typer.Option(512, "--batch-pairs", help="Pairs per LLM call; finished batches are saved."),
+    batch_pairs: int = typer.Option(128, "--batch-pairs", help="Pairs per LLM call; finished batches are saved."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Judge candidates from the whole corpus for every query and choose its positive and hard negatives.

@@ -30,7 +30,7 @@ import numpy as np
 from synthgen.errors import UserError
 from synthgen.judges import LLM_JUDGES, Judgment, LLMJudges
 from synthgen.records import Passage, Query, TrainingExample
-from synthgen.retrieve import RRF_K, BM25Retriever, DenseRetriever, Embedder, HybridRetriever, rank_fusion
+from synthgen.retrieve import METHODS, RRF_K, BM25Retriever, DenseRetriever, Embedder, HybridRetriever, rank_fusion
 
 JUDGES = ("ql", "yesno", "dense", "bm25", "dense2")
 POSITIVES = ("fused", "seed")
@@ -122,7 +122,7 @@ class PassageIndex:
             return self.bm25
         if method == "hybrid":
             return HybridRetriever(self.dense, self.bm25)
-        raise UserError(f"unknown retrieval method '{method}': expected dense, bm25 or hybrid")
+        raise UserError(f"unknown retrieval method '{method}': expected one of {', '.join(METHODS)}")
 
 
 def retrieve_candidates(queries: Sequence[Query], index: PassageIndex, method: str, top_k: int) -> list[Candidates]:
@@ -176,7 +176,7 @@ def llm_pairs(candidates: Sequence[Candidates], depth: int) -> list[tuple[int, i
 
 
 def llm_judge(candidates: Sequence[Candidates], passages: Sequence[Passage], judges: LLMJudges, depth: int,
-              known: dict[str, float], batch_pairs: int = 512, progress: bool = True) -> Iterator[list[Judgment]]:
+              known: dict[str, float], batch_pairs: int = 128, progress: bool = True) -> Iterator[list[Judgment]]:
     """Run the LLM judges over the pairs `known` (judgment key -> score) lacks, in passage-major batches, and
     yield each batch's judgments for the caller to store; once exhausted, every candidate list holds the LLM
     judges' scores (None where a candidate was below `depth`)."""

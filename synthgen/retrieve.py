@@ -92,6 +92,7 @@ class Embedder:
         self.cache_dir = (cache_dir or default_cache_dir() / "embeddings") / self.name
         self._model: SentenceTransformer | None = None
         self._cache: dict[str, np.ndarray] | None = None
+        self._queries: dict[str, np.ndarray] = {}
         self.encoded = 0  # passages encoded by this object (cache misses), for manifests and tests
 
     @property
@@ -110,8 +111,14 @@ class Embedder:
         prompts = getattr(self.model, "prompts", None) or {}
         return next((name for name in names if prompts.get(name)), None)
 
-    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        return self._encode(list(texts), self._prompt_name("query"), progress=False)
+    def encode_queries(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        """Query embeddings, remembered for this object's life: retrieval and the dense judge ask for the same."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._queries))
+        if missing:
+            self._queries.update(zip(missing, self._encode(missing, self._prompt_name("query"), progress=progress)))
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        return np.stack([self._queries[t] for t in texts])
 
     def encode_passages(self, passages: Sequence[Passage], progress: bool = True) -> np.ndarray:
         """Embeddings of `passages` in order, encoding only those the cache lacks."""
@@ -211,12 +218,12 @@ class DenseRetriever:
     def __init__(self, passages: Sequence[Passage], embedder: Embedder, index: str = "flat", progress: bool = True):
         if index not in INDEXES:
             raise UserError(f"unknown index '{index}': expected one of {', '.join(INDEXES)}")
-        self.embedder = embedder
+        self.embedder, self.progress = embedder, progress
         self.vectors = embedder.encode_passages(passages, progress=progress)
         self._index = _faiss_index(self.vectors, index)
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
-        return self.search_vectors(self.embedder.encode_queries(queries), k)
+        return self.search_vectors(self.embedder.encode_queries(queries, self.progress and len(queries) > 1000), k)
 
     def search_vectors(self, query_vectors: np.ndarray, k: int) -> list[list[Hit]]:
         scores, indices = self._index.search(query_vectors, min(k, len(self.vectors)))
@@ -277,22 +284,3 @@ class HybridRetriever:
             order = sorted(fused, key=lambda i: -fused[i])[:k]  # stable: ties keep the dense order
             fused_hits.append([Hit(i, fused[i]) for i in order])
         return fused_hits
-
-
-def build_retriever(
-    method: str,
-    passages: Sequence[Passage],
-    embedder: Embedder | None,
-    index: str = "flat",
-    progress: bool = True,
-) -> DenseRetriever | BM25Retriever | HybridRetriever:
-    if method not in METHODS:
-        raise UserError(f"unknown retrieval method '{method}': expected one of {', '.join(METHODS)}")
-    if not passages:
-        raise UserError("the corpus has no passages to retrieve from")
-    if method == "bm25":
-        return BM25Retriever(passages)
-    dense = DenseRetriever(passages, embedder or Embedder(), index=index, progress=progress)
-    if method == "dense":
-        return dense
-    return HybridRetriever(dense, BM25Retriever(passages))
