@@ -147,3 +147,14 @@ def test_resume_after_kill_9_loses_nothing(tmp_path, minilm_path, tiny_llm_path)
     assert (run / "train.jsonl").read_text() == (whole / "train.jsonl").read_text()
     keys = [json.loads(line)["key"] for line in store.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == total  # nothing judged twice
+
+
+def test_a_second_embedder_is_a_judge(tmp_path, minilm_path, tiny_bert_path):
+    run = make_run(tmp_path / "run")
+    args = ["relabel", "--run", run, "--embedder", minilm_path, "--second-embedder", tiny_bert_path,
+            "--cache-dir", tmp_path / "cache", "--quiet", "--judges", "dense,dense2", "--top-k", "4"]
+    assert cli(args) == 0
+    section = json.loads((run / "manifest.json").read_text())["relabel"]
+    assert section["models"]["second_embedder"].startswith(tiny_bert_path.name)
+    assert set(section["counts"]["judge_top1_agrees_with_fused"]) == {"dense", "dense2"}
+    assert len(list(read_records(run / "train.jsonl", TrainingExample))) == 12
