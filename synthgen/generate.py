@@ -217,8 +217,13 @@ def read_answer(prefill: str, completion: str) -> tuple[str, str] | None:
     A backend that cannot continue a prefilled message answers from scratch instead, so the completion is
     also read on its own.
     """
-    closed = completion + ("" if completion.rstrip().endswith("}") else "}")
-    return parse_answer(prefill + closed) or (parse_answer(closed) if prefill else None)
+    text = completion.rstrip()
+    if not text.endswith("}"):
+        # a small model often leaves a comma or full stop after the last value ("...?",}), which strict JSON
+        # rejects; dropping it after a closed string changes no value
+        stripped = text.rstrip(",. \n")
+        text = (stripped if stripped.endswith('"') else text) + "}"
+    return parse_answer(prefill + text) or (parse_answer(text) if prefill else None)
 
 
 class QueryFilter:

@@ -58,6 +58,9 @@ def test_read_answer_joins_prefill_completion_and_cut_brace():
         "Given a claim, find evidence", "bees see ultraviolet")
     # a backend that answered from scratch instead of continuing the prefill
     assert read_answer(prefill, '{"task": "t", "query": "q"') == ("t", "q")
+    assert read_answer(prefill, 'x", "query": "what is y?",') == ("x", "what is y?")  # trailing comma
+    assert read_answer(prefill, 'x", "query": "y is z". ') == ("x", "y is z")
+    assert read_answer(prefill, 'x", "query": "unfinished, sentence,') is None  # truncated inside the string
     assert read_answer(prefill, "garbage garbage") is None
     assert read_answer("", '{"task": "t", "query": "q"}') == ("t", "q")
 
