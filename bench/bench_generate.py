@@ -67,7 +67,7 @@ def build_prompts(n: int):
     return chats, seeds, config.sampling(), source
 
 
-def run_arm(llm, chats, seeds, params, per_call: int):
+def run_arm(name, llm, chats, seeds, params, per_call: int):
     from synthgen.generate import read_answer
 
     started = time.perf_counter()
@@ -77,7 +77,7 @@ def run_arm(llm, chats, seeds, params, per_call: int):
         completions += llm.generate([c.prompt() for c in batch], params, seeds[start : start + per_call])
     seconds = time.perf_counter() - started
     parsed = sum(read_answer(c.prefill, out.text) is not None for c, out in zip(chats, completions))
-    return {
+    result = {
         "prompts": len(chats),
         "seconds": seconds,
         "gen_tok_s": sum(c.completion_tokens for c in completions) / seconds,
@@ -87,6 +87,8 @@ def run_arm(llm, chats, seeds, params, per_call: int):
         "parsed": parsed,
         "example": completions[0].text,
     }
+    print(f"{name}: {len(chats)} prompts in {seconds:.1f} s", flush=True)
+    return result
 
 
 def main() -> None:
@@ -115,8 +117,9 @@ def main() -> None:
     results = {}
     hf = load_llm(f"hf:{path}", batch_size=args.batch_size)
     print(f"hf dtype {hf.dtype}")
-    results["hf batched"] = run_arm(hf, chats, seeds, params, per_call=args.batch_size)
-    results["hf one-at-a-time"] = run_arm(hf, chats[: args.single], seeds[: args.single], params, per_call=1)
+    results["hf batched"] = run_arm("hf batched", hf, chats, seeds, params, per_call=args.batch_size)
+    results["hf one-at-a-time"] = run_arm("hf one-at-a-time", hf, chats[: args.single], seeds[: args.single], params,
+                                          per_call=1)
     hf.close()
     if not args.no_vllm:
         try:
@@ -127,7 +130,7 @@ def main() -> None:
             started = time.perf_counter()
             engine = load_llm(f"vllm:{path}")
             print(f"vllm engine start {time.perf_counter() - started:.1f} s (not counted below)")
-            results["vllm"] = run_arm(engine, chats, seeds, params, per_call=len(chats))
+            results["vllm"] = run_arm("vllm", engine, chats, seeds, params, per_call=len(chats))
             engine.close()
 
     print(f"\n{'arm':18} {'prompts':>7} {'seconds':>8} {'gen tok/s':>9} {'prompt tok/s':>12} {'queries/s':>9} parsed")

