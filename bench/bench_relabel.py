@@ -66,7 +66,7 @@ def main() -> None:
     from synthgen.judges import Judgment, LLMJudges
     from synthgen.llm import load_llm
     from synthgen.relabel import (PassageIndex, SelectionConfig, llm_judge, llm_pairs, retrieve_candidates,
-                                  score_retrieval_judges, select, judge_ranks, fused_order)
+                                  score_retrieval_judges, select, fused_order)
     from synthgen.rundir import Appender, resume_records
 
     passages, queries, qrels = load("train")

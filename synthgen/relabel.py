@@ -28,9 +28,9 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from synthgen.errors import UserError
-from synthgen.judges import LLM_JUDGES, Judgment, LLMJudges
+from synthgen.judges import Judgment, LLMJudges
 from synthgen.records import Passage, Query, TrainingExample
-from synthgen.retrieve import METHODS, RRF_K, BM25Retriever, DenseRetriever, Embedder, HybridRetriever, rank_fusion
+from synthgen.retrieve import METHODS, RRF_K, BM25Retriever, DenseRetriever, Embedder, HybridRetriever
 
 JUDGES = ("ql", "yesno", "dense", "bm25", "dense2")
 POSITIVES = ("fused", "seed")

@@ -26,7 +26,7 @@ def make_run(folder: Path, extra_queries: int = 0) -> Path:
     return folder
 
 
-def cli(args, capsys=None):
+def cli(args):
     old = sys.argv
     sys.argv = ["synthgen", *map(str, args)]
     try:
