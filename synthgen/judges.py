@@ -67,16 +67,14 @@ class LLMJudges:
         self.words = words
         self.context: Template = load_template(context_template or CONTEXT_TEMPLATE)
         self.templates: dict[str, Template] = {j: load_template(TEMPLATES[j]) for j in self.judges}
-        self.fingerprint = fingerprint(
-            {"llm": llm.name, "words": words, "context": self.context.sha256,
-             "templates": {j: t.sha256 for j, t in self.templates.items()}}
-        )
+        # what a judge's scores depend on, besides the texts: judgments made under other settings are not reused
+        self.settings = {j: fingerprint([llm.name, words, self.context.sha256, t.sha256]) for j, t in self.templates.items()}
 
     def prompt_hashes(self) -> dict[str, str]:
         return {self.context.name: self.context.sha256, **{t.name: t.sha256 for t in self.templates.values()}}
 
     def key(self, judge: str, query: Query, passage: Passage) -> str:
-        return fingerprint([self.fingerprint, judge, query.query, query.task, passage.title, passage.text])
+        return fingerprint([self.settings[judge], judge, query.query, query.task, passage.title, passage.text])
 
     def _request(self, judge: str, query: Query, context: str) -> ScoreRequest:
         continuation = self.templates[judge].render(query=query.query, task=query.task)

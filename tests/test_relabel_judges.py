@@ -67,4 +67,6 @@ def test_keys_change_with_texts_and_settings(tiny):
     assert a.key("ql", qs[0], ps[0]) == LLMJudges(tiny, ["ql"], words=20).key("ql", qs[0], ps[0])
     assert a.key("ql", qs[0], ps[0]) != a.key("ql", qs[0], ps[1])
     assert a.key("ql", qs[0], ps[0]) != LLMJudges(tiny, ["ql"], words=30).key("ql", qs[0], ps[0])
-    assert a.key("ql", qs[0], ps[0]) != a.key("yesno", qs[0], ps[0])
+    assert a.key("ql", qs[0], ps[0]) != LLMJudges(tiny, ["yesno"], words=20).key("yesno", qs[0], ps[0])
+    # a judge's judgments do not depend on which other judges run beside it
+    assert a.key("ql", qs[0], ps[0]) == LLMJudges(tiny, ["ql", "yesno"], words=20).key("ql", qs[0], ps[0])
