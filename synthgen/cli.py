@@ -239,7 +239,7 @@ RELABEL_JUDGMENTS = "judgments.jsonl"
 def relabel(
     run: Path = typer.Option(..., "--run", help="Run folder with passages.jsonl and queries.jsonl (from `synthgen generate`)."),
     llm: Optional[str] = typer.Option(None, "--llm", help="LLM of the judges: hf:PATH, vllm:PATH or openai:MODEL@URL. Default: the bundled SmolLM2-135M-Instruct."),
-    judges: str = typer.Option("ql,dense,bm25", "--judges", help="Judges fused by reciprocal rank: ql (query likelihood), yesno (relevance), dense, bm25, dense2 (--second-embedder)."),
+    judges: str = typer.Option("ql,dense,bm25", "--judges", help="Judges fused by reciprocal rank: ql (query likelihood), yesno (relevance; near chance with the bundled 135M model), dense, bm25, dense2 (--second-embedder). The default is the best measured by bench/bench_relabel.py."),
     retrieval: str = typer.Option("hybrid", "--retrieval", help="Candidate retrieval: dense, bm25 or hybrid (their reciprocal-rank fusion)."),
     top_k: int = typer.Option(20, "--top-k", help="Candidates per query (the seed passage is always one of them)."),
     judge_depth: int = typer.Option(3, "--judge-depth", help="Candidates per query the LLM judges score, in retrieval order (plus the seed)."),
