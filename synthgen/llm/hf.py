@@ -85,24 +85,22 @@ class HFLLM:
     def close(self) -> None:
         self.model = None
 
-    def _prefill(self, ids: list[list[int]]):
-        """Run prompts as one batch: their common token prefix once, then each row's tail, left-padded.
+    def _prefill(self, ids: list[list[int]], cache):
+        """Run prompts as one batch into `cache`: their common token prefix once, then each row's tail, left-padded.
 
         Prompts built from one template share a long prefix (instructions, few-shot examples); computing it once
         and repeating its KV cache over the rows is what makes a batch much cheaper than its prompts one by one.
-        Returns the cache, the attention mask over it, each row's next position, and the last position's logits.
+        Returns the attention mask over the cache, each row's next position, and the last position's logits.
         """
         import torch
-        from transformers import DynamicCache
 
         rows = len(ids)
         shared = common_prefix_length(ids) if rows > 1 else 0
         shared = min(shared, min(len(x) for x in ids) - 1)  # every row keeps a tail token to predict from
-        cache = DynamicCache(config=self.model.config)
         if shared > 0:
             prefix = torch.tensor([ids[0][:shared]], device=self.device)
             self.model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache.batch_repeat_interleave(rows)
+            select_rows(cache, torch.zeros(rows, dtype=torch.long, device=self.device))
         width = max(len(x) for x in ids) - shared
         tails = torch.full((rows, width), self.pad_id, dtype=torch.long)
         tail_mask = torch.zeros((rows, width), dtype=torch.long)
@@ -114,7 +112,7 @@ class HFLLM:
         mask = torch.cat([tail_mask.new_ones((rows, shared)), tail_mask], dim=1)
         logits = self.model(input_ids=tails, attention_mask=mask, position_ids=positions, past_key_values=cache,
                             use_cache=True, logits_to_keep=1).logits[:, -1]
-        return cache, mask, positions[:, -1] + 1, logits
+        return mask, positions[:, -1] + 1, logits
 
     # ---- generation ----------------------------------------------------------------------------------
 
@@ -133,6 +131,7 @@ class HFLLM:
 
     def _generate_batch(self, ids: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
         import torch
+        from transformers import StaticCache
 
         rows = len(ids)
         generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
@@ -140,7 +139,9 @@ class HFLLM:
         texts = [""] * rows
         alive = list(range(rows))  # original row of each batch row
         with torch.inference_mode():
-            cache, mask, next_pos, logits = self._prefill(ids)
+            # preallocated: a growing cache would copy all of itself at every step (most of a step's time)
+            cache = StaticCache(config=self.model.config, max_cache_len=max(map(len, ids)) + params.max_tokens)
+            mask, next_pos, logits = self._prefill(ids, cache)
             for step in range(params.max_tokens):
                 tokens = sample(logits.float(), params, [generators[r] for r in alive])
                 keep = []
@@ -159,7 +160,7 @@ class HFLLM:
                     break
                 if len(keep) < len(alive):
                     index = torch.tensor(keep, device=self.device)
-                    cache.batch_select_indices(index)
+                    select_rows(cache, index)
                     mask, tokens, next_pos = mask[index], tokens[index], next_pos[index]
                     alive = [alive[b] for b in keep]
                 mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
@@ -198,9 +199,11 @@ class HFLLM:
     def _score_contexts(self, contexts, groups, tokenized, results) -> None:
         """Run contexts once, then every continuation of them on a gathered copy of their cache."""
         import torch
+        from transformers import DynamicCache
 
         with torch.inference_mode():
-            cache, mask, next_pos, last = self._prefill([list(c) for c in contexts])
+            cache = DynamicCache(config=self.model.config)
+            mask, next_pos, last = self._prefill([list(c) for c in contexts], cache)
             last = torch.log_softmax(last.float(), dim=-1)
             kv = [(layer.keys, layer.values) for layer in cache.layers]
             rows = []  # (request index, context row) of requests with a continuation
@@ -268,3 +271,11 @@ def common_prefix_length(ids: list[list[int]]) -> int:
     for other in ids[1:]:
         n = next((j for j in range(n) if other[j] != first[j]), n)
     return n
+
+
+def select_rows(cache, index) -> None:
+    """Keep (or repeat) the given batch rows of a KV cache, static or dynamic."""
+    for layer in cache.layers:
+        layer.keys, layer.values = layer.keys[index], layer.values[index]
+        if hasattr(layer, "batch_size"):  # a static layer records the batch size it allocated
+            layer.batch_size = len(index)
