@@ -133,10 +133,15 @@ def load_recipe(path: Path | None, overrides: list[str] = (), check_files: bool 
     for item in overrides:
         _apply_override(raw, item)
     recipe = _build(Recipe, raw, "", where)
+    check_recipe(recipe, where, check_files)
+    return recipe
+
+
+def check_recipe(recipe: Recipe, where: str = "recipe", check_files: bool = True) -> None:
+    """Check values and ranges (and that named files exist); also for recipes built in code."""
     _validate(recipe, where)
     if check_files:
         check_paths(recipe, where)
-    return recipe
 
 
 def resolve_base_model(base: str) -> Path:

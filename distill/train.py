@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from distill.recipe import Recipe, resolve_base_model, save_recipe
+from distill.recipe import Recipe, check_recipe, resolve_base_model, save_recipe
 from synthgen.errors import UserError
 from synthgen.rundir import fingerprint, prepare_dir
 
@@ -62,6 +62,7 @@ def train(recipe: Recipe, *, progress: bool = True, on_step: Callable[[int], Non
 
     `on_step(step)` is called after every finished step (after its checkpoint, if any).
     """
+    check_recipe(recipe)
     out = Path(recipe.output).expanduser()
     digest = recipe_fingerprint(recipe)
     finished = _finished_result(out, digest)
@@ -163,7 +164,6 @@ class _Run:
 
     # -- the run -----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
-        import torch
         from tqdm.auto import tqdm
 
         from distill.data import epoch_batches, statistics
