@@ -92,18 +92,29 @@ def _parse_dims(text: str) -> list[int]:
     return dims
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time, so a replaced (or closed) stderr from an earlier run is never used."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _quiet_libraries() -> None:
     """Show distill's own warnings as `warning: ...`; keep the libraries' loading chatter out of the way."""
     logger = logging.getLogger("distill")
     handler = next((h for h in logger.handlers if h.get_name() == "distill-cli"), None)
     if handler is None:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.set_name("distill-cli")
         handler.setFormatter(logging.Formatter("warning: %(message)s"))
         handler.setLevel(logging.WARNING)
         logger.addHandler(handler)
         logger.propagate = False
-    handler.setStream(sys.stderr)
     for name in ("sentence_transformers", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
     from transformers.utils import logging as transformers_logging
