@@ -1,0 +1,201 @@
+"""`synthgen generate` end to end through the real hf backend: outputs, manifest, resume (kill -9), refusal.
+
+The tiny random model writes noise, so most tests use a template whose prefill is a whole answer built from the
+passage: the model still runs on every prompt (real loading, batching, seeds), and the answers are known.
+One test runs the real bundled SmolLM2 on a real passage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from synthgen.cli import app
+from synthgen.corpus import ingest
+from synthgen.records import Passage, Query, read_records
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "examples" / "corpus"
+
+# The prefill is a complete answer, so the first JSON object of prefill + completion is known in advance.
+KNOWN_ANSWER = """[[system]]
+Test prompt.
+[[user]]
+Passage: {{ passage }}
+Query form: {{ form }}
+[[assistant]]
+{"task": "find {{ form }}", "query": "{{ (title ~ ' ' ~ form) | replace('"', '') }}"}
+"""
+# Passages about bees get a known answer; the others get text that is never JSON, every attempt.
+SOME_MALFORMED = """[[user]]
+{{ passage }}
+[[assistant]]
+{% if 'bee' in passage %}{"task": "t", "query": "{{ title | replace('"', '') }} {{ form }}"}{% else %}no json here{% endif %}
+"""
+
+
+def generate(*args: str) -> None:
+    """The command in-process (typer's own parsing), raising what it raises."""
+    app(["generate", *args], standalone_mode=False)
+
+
+def generate_subprocess(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "from synthgen.cli import main; main()", "generate", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def queries(run: Path) -> list[Query]:
+    return list(read_records(run / "queries.jsonl", Query))
+
+
+def manifest(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())["generate"]
+
+
+@pytest.fixture
+def known_template(tmp_path) -> Path:
+    path = tmp_path / "known.j2"
+    path.write_text(KNOWN_ANSWER)
+    return path
+
+
+def test_outputs_and_manifest(tmp_path, tiny_llm_path, known_template):
+    run = tmp_path / "run"
+    generate("--corpus", str(CORPUS), "--out", str(run), "--llm", f"hf:{tiny_llm_path}", "--prompt", str(known_template),
+             "--max-passages", "8", "--queries-per-passage", "2", "--max-tokens", "8", "--batch-size", "5", "--quiet")
+    passages = list(read_records(run / "passages.jsonl", Passage))
+    assert passages == ingest(CORPUS)[0]
+    by_id = {p.id: p for p in passages}
+    written = queries(run)
+    assert len(written) == 16
+    for q in written:
+        passage_id, n = q.id.rsplit("@", 1)
+        assert q.passage_id == passage_id and n in ("0", "1")
+        assert q.query == f"{by_id[passage_id].title} {q.form}" and q.task == f"find {q.form}"
+    for passage_id in {q.passage_id for q in written}:
+        assert len({q.form for q in written if q.passage_id == passage_id}) == 2
+    m = manifest(run)
+    assert m["complete"] is True
+    assert m["counts"] == {"passages_read": 22, "passages_prompted": 8, "queries_prompted": 16, "answers": 16,
+                           "malformed": 0, "parsed": 16, "filtered": {}, "dropped": 0, "written": 16}
+    assert m["template"]["sha256"] == hashlib.sha256(known_template.read_bytes()).hexdigest()
+    assert m["model"] == f"hf:{tiny_llm_path}"
+    assert m["sampling"] == {"max_tokens": 8, "temperature": 0.7, "top_p": 0.95, "stop": ["}"]}
+    assert m["corpus"]["counts"]["files"] == 22
+    assert m["throughput"]["tokens_per_s"] > 0 and m["throughput"]["passages_per_s"] > 0
+    assert m["throughput"]["prompt_tokens"] > 0 and m["wall_seconds"] > 0
+
+
+def test_malformed_answers_are_retried_then_dropped(tmp_path, tiny_llm_path):
+    template = tmp_path / "some.j2"
+    template.write_text(SOME_MALFORMED)
+    run = tmp_path / "run"
+    generate("--corpus", str(CORPUS), "--out", str(run), "--llm", f"hf:{tiny_llm_path}", "--prompt", str(template),
+             "--max-tokens", "8", "--max-attempts", "3", "--quiet")
+    bees = {p.id for p in ingest(CORPUS)[0] if "bee" in " ".join(p.text.split()[:150])}
+    assert 0 < len(bees) < 22
+    assert {q.passage_id for q in queries(run)} == bees
+    counts = manifest(run)["counts"]
+    assert counts["dropped"] == 22 - len(bees)
+    assert counts["malformed"] == 3 * (22 - len(bees))
+    assert counts["answers"] == len(bees) + 3 * (22 - len(bees))
+
+
+def test_near_duplicates_across_batches_are_filtered(tmp_path, tiny_llm_path):
+    corpus = tmp_path / "corpus.jsonl"
+    texts = ["Bees dance to show the way to flowers.", "Honey is made from nectar by bees.",
+             "Bees dance to show the way to flowers!", "Wax comes from glands on the worker bee."]
+    corpus.write_text("".join(json.dumps({"_id": str(i), "title": "", "text": t}) + "\n" for i, t in enumerate(texts)))
+    template = tmp_path / "echo.j2"
+    template.write_text('[[user]]\n{{ passage }}\n[[assistant]]\n{"task": "t", "query": "{{ passage }}"}\n')
+    run = tmp_path / "run"
+    generate("--corpus", str(corpus), "--out", str(run), "--llm", f"hf:{tiny_llm_path}", "--prompt", str(template),
+             "--max-tokens", "8", "--batch-size", "1", "--max-copied-words", "50", "--quiet")
+    kept = [q.query for q in queries(run)]
+    assert len(kept) == 3 and sum("dance" in q for q in kept) == 1
+    assert manifest(run)["counts"]["filtered"] == {"duplicate": 3}  # three attempts of the repeat
+
+
+def test_rerun_resumes_and_a_larger_sample_extends_the_same_run(tmp_path, tiny_llm_path, known_template):
+    common = ["--corpus", str(CORPUS), "--llm", f"hf:{tiny_llm_path}", "--prompt", str(known_template),
+              "--max-tokens", "8", "--quiet"]
+    run = tmp_path / "run"
+    generate(*common, "--out", str(run), "--max-passages", "5")
+    first = (run / "queries.jsonl").read_text()
+    generate(*common, "--out", str(run), "--max-passages", "5", "--batch-size", "2")  # nothing left to do
+    assert (run / "queries.jsonl").read_text() == first
+    generate(*common, "--out", str(run), "--max-passages", "12")
+    extended = (run / "queries.jsonl").read_text()
+    assert extended.startswith(first) and len(extended.splitlines()) == 12
+    fresh = tmp_path / "fresh"
+    generate(*common, "--out", str(fresh), "--max-passages", "12")
+    assert (fresh / "queries.jsonl").read_text() == extended
+    assert manifest(run)["counts"] == manifest(fresh)["counts"]
+
+
+def test_changed_settings_are_refused_unless_overwrite(tmp_path, tiny_llm_path, known_template):
+    common = ["--corpus", str(CORPUS), "--llm", f"hf:{tiny_llm_path}", "--prompt", str(known_template),
+              "--max-tokens", "8", "--max-passages", "3", "--quiet"]
+    generate(*common, "--out", str(tmp_path / "run"))
+    before = (tmp_path / "run" / "queries.jsonl").read_text()
+    process = generate_subprocess(*common, "--out", "run", "--seed", "7", "--temperature", "0.3", cwd=tmp_path)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 2 and "Traceback" not in stderr
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("error: run holds queries made with") and "seed" in line and "temperature" in line
+    assert "--overwrite" in line
+    assert (tmp_path / "run" / "queries.jsonl").read_text() == before
+    generate(*common, "--out", str(tmp_path / "run"), "--seed", "7", "--overwrite")
+    assert manifest(tmp_path / "run")["identity"]["options"]["seed"] == 7
+    assert len(queries(tmp_path / "run")) == 3
+
+
+def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_llm_path, known_template):
+    common = ["--corpus", str(CORPUS), "--llm", f"hf:{tiny_llm_path}", "--prompt", str(known_template),
+              "--queries-per-passage", "4", "--batch-size", "1", "--max-tokens", "24", "--near-duplicate", "0.95", "--quiet"]
+    total = 22 * 4
+    whole = tmp_path / "whole"
+    generate(*common, "--out", str(whole))
+    run = tmp_path / "run"
+    process = generate_subprocess(*common, "--out", str(run))
+    progress = run / "generate.progress.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if progress.exists() and progress.read_text().count("\n") >= 3:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    finished = progress.read_text().count("\n")
+    assert 3 <= finished < total
+    with open(run / "queries.jsonl", "a") as handle:  # what a kill in the middle of a write leaves behind
+        handle.write('{"id": "torn')
+    generate(*common, "--out", str(run))
+    assert (run / "queries.jsonl").read_text() == (whole / "queries.jsonl").read_text()
+    ids = [q.id for q in queries(run)]
+    assert len(ids) == len(set(ids)) == total
+    assert manifest(run)["counts"] == manifest(whole)["counts"]
+
+
+@pytest.mark.slow
+def test_bundled_smollm2_writes_parseable_queries_for_a_real_passage(tmp_path):
+    pytest.importorskip("gguf", reason="the bundled model's GGUF reader (pip install gguf accelerate)")
+    run = tmp_path / "run"
+    generate("--corpus", str(CORPUS / "beekeeping" / "colony.md"), "--out", str(run), "--queries-per-passage", "4",
+             "--quiet")
+    counts = manifest(run)["counts"]
+    assert counts["answers"] - counts["malformed"] >= 1
+    written = queries(run)
+    assert written, counts
+    for q in written:
+        assert q.passage_id == "colony.md#0" and q.query and q.task
+    assert manifest(run)["model"].startswith("hf:")
