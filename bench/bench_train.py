@@ -171,7 +171,7 @@ def main() -> None:
     parser.add_argument("--throughput-steps", type=int, default=4, help="optimizer steps per throughput run")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--mini-batch", type=int, default=16, help="mini-batch of the throughput comparison")
-    parser.add_argument("--quality-mini-batch", type=int, default=64, help="mini-batch of the quality run (64: no caching needed)")
+    parser.add_argument("--quality-mini-batch", type=int, default=32, help="mini-batch of the quality run")
     parser.add_argument("--memory-passage-length", type=int, default=128, help="max passage tokens in the memory runs")
     parser.add_argument("--lr", type=float, default=3e-5)
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
