@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from synthgen.corpus import ChunkConfig
 from synthgen.errors import UserError, run_cli
 from synthgen.generate import GenerateConfig
+
+if TYPE_CHECKING:
+    from synthgen.corpus import IngestReport
+    from synthgen.prompts import Template
+    from synthgen.records import Passage
+    from synthgen.relabel import SelectionConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 
@@ -69,17 +75,6 @@ def generate(
 
     Run the same command again after an interruption to resume where it stopped.
     """
-    import json
-    import sys
-    import time
-
-    from synthgen.corpus import ingest
-    from synthgen.generate import BatchLog, QueryGenerator, check_template, plan
-    from synthgen.prompts import load_template
-    from synthgen.records import Query
-    from synthgen.rundir import Appender, fingerprint, prepare_dir, read_manifest, resume_records, write_manifest_section
-
-    started = time.perf_counter()
     chunking = ChunkConfig(size=passage_size, overlap=passage_overlap,
                            tokenizer=str(passage_tokenizer) if passage_tokenizer else None)
     config = GenerateConfig(
@@ -89,6 +84,40 @@ def generate(
         min_query_words=min_query_words, max_query_words=max_query_words, max_copied_words=max_copied_words,
         min_overlap=min_overlap, near_duplicate=near_duplicate,
     )
+    run_generate(prepare_generate(corpus, out, llm, chunking, config, prompt), overwrite=overwrite, quiet=quiet)
+
+
+@dataclasses.dataclass
+class GenerateRun:
+    """A generate run read and checked before any LLM loads: `synthgen pipeline` compares its identity with the
+    manifest's to decide whether earlier queries still hold."""
+
+    corpus: Path
+    run_dir: Path
+    llm: Optional[str]
+    chunking: ChunkConfig
+    config: GenerateConfig
+    prompt: Optional[Path]
+    template: Template
+    passages: list[Passage]
+    report: IngestReport
+    identity: dict  # what decides the queries written; another identity makes earlier queries stale
+    started: float
+
+
+def prepare_generate(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, config: GenerateConfig,
+                     prompt: Optional[Path]) -> GenerateRun:
+    """Read the corpus and the template and check them: every mistake here costs seconds, not an LLM run."""
+    import json
+    import sys
+    import time
+
+    from synthgen.corpus import ingest
+    from synthgen.generate import check_template
+    from synthgen.prompts import load_template
+    from synthgen.rundir import fingerprint, prepare_dir
+
+    started = time.perf_counter()
     run_dir = prepare_dir(out)
     template = load_template(prompt or "generate.j2")
     check_template(template, config)
@@ -101,18 +130,34 @@ def generate(
     if quiet_skips:
         print("skipped " + ", ".join(f"{n} {k} file{'s' * (n > 1)}" for k, n in sorted(quiet_skips.items())), file=sys.stderr)
     passages_sha = fingerprint([[p.id, p.title, p.text] for p in passages])
-
-    queries_path, progress_path = run_dir / "queries.jsonl", run_dir / GENERATE_PROGRESS
     identity = json.loads(json.dumps({"llm": llm or "default", "template_sha256": template.sha256,
                                       "options": config.output_options(), "passages_sha256": passages_sha}))
+    return GenerateRun(corpus, run_dir, llm, chunking, config, prompt, template, passages, report, identity, started)
+
+
+def discard_queries(run_dir: Path) -> None:
+    """Forget the queries of a run (and its progress), so the next generate starts from nothing."""
+    (run_dir / "queries.jsonl").unlink(missing_ok=True)
+    (run_dir / GENERATE_PROGRESS).unlink(missing_ok=True)
+
+
+def run_generate(run: GenerateRun, overwrite: bool = False, quiet: bool = False) -> dict:
+    """Write passages.jsonl and the queries still missing; returns the manifest's generate section."""
+    import time
+
+    from synthgen.generate import BatchLog, QueryGenerator, plan
+    from synthgen.records import Query
+    from synthgen.rundir import Appender, read_manifest, resume_records, write_manifest_section
+
+    run_dir, config, passages, identity, report = run.run_dir, run.config, run.passages, run.identity, run.report
+    queries_path, progress_path = run_dir / "queries.jsonl", run_dir / GENERATE_PROGRESS
     previous = read_manifest(run_dir).get("generate", {}).get("identity")
     started_before = any(p.exists() and p.stat().st_size for p in (queries_path, progress_path))
     if started_before and previous != identity:
         if not overwrite:
-            raise UserError(f"{out} holds queries made with {_differences(previous, identity)}; pass --overwrite to "
+            raise UserError(f"{run_dir} holds queries made with {_differences(previous, identity)}; pass --overwrite to "
                             "replace them, or use another --out")
-        queries_path.unlink(missing_ok=True)
-        progress_path.unlink(missing_ok=True)
+        discard_queries(run_dir)
     _write_jsonl_atomic(run_dir / "passages.jsonl", passages)
 
     logs = resume_records(progress_path, BatchLog)
@@ -123,10 +168,10 @@ def generate(
     todo = [item for item in items if item.id not in done]
     section = {
         "identity": identity,
-        "corpus": {"path": str(corpus), "chunking": dataclasses.asdict(chunking), "counts": report.counts()},
+        "corpus": {"path": str(run.corpus), "chunking": dataclasses.asdict(run.chunking), "counts": report.counts()},
         "config": dataclasses.asdict(config),
         "sampling": dataclasses.asdict(config.sampling()),
-        "template": {"path": str(prompt) if prompt else "generate.j2", "sha256": template.sha256},
+        "template": {"path": str(run.prompt) if run.prompt else "generate.j2", "sha256": run.template.sha256},
         "complete": not todo,
     }
     write_manifest_section(run_dir, "generate", {**section, **_generate_totals(logs, len(passages), queries_path)})
@@ -136,10 +181,10 @@ def generate(
 
         from synthgen.llm import load_llm
 
-        model = load_llm(llm)
+        model = load_llm(run.llm)
         section["model"] = model.name
         try:
-            generator = QueryGenerator(model, template, config, earlier=[q for q in existing if q.id in done])
+            generator = QueryGenerator(model, run.template, config, earlier=[q for q in existing if q.id in done])
             session_start, session_tokens, session_passages = time.perf_counter(), 0, set()
             with Appender(queries_path) as queries_out, Appender(progress_path) as progress_out, \
                     tqdm(total=len(items), initial=len(items) - len(todo), unit="query", desc="generating",
@@ -160,12 +205,14 @@ def generate(
             model.close()
     section["complete"] = True
     totals = _generate_totals(logs, len(passages), queries_path)
-    totals["wall_seconds"] = round(time.perf_counter() - started, 2)
-    write_manifest_section(run_dir, "generate", {**section, **totals})
+    totals["wall_seconds"] = round(time.perf_counter() - run.started, 2)
+    section = {**section, **totals}
+    write_manifest_section(run_dir, "generate", section)
     counts = totals["counts"]
     filtered = ", ".join(f"{n} {k}" for k, n in counts["filtered"].items()) or "none"
     print(f"{counts['written']} queries for {counts['passages_prompted']} of {counts['passages_read']} passages in "
           f"{queries_path} (answers filtered: {filtered}; malformed: {counts['malformed']}; dropped: {counts['dropped']})")
+    return section
 
 
 def _differences(previous: dict | None, current: dict) -> str:
@@ -235,73 +282,146 @@ def _write_jsonl_atomic(path: Path, records) -> None:
 RELABEL_JUDGMENTS = "judgments.jsonl"
 
 
+@dataclasses.dataclass(frozen=True)
+class RelabelOptions:
+    """The relabel command's options but the run folder: one place for their defaults, shared with `synthgen pipeline`."""
+
+    llm: Optional[str] = None
+    judges: str = "ql,dense,bm25"
+    retrieval: str = "hybrid"
+    top_k: int = 20
+    judge_depth: int = 3
+    judge_words: int = 80
+    judge_prompt: Optional[Path] = None
+    embedder: Optional[Path] = None
+    second_embedder: Optional[Path] = None
+    index: str = "flat"
+    positive: str = "fused"
+    negatives: int = 7
+    negative_strategy: str = "random"
+    negative_ranks: str = "3-20"
+    margin: float = 0.95
+    duplicate_overlap: float = 0.6
+    round_trip: bool = False
+    seed: int = 0
+    cache_dir: Optional[Path] = None
+    batch_pairs: int = 128
+
+    def resolve(self) -> tuple[tuple[str, ...], SelectionConfig]:
+        """The judge names and the selection the options describe, checked before any file or model is read."""
+        from synthgen.relabel import SelectionConfig, parse_judges
+
+        names = parse_judges(self.judges)
+        lo, sep, hi = self.negative_ranks.partition("-")
+        if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
+            raise UserError(f"bad --negative-ranks '{self.negative_ranks}': expected FIRST-LAST, e.g. 3-20")
+        selection = SelectionConfig(positive=self.positive, negatives=self.negatives, strategy=self.negative_strategy,
+                                    ranks=(int(lo), int(hi)), margin=self.margin,
+                                    duplicate_overlap=self.duplicate_overlap, round_trip=self.round_trip, seed=self.seed)
+        selection.check()
+        if self.judge_depth < 1 or self.judge_words < 1 or self.batch_pairs < 1:
+            raise UserError("--judge-depth, --judge-words and --batch-pairs must be at least 1")
+        if "dense2" in names and self.second_embedder is None:
+            raise UserError("the dense2 judge needs --second-embedder PATH")
+        if self.judge_prompt is not None and not self.judge_prompt.is_file():
+            raise UserError(f"judge prompt not found: {self.judge_prompt}")
+        return names, selection
+
+    def identity(self, run: Path) -> dict:
+        """What decides train.jsonl: the options that change it and the content of the stage's input files.
+
+        The LLM and its prompts count only when an LLM judge is on; batch sizes and the cache never count.
+        """
+        import json
+
+        from synthgen.judges import CONTEXT_TEMPLATE, LLM_JUDGES, TEMPLATES
+        from synthgen.prompts import load_template
+        from synthgen.rundir import file_fingerprint
+
+        names, selection = self.resolve()
+        config = {"judges": list(names), "retrieval": self.retrieval, "top_k": self.top_k,
+                  "judge_depth": self.judge_depth, "judge_words": self.judge_words, "index": self.index,
+                  **dataclasses.asdict(selection)}
+        llm_names = [j for j in config["judges"] if j in LLM_JUDGES]
+        prompts = [self.judge_prompt or CONTEXT_TEMPLATE, *(TEMPLATES[j] for j in llm_names)] if llm_names else []
+        identity = {
+            "config": config,
+            "llm": (self.llm or "default") if llm_names else None,
+            "prompts_sha256": [load_template(name).sha256 for name in prompts],
+            "embedder": str(self.embedder or "default"),
+            "second_embedder": str(self.second_embedder) if "dense2" in config["judges"] else None,
+            "passages_sha256": file_fingerprint(run / "passages.jsonl"),
+            "queries_sha256": file_fingerprint(run / "queries.jsonl"),
+        }
+        return json.loads(json.dumps(identity))
+
+
 @app.command()
 def relabel(
     run: Path = typer.Option(..., "--run", help="Run folder with passages.jsonl and queries.jsonl (from `synthgen generate`)."),
     llm: Optional[str] = typer.Option(None, "--llm", help="LLM of the judges: hf:PATH, vllm:PATH or openai:MODEL@URL. Default: the bundled SmolLM2-135M-Instruct."),
-    judges: str = typer.Option("ql,dense,bm25", "--judges", help="Judges fused by reciprocal rank: ql (query likelihood), yesno (relevance; near chance with the bundled 135M model), dense, bm25, dense2 (--second-embedder). The default is the best measured by bench/bench_relabel.py."),
-    retrieval: str = typer.Option("hybrid", "--retrieval", help="Candidate retrieval: dense, bm25 or hybrid (their reciprocal-rank fusion)."),
-    top_k: int = typer.Option(20, "--top-k", help="Candidates per query (the seed passage is always one of them)."),
-    judge_depth: int = typer.Option(3, "--judge-depth", help="Candidates per query the LLM judges score, in retrieval order (plus the seed)."),
-    judge_words: int = typer.Option(80, "--judge-words", help="Words of each passage the LLM judges read."),
+    judges: str = typer.Option(RelabelOptions.judges, "--judges", help="Judges fused by reciprocal rank: ql (query likelihood), yesno (relevance; near chance with the bundled 135M model), dense, bm25, dense2 (--second-embedder). The default is the best measured by bench/bench_relabel.py."),
+    retrieval: str = typer.Option(RelabelOptions.retrieval, "--retrieval", help="Candidate retrieval: dense, bm25 or hybrid (their reciprocal-rank fusion)."),
+    top_k: int = typer.Option(RelabelOptions.top_k, "--top-k", help="Candidates per query (the seed passage is always one of them)."),
+    judge_depth: int = typer.Option(RelabelOptions.judge_depth, "--judge-depth", help="Candidates per query the LLM judges score, in retrieval order (plus the seed)."),
+    judge_words: int = typer.Option(RelabelOptions.judge_words, "--judge-words", help="Words of each passage the LLM judges read."),
     judge_prompt: Optional[Path] = typer.Option(None, "--judge-prompt", help="A custom Jinja2 template for the judges' passage context (default: prompts/judge_passage.j2)."),
     embedder: Optional[Path] = typer.Option(None, "--embedder", help="Sentence-transformers folder for dense retrieval (default: the bundled all-MiniLM-L6-v2)."),
     second_embedder: Optional[Path] = typer.Option(None, "--second-embedder", help="Another sentence-transformers folder, for the dense2 judge."),
-    index: str = typer.Option("flat", "--index", help="faiss index: flat (exact), hnsw or ivf (approximate, for large corpora)."),
-    positive: str = typer.Option("fused", "--positive", help="fused: the top of the fused ranking; seed: the passage the query was written from."),
-    negatives: int = typer.Option(7, "--negatives", help="Hard negatives per query (fewer when fewer are safe)."),
-    negative_strategy: str = typer.Option("random", "--negative-strategy", help="Within --negative-ranks: random (seeded), top (hardest first) or lowest (Gecko)."),
-    negative_ranks: str = typer.Option("3-20", "--negative-ranks", help="Fused ranks negatives come from, FIRST-LAST (1-based, inclusive)."),
-    margin: float = typer.Option(0.95, "--margin", help="A candidate scoring at least this share of the positive's normalized score is never a negative."),
-    duplicate_overlap: float = typer.Option(0.6, "--duplicate-overlap", help="Share of word 5-grams shared with the positive that marks a near-duplicate (never a negative)."),
-    round_trip: bool = typer.Option(False, "--round-trip/--no-round-trip", help="Drop queries whose seed passage is not in the retriever's own top-k."),
-    seed: int = typer.Option(0, "--seed", help="Decides the random choice of negatives."),
+    index: str = typer.Option(RelabelOptions.index, "--index", help="faiss index: flat (exact), hnsw or ivf (approximate, for large corpora)."),
+    positive: str = typer.Option(RelabelOptions.positive, "--positive", help="fused: the top of the fused ranking; seed: the passage the query was written from."),
+    negatives: int = typer.Option(RelabelOptions.negatives, "--negatives", help="Hard negatives per query (fewer when fewer are safe)."),
+    negative_strategy: str = typer.Option(RelabelOptions.negative_strategy, "--negative-strategy", help="Within --negative-ranks: random (seeded), top (hardest first) or lowest (Gecko)."),
+    negative_ranks: str = typer.Option(RelabelOptions.negative_ranks, "--negative-ranks", help="Fused ranks negatives come from, FIRST-LAST (1-based, inclusive)."),
+    margin: float = typer.Option(RelabelOptions.margin, "--margin", help="A candidate scoring at least this share of the positive's normalized score is never a negative."),
+    duplicate_overlap: float = typer.Option(RelabelOptions.duplicate_overlap, "--duplicate-overlap", help="Share of word 5-grams shared with the positive that marks a near-duplicate (never a negative)."),
+    round_trip: bool = typer.Option(RelabelOptions.round_trip, "--round-trip/--no-round-trip", help="Drop queries whose seed passage is not in the retriever's own top-k."),
+    seed: int = typer.Option(RelabelOptions.seed, "--seed", help="Decides the random choice of negatives."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings)."),
-    batch_pairs: int = typer.Option(128, "--batch-pairs", help="Pairs per LLM call; finished batches are saved."),
+    batch_pairs: int = typer.Option(RelabelOptions.batch_pairs, "--batch-pairs", help="Pairs per LLM call; finished batches are saved."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Judge candidates from the whole corpus for every query and choose its positive and hard negatives.
 
     Writes train.jsonl and the relabel section of manifest.json; run it again after an interruption to resume.
     """
+    options = RelabelOptions(
+        llm=llm, judges=judges, retrieval=retrieval, top_k=top_k, judge_depth=judge_depth, judge_words=judge_words,
+        judge_prompt=judge_prompt, embedder=embedder, second_embedder=second_embedder, index=index, positive=positive,
+        negatives=negatives, negative_strategy=negative_strategy, negative_ranks=negative_ranks, margin=margin,
+        duplicate_overlap=duplicate_overlap, round_trip=round_trip, seed=seed, cache_dir=cache_dir,
+        batch_pairs=batch_pairs,
+    )
+    run_relabel(run, options, quiet=quiet)
+
+
+def run_relabel(run: Path, options: RelabelOptions, quiet: bool = False) -> dict:
+    """Write train.jsonl from a run's passages and queries; returns the manifest's relabel section."""
     import time
 
-    from synthgen.relabel import SelectionConfig, parse_judges
     from synthgen.judges import LLM_JUDGES
     from synthgen.rundir import prepare_dir
 
     started = time.perf_counter()
-    names = parse_judges(judges)
-    lo, sep, hi = negative_ranks.partition("-")
-    if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
-        raise UserError(f"bad --negative-ranks '{negative_ranks}': expected FIRST-LAST, e.g. 3-20")
-    selection = SelectionConfig(positive=positive, negatives=negatives, strategy=negative_strategy,
-                                ranks=(int(lo), int(hi)), margin=margin, duplicate_overlap=duplicate_overlap,
-                                round_trip=round_trip, seed=seed)
-    selection.check()
-    if judge_depth < 1 or judge_words < 1 or batch_pairs < 1:
-        raise UserError("--judge-depth, --judge-words and --batch-pairs must be at least 1")
-    if "dense2" in names and second_embedder is None:
-        raise UserError("the dense2 judge needs --second-embedder PATH")
-    if judge_prompt is not None and not judge_prompt.is_file():
-        raise UserError(f"judge prompt not found: {judge_prompt}")
+    names, selection = options.resolve()
     passages, queries = _relabel_inputs(run)
     run_dir = prepare_dir(run)
+    identity = options.identity(run_dir)
 
     from synthgen.judges import Judgment, LLMJudges
     from synthgen.relabel import PassageIndex, llm_judge, retrieve_candidates, score_retrieval_judges, select, summarize
     from synthgen.retrieve import Embedder
     from synthgen.rundir import Appender, resume_records, write_manifest_section
 
-    first = Embedder(embedder, cache_dir)
-    second = Embedder(second_embedder, cache_dir) if "dense2" in names else None
-    passage_index = PassageIndex(passages, first, index=index, second=second, progress=not quiet)
-    candidates = retrieve_candidates(queries, passage_index, retrieval, top_k)
+    first = Embedder(options.embedder, options.cache_dir)
+    second = Embedder(options.second_embedder, options.cache_dir) if "dense2" in names else None
+    passage_index = PassageIndex(passages, first, index=options.index, second=second, progress=not quiet)
+    candidates = retrieve_candidates(queries, passage_index, options.retrieval, options.top_k)
     score_retrieval_judges(candidates, passage_index, names)
 
     section: dict = {
-        "config": {"judges": list(names), "retrieval": retrieval, "top_k": top_k, "judge_depth": judge_depth,
-                   "judge_words": judge_words, "index": index, **dataclasses.asdict(selection)},
+        "identity": identity,
+        "config": identity["config"],
         "models": {"embedder": first.name, **({"second_embedder": second.name} if second else {})},
     }
     llm_names = [j for j in names if j in LLM_JUDGES]
@@ -312,14 +432,15 @@ def relabel(
 
         store = run_dir / RELABEL_JUDGMENTS
         known = {j.key: j.score for j in resume_records(store, Judgment)}
-        model = load_llm(llm)
+        model = load_llm(options.llm)
         try:
-            llm_judges = LLMJudges(model, llm_names, words=judge_words, context_template=judge_prompt)
+            llm_judges = LLMJudges(model, llm_names, words=options.judge_words, context_template=options.judge_prompt)
             section["models"]["llm"] = model.name
             section["prompts"] = llm_judges.prompt_hashes()
             t0 = time.perf_counter()
             with Appender(store) as out:
-                for made in llm_judge(candidates, passages, llm_judges, judge_depth, known, batch_pairs, not quiet):
+                for made in llm_judge(candidates, passages, llm_judges, options.judge_depth, known,
+                                      options.batch_pairs, not quiet):
                     out.write(made)
                     fresh += len(made)
             judging_seconds = time.perf_counter() - t0
@@ -345,6 +466,7 @@ def relabel(
     rate = summary["positive_is_seed_rate"]
     print(f"{summary['written']} training examples in {run_dir / 'train.jsonl'} (positive is the seed for "
           f"{rate if rate is None else f'{rate:.0%}'}; dropped: {dropped})")
+    return section
 
 
 def _relabel_inputs(run: Path):

@@ -107,3 +107,12 @@ def fingerprint(value: Any) -> str:
     """A short, stable hash of any JSON-able value (configurations, template texts)."""
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def file_fingerprint(path: Path) -> str:
+    """A short hash of a file's bytes: a later stage compares it to know whether its input changed."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
