@@ -91,6 +91,7 @@ class EvalConfig:
     metric: str = "ndcg@10"  # the dev metric that picks the best checkpoint
     beir: str = ""  # optional BEIR folder evaluated at the end, base vs trained, for the model card
     beir_split: str = "test"
+    dims: list[int] = field(default_factory=list)  # sizes evaluated on `beir`; empty: loss.matryoshka_dims, or the full size
     batch_size: int = 64  # texts per forward pass when embedding for evaluation
 
 
@@ -340,5 +341,7 @@ def _validate(r: Recipe, where: str) -> None:
     _check(where, e.every >= 0, f"eval.every must be >= 0, got {e.every}")
     _choice(where, "eval.metric", e.metric, METRICS)
     _check(where, bool(e.beir_split.strip()), "eval.beir_split must name a qrels split")
+    _check(where, all(x > 0 for x in e.dims) and len(set(e.dims)) == len(e.dims),
+           f"eval.dims must be distinct positive sizes, got {e.dims}")
     _check(where, e.batch_size >= 1, f"eval.batch_size must be >= 1, got {e.batch_size}")
     _check(where, bool(r.output.strip()), "output must name a folder")

@@ -130,9 +130,10 @@ class _Run:
         torch.manual_seed(r.train.seed)
         self.model = enc.load_encoder(r.model, self.device)
         self.dimension = self.model.get_embedding_dimension()
-        too_big = [d for d in r.loss.matryoshka_dims if d > self.dimension]
-        if too_big:
-            raise UserError(f"loss.matryoshka_dims: {too_big[0]} is larger than the model's embedding size {self.dimension}")
+        for key, dims in (("loss.matryoshka_dims", r.loss.matryoshka_dims), ("eval.dims", r.eval.dims)):
+            too_big = [d for d in dims if d > self.dimension]
+            if too_big:
+                raise UserError(f"{key}: {too_big[0]} is larger than the model's embedding size {self.dimension}")
         if r.lora.enabled:
             enc.add_lora(self.model, r.lora)
         self.model.train()
@@ -357,7 +358,7 @@ class _Run:
         if r.eval.beir:
             from distill.evaluate import evaluate
 
-            dims = r.loss.matryoshka_dims or None
+            dims = r.eval.dims or r.loss.matryoshka_dims or None
             base = load_encoder(r.model, self.device)
             beir = {
                 "base": evaluate(base, Path(r.eval.beir), r.eval.beir_split, dims, r.eval.batch_size, progress=self.progress, name=str(resolve_base_model(r.model.base))),
