@@ -504,3 +504,38 @@ def _relabel_inputs(run: Path):
     if not queries:
         raise UserError(f"{files['queries.jsonl']} has no queries")
     return passages, queries
+
+
+# ---- pipeline ------------------------------------------------------------------------------------------
+
+
+@app.command()
+def pipeline(
+    corpus: Path = typer.Option(..., "--corpus", help="The documents: a folder or one file, as for `synthgen generate`."),
+    out: Path = typer.Option(..., "--out", help="Run folder for every stage's files, the model (model/), report.md and plot.png."),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", help="Training recipe YAML (default: the bundled recipes/cpu.yaml). Its data.train and output are the run's."),
+    eval_: Optional[Path] = typer.Option(None, "--eval", help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv): base vs trained model at the end."),
+    dims: str = typer.Option("", "--dims", help="Embedding sizes evaluated on --eval, e.g. 384,128 (default: the recipe's loss.matryoshka_dims, or the full size)."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="LLM that writes and judges the queries: hf:PATH, vllm:PATH or openai:MODEL@URL. Default: the bundled SmolLM2-135M-Instruct."),
+    max_passages: Optional[int] = typer.Option(None, "--max-passages", help="Sample this many passages to write queries for (default: all)."),
+    queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
+    max_tokens: int = typer.Option(GenerateConfig.max_tokens, "--max-tokens", help="Most tokens per generated answer."),
+    seed: int = typer.Option(GenerateConfig.seed, "--seed", help="Seed of generate and relabel (training uses the recipe's train.seed)."),
+    prompt: Optional[Path] = typer.Option(None, "--prompt", help="A custom Jinja2 template for query generation (default: prompts/generate.j2)."),
+    judges: str = typer.Option(RelabelOptions.judges, "--judges", help="Relabel judges, fused by reciprocal rank: ql, yesno, dense, bm25."),
+    set_: list[str] = typer.Option([], "--set", help="Override a recipe field, e.g. --set train.lr=1e-5 (repeatable); --set output=DIR puts the model elsewhere."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+) -> None:
+    """Generate, relabel and train in one run folder, then report (report.md) and plot (plot.png).
+
+    Run it again to redo only what changed: a stage whose options and inputs are those recorded in manifest.json
+    is skipped, and a killed run resumes inside the stage it was in.
+    """
+    from synthgen.pipeline import PipelineOptions, run_pipeline
+
+    run_pipeline(PipelineOptions(
+        corpus=corpus, out=out, recipe=recipe, eval=eval_, dims=dims, llm=llm, max_passages=max_passages,
+        queries_per_passage=queries_per_passage, max_tokens=max_tokens, seed=seed, prompt=prompt, judges=judges, overrides=list(set_),
+        cache_dir=cache_dir, quiet=quiet,
+    ))

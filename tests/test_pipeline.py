@@ -1,0 +1,182 @@
+"""`synthgen pipeline` end to end on ADI: real stages, real models, every artifact, invalidation, one-line errors.
+
+The tiny random Llama writes noise, so generation uses a template whose prefill is already a whole answer (the
+model still runs on every prompt); the relabel judges and the students are real (MiniLM, or a tiny BERT where
+only the bookkeeping is under test).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import shared_dataset
+from synthgen.cli import app
+from synthgen.records import Passage, Query, TrainingExample, read_records
+from synthgen.rundir import write_manifest_section
+
+KNOWN_ANSWER = """[[system]]
+Test prompt.
+[[user]]
+Passage: {{ passage }}
+Query form: {{ form }}
+[[assistant]]
+{"task": "find {{ form }}", "query": "{{ (form ~ ' ' ~ title.split()[:6] | join(' ')) | replace('"', '') }}"}
+"""
+# Small, fast settings: a few dozen examples, a few steps, evaluation at two Matryoshka sizes.
+SMALL_RECIPE = ["data.dev_size=8", "train.batch_size=8", "train.max_steps=2", "train.checkpoint_every=100",
+                "eval.every=0", "model.max_passage_length=128", "eval.batch_size=32"]
+
+
+def pipeline(*args: str) -> float:
+    """The command in-process (typer's own parsing); returns its wall seconds."""
+    started = time.perf_counter()
+    app(["pipeline", *args], standalone_mode=False)
+    return time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def adi() -> Path:
+    return shared_dataset("adi")
+
+
+@pytest.fixture(scope="module")
+def common(adi, tiny_llm_path, tmp_path_factory) -> list[str]:
+    folder = tmp_path_factory.mktemp("pipeline-common")
+    template = folder / "known.j2"
+    template.write_text(KNOWN_ANSWER)
+    return ["--corpus", str(adi / "corpus.jsonl"), "--llm", f"hf:{tiny_llm_path}", "--prompt", str(template),
+            "--max-tokens", "8", "--cache-dir", str(folder / "cache"), "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def whole_run(common, adi, tmp_path_factory):
+    run = tmp_path_factory.mktemp("pipeline") / "run"
+    seconds = pipeline(*common, "--out", str(run), "--max-passages", "30", "--eval", str(adi), "--dims", "384,128",
+                       *[x for item in SMALL_RECIPE for x in ("--set", item)])
+    return run, seconds
+
+
+def manifest(run: Path) -> dict:
+    return json.loads((run / "manifest.json").read_text())
+
+
+def test_every_artifact_of_a_whole_run(whole_run, adi):
+    run, seconds = whole_run
+    passages = list(read_records(run / "passages.jsonl", Passage))
+    queries = list(read_records(run / "queries.jsonl", Query))
+    examples = list(read_records(run / "train.jsonl", TrainingExample))
+    assert len(passages) == 82  # ADI's documents, one passage each
+    assert len(queries) == 30 and len({q.passage_id for q in queries}) == 30
+    ids = {p.id for p in passages}
+    assert all(q.passage_id in ids for q in queries)
+    assert {ex.query for ex in examples} <= {q.query for q in queries} and len(examples) == 30
+    texts = {p.text for p in passages}
+    assert all(ex.pos and set(ex.pos) <= texts and set(ex.neg) <= texts for ex in examples)
+
+    m = manifest(run)
+    assert m["generate"]["complete"] and m["generate"]["counts"]["written"] == 30
+    assert m["relabel"]["identity"]["queries_sha256"] and m["relabel"]["counts"]["written"] == 30
+    assert m["train"]["complete"] and m["train"]["identity"]["output"] == str((run / "model").resolve())
+    section = m["pipeline"]
+    assert {name: s["status"] for name, s in section["stages"].items()} == dict.fromkeys(("generate", "relabel", "train"), "ran")
+    assert section["stages"]["generate"]["counts"] == {"passages": 82, "passages_prompted": 30, "queries_written": 30}
+    assert section["stages"]["relabel"]["counts"]["training_examples"] == 30
+    train = section["stages"]["train"]["counts"]
+    assert train["training_examples"] + train["dev_examples"] == 30 and train["steps"] == m["train"]["steps"] > 0
+    assert 0 < sum(s["seconds"] for s in section["stages"].values()) <= section["wall_seconds"] <= seconds
+
+    table = section["eval"]
+    assert table["queries"] == 35 and set(table["dims"]) == {"384", "128"}
+    for dim in ("384", "128"):
+        for metric in ("ndcg@10", "recall@100", "mrr@10"):
+            pair = table["dims"][dim][metric]
+            assert 0 < pair["base"] <= 1 and 0 < pair["trained"] <= 1
+    # the base is the bundled MiniLM, whose zero-shot ADI nDCG@10 is known (../shared/README.md)
+    assert table["dims"]["384"]["ndcg@10"]["base"] == pytest.approx(0.498, abs=0.005)
+
+    report = (run / "report.md").read_text()
+    assert "| generate | ran |" in report and "| train | ran |" in report
+    assert f"{table['dims']['128']['ndcg@10']['trained']:.4f}" in report
+    assert (run / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (run / "plot.png").stat().st_size > 10_000
+
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(run / "model"), device="cpu")
+    vectors = model.encode(["a query about indexing", "another"], convert_to_numpy=True)
+    assert vectors.shape == (2, 384) and abs(float((vectors[0] ** 2).sum()) - 1) < 1e-3
+
+
+def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tiny_bert_path, tmp_path):
+    run = tmp_path / "run"
+    base = [*common, "--out", str(run), "--max-passages", "20", "--set", f"model.base={tiny_bert_path}",
+            *[x for item in SMALL_RECIPE for x in ("--set", item)]]
+
+    def statuses() -> dict[str, str]:
+        return {name: s["status"] for name, s in manifest(run)["pipeline"]["stages"].items()}
+
+    pipeline(*base)
+    assert statuses() == {"generate": "ran", "relabel": "ran", "train": "ran"}
+    first = {name: (run / name).read_bytes() for name in ("queries.jsonl", "train.jsonl")}
+    trained = manifest(run)["train"]
+
+    seconds = pipeline(*base)
+    assert statuses() == {"generate": "skipped", "relabel": "skipped", "train": "skipped"}
+    assert seconds < 20  # checks and the report only; no model is trained or LLM loaded
+    assert manifest(run)["train"] == trained
+
+    pipeline(*base, "--set", "train.lr=1e-4")
+    assert statuses() == {"generate": "skipped", "relabel": "skipped", "train": "ran"}
+    assert manifest(run)["train"]["identity"]["recipe_sha256"] != trained["identity"]["recipe_sha256"]
+    assert json.loads((run / "model" / "training.json").read_text())["fingerprint"] == manifest(run)["train"]["identity"]["recipe_sha256"]
+
+    pipeline(*base, "--set", "train.lr=1e-4", "--queries-per-passage", "2")
+    assert statuses() == {"generate": "ran", "relabel": "ran", "train": "ran"}
+    queries = list(read_records(run / "queries.jsonl", Query))
+    assert len(queries) == 40 and {q.id.rsplit("@", 1)[1] for q in queries} == {"0", "1"}
+    assert (run / "train.jsonl").read_bytes() != first["train.jsonl"]
+    assert manifest(run)["generate"]["identity"]["options"]["queries_per_passage"] == 2
+
+    # What a kill during generate's last batch leaves: its queries written, its progress line not, the stage open.
+    progress = run / "generate.progress.jsonl"
+    progress.write_text("".join(progress.read_text().splitlines(keepends=True)[:-1]))
+    section = manifest(run)["generate"]
+    write_manifest_section(run, "generate", {**section, "complete": False})
+    finished = {name: (run / name).read_bytes() for name in ("queries.jsonl", "train.jsonl")}
+    pipeline(*base, "--set", "train.lr=1e-4", "--queries-per-passage", "2")
+    assert statuses() == {"generate": "ran", "relabel": "skipped", "train": "skipped"}  # resumed: same queries
+    assert {name: (run / name).read_bytes() for name in finished} == finished
+    assert manifest(run)["generate"]["counts"] == section["counts"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--corpus", "nowhere"], "corpus not found: nowhere"),
+        (["--set", "train.lrr=1e-5"], "unknown key 'train.lrr' (did you mean 'train.lr'?)"),
+        (["--eval", "."], "has no corpus.jsonl (expected a BEIR folder)"),
+        (["--judges", "ql,oracle"], "oracle"),
+        (["--set", "data.train=x.jsonl"], "--set data.train: the pipeline sets it"),
+        (["--dims", "384,x"], "eval.dims[1] must be a whole number"),
+        (["--dims", "384,512"], "--dims 512 is larger than the embedding size of all-MiniLM-L6-v2 (384)"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors_before_any_stage(tmp_path, extra, message):
+    corpus = tmp_path / "docs"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("Bees make honey from nectar.")
+    args = ["--corpus", str(corpus), "--out", str(tmp_path / "run"), "--llm", "hf:/nonexistent", "--quiet", *extra]
+    started = time.perf_counter()
+    process = subprocess.run([sys.executable, "-c", "from synthgen.cli import main; main()", "pipeline", *args],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert process.returncode == 2, process.stderr
+    (line,) = process.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line and "Traceback" not in process.stderr
+    assert not (tmp_path / "run" / "passages.jsonl").exists()  # nothing ran
+    assert time.perf_counter() - started < 60
