@@ -141,6 +141,22 @@ def discard_queries(run_dir: Path) -> None:
     (run_dir / GENERATE_PROGRESS).unlink(missing_ok=True)
 
 
+def keep_queries(run_dir: Path, item_ids: set[str]) -> None:
+    """Keep the finished batches whose items all remain planned, and their queries.
+
+    A smaller --max-passages plans a prefix of the same seeded sample, so that work stays valid; a batch that
+    straddles the new end is dropped and redone (same seeds, same queries)."""
+    from synthgen.generate import BatchLog
+    from synthgen.records import Query
+    from synthgen.rundir import resume_records
+
+    logs = [log for log in resume_records(run_dir / GENERATE_PROGRESS, BatchLog) if set(log.items) <= item_ids]
+    done = {item for log in logs for item in log.items}
+    queries = [q for q in resume_records(run_dir / "queries.jsonl", Query) if q.id in done]
+    _write_jsonl_atomic(run_dir / GENERATE_PROGRESS, logs)
+    _write_jsonl_atomic(run_dir / "queries.jsonl", queries)
+
+
 def run_generate(run: GenerateRun, overwrite: bool = False, quiet: bool = False) -> dict:
     """Write passages.jsonl and the queries still missing; returns the manifest's generate section."""
     import time

@@ -163,7 +163,8 @@ def _check_dims(recipe: Recipe) -> None:
 
 
 def _generate_stage(run, quiet: bool) -> StageReport:
-    from synthgen.cli import discard_queries, run_generate
+    from synthgen.cli import keep_queries, run_generate
+    from synthgen.generate import plan
     from synthgen.rundir import read_manifest
 
     t0 = time.perf_counter()
@@ -176,7 +177,7 @@ def _generate_stage(run, quiet: bool) -> StageReport:
         print("generate: up to date, skipped")
         return StageReport("skipped", round(time.perf_counter() - t0, 2), _generate_counts(previous))
     if same and not (wanted is None or (before is not None and wanted >= before)):
-        discard_queries(run.run_dir)  # a smaller sample: the extra queries of the larger one must go
+        keep_queries(run.run_dir, {item.id for item in plan(run.passages, run.config)})  # a smaller sample
     section = run_generate(run, overwrite=True, quiet=quiet)
     return StageReport("ran", round(time.perf_counter() - t0, 2), _generate_counts(section))
 

@@ -154,6 +154,16 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
     assert {name: (run / name).read_bytes() for name in finished} == finished
     assert manifest(run)["generate"]["counts"] == section["counts"]
 
+    # A smaller sample is a prefix of the same one: its finished queries are kept, none is written twice.
+    before = list(read_records(run / "queries.jsonl", Query))
+    smaller = [("10" if x == "20" else x) for x in base]
+    pipeline(*smaller, "--set", "train.lr=1e-4", "--queries-per-passage", "2")
+    assert statuses()["generate"] == "ran"
+    after = list(read_records(run / "queries.jsonl", Query))
+    kept_passages = {q.passage_id for q in after}
+    assert 0 < len(kept_passages) <= 10
+    assert after == [q for q in before if q.passage_id in kept_passages]
+
 
 @pytest.mark.parametrize(
     "extra, message",
