@@ -206,12 +206,27 @@ def _relabel_stage(run_dir: Path, options, quiet: bool) -> StageReport:
                         "positive_is_seed_rate": counts["positive_is_seed_rate"]})
 
 
+def _fit_dev_size(recipe: Recipe) -> Recipe:
+    """A small corpus gives few training records; the held-out dev slice then shrinks to a quarter of them
+    rather than failing the run after generate and relabel (distill train alone refuses, as it should)."""
+    if recipe.data.dev or not recipe.data.dev_size:
+        return recipe
+    with open(recipe.data.train, encoding="utf-8") as handle:
+        records = sum(1 for line in handle if line.strip())
+    if recipe.data.dev_size * 2 <= records:
+        return recipe
+    size = records // 4
+    print(f"train: data.dev_size lowered from {recipe.data.dev_size} to {size} ({records} training records)")
+    return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, dev_size=size))
+
+
 def _train_stage(recipe: Recipe, run_dir: Path, quiet: bool) -> tuple[StageReport, TrainResult]:
     from distill.recipe import check_recipe
     from distill.train import SUMMARY, recipe_fingerprint, train
     from synthgen.rundir import file_fingerprint, read_manifest, write_manifest_section
 
     t0 = time.perf_counter()
+    recipe = _fit_dev_size(recipe)
     check_recipe(recipe)
     out = Path(recipe.output)
     identity = {"recipe_sha256": recipe_fingerprint(recipe), "train_sha256": file_fingerprint(Path(recipe.data.train)),
