@@ -346,7 +346,10 @@ class _Run:
         beats = None
         if self.base_dev is not None and self.best_dev is not None:
             beats = self.best_dev[metric] > self.base_dev[metric]
-            if not beats:
+            if not beats and self.base_dev[metric] >= 1.0:
+                self.warn(f"the dev set cannot show a gain: the base model already scores {metric} 1.0 on it "
+                          "(too few or too easy dev queries; set data.dev to a harder file)")
+            elif not beats:
                 self.warn(
                     f"the trained model does not beat the base model on the dev set ({metric} "
                     f"{self.best_dev[metric]:.4f} at step {self.best_step} vs {self.base_dev[metric]:.4f} before training); "
