@@ -185,3 +185,16 @@ def test_lora_without_dev_set_saves_adapters(tmp_path, tiny_bert_path):
     trained = SentenceTransformer(str(out), device="cpu").encode_query(texts, convert_to_tensor=True)
     base = SentenceTransformer(str(tiny_bert_path), device="cpu").encode_query(["query: " + texts[0]], convert_to_tensor=True)
     assert not torch.allclose(trained, base, atol=1e-4)  # the adapters were trained and are applied
+
+
+def test_a_dev_set_the_base_already_aces_is_named_as_such(tmp_path, tiny_bert_path):
+    write_jsonl(tmp_path / "train.jsonl", records(16))
+    # one dev query whose only passage is its positive: every model ranks it first, so no gain can show
+    write_jsonl(tmp_path / "dev.jsonl", [{"query": "hive frames", "pos": ["a hive has frames"]}])
+    recipe = load_recipe(None, [f"model.base={tiny_bert_path}", "model.max_query_length=16", "model.max_passage_length=32",
+                                f"data.train={tmp_path / 'train.jsonl'}", f"data.dev={tmp_path / 'dev.jsonl'}",
+                                "train.batch_size=8", "train.max_steps=2", "eval.every=0", f"output={tmp_path / 'out'}"])
+    result = train(recipe, progress=False)
+    assert result.base_dev["ndcg@10"] == 1.0 and result.beats_base is False
+    assert "the dev set cannot show a gain" in result.warnings[0]
+    assert not any("may be hurting" in w for w in result.warnings)
