@@ -31,7 +31,7 @@ def train(
     from distill.recipe import load_recipe
 
     r = load_recipe(recipe, set_)
-    _quiet_libraries()
+    quiet_libraries()
     from distill.train import train as run
 
     result = run(r, progress=not quiet)
@@ -62,7 +62,7 @@ def eval_(
     for folder in (model, baseline):
         if folder is not None and not folder.is_dir():
             raise UserError(f"{folder}: no such model folder")
-    _quiet_libraries()
+    quiet_libraries()
     from distill.evaluate import difference, evaluate, format_table
 
     result = evaluate(model, data, split, sizes, batch_size, progress=not quiet)
@@ -104,7 +104,7 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Show distill's own warnings as `warning: ...`; keep the libraries' loading chatter out of the way."""
     logger = logging.getLogger("distill")
     handler = next((h for h in logger.handlers if h.get_name() == "distill-cli"), None)

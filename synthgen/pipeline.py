@@ -112,9 +112,9 @@ def run_pipeline(options: PipelineOptions) -> dict[str, Any]:
                             seed=options.seed, max_tokens=options.max_tokens)
     generate_run = prepare_generate(options.corpus, run_dir, options.llm, ChunkConfig(), config, options.prompt)
 
-    from distill.cli import _quiet_libraries
+    from distill.cli import quiet_libraries
 
-    _quiet_libraries()  # distill's warnings as `warning: ...` lines, without the libraries' loading chatter
+    quiet_libraries()  # distill's warnings as `warning: ...` lines, without the libraries' loading chatter
     stages = {
         "generate": _generate_stage(generate_run, options.quiet),
         "relabel": _relabel_stage(run_dir, relabel_options, options.quiet),
@@ -152,10 +152,10 @@ def _check_dims(recipe: Recipe) -> None:
     """Sizes beyond the student's embedding size would stop train at its start, after the LLM stages: refuse them now."""
     if not recipe.eval.dims:
         return
-    from distill.cli import _quiet_libraries
+    from distill.cli import quiet_libraries
     from distill.encoder import load_encoder
 
-    _quiet_libraries()
+    quiet_libraries()
     size = load_encoder(recipe.model, "cpu").get_embedding_dimension()
     too_big = [d for d in recipe.eval.dims if d > size]
     if too_big:
