@@ -136,6 +136,8 @@ class _Run:
                 raise UserError(f"{key}: {too_big[0]} is larger than the model's embedding size {self.dimension}")
         if r.lora.enabled:
             enc.add_lora(self.model, r.lora)
+        if r.train.interpolation < 1:
+            self.initial = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
         self.model.train()
         self.embed = enc.embedder(self.model, self.device, self.precision)
         self.query_tokens = enc.tokenize(self.model, self.dataset.queries, r.model.max_query_length, self.progress, "tokenize queries")
@@ -343,6 +345,8 @@ class _Run:
         metric = r.eval.metric
         if self.best_step is not None:
             _load_weights(self.model, self.state_dir / "best.safetensors")
+        if r.train.interpolation < 1:
+            interpolate(self.model, self.initial, r.train.interpolation)
         beats = None
         if self.base_dev is not None and self.best_dev is not None:
             beats = self.best_dev[metric] > self.base_dev[metric]
@@ -418,6 +422,22 @@ class _Logbook:
 
     def close(self) -> None:
         self.handle.close()
+
+
+def interpolate(model, initial: dict, alpha: float) -> None:
+    """WiSE-FT (Wortsman et al. 2022): move the trained weights back towards where training started.
+
+    A model tuned on a billion pairs loses general skill to a small, noisy synthetic set faster than it gains
+    the domain; the straight line between the two keeps most of both. With LoRA only the B matrices move
+    (they start at zero), which scales the adapters' update by `alpha` exactly.
+    """
+    import torch
+
+    lora = any("lora_B" in name for name in initial)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in initial and (not lora or "lora_B" in name):
+                param.copy_(initial[name] + alpha * (param - initial[name]))
 
 
 def _save_weights(model, path: Path) -> None:

@@ -24,7 +24,6 @@ filtered answer is asked again with a new seed, up to `max_attempts`; then the q
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import re
 import time
@@ -36,6 +35,7 @@ from synthgen.errors import UserError
 from synthgen.llm.base import LLM, Prompt, SamplingParams
 from synthgen.prompts import Template
 from synthgen.records import Passage, Query
+from synthgen.sampling import SAMPLES, cluster_order, derive_seed, random_order
 from synthgen.text import NearDuplicateIndex, content_overlap, longest_common_run, words
 
 FORMS = ("question", "claim", "keywords", "title")
@@ -48,11 +48,12 @@ class GenerateConfig:
     queries_per_passage: int = 1
     max_passages: int | None = None  # None: every passage, in sampled order
     seed: int = 0
+    sample: str = "random"  # random | cluster: which passages get queries (synthgen.sampling)
     batch_size: int = 16  # prompts per LLM call; also how often finished work is saved
     max_attempts: int = 3  # answers asked per query before it is dropped
     temperature: float = 0.7
     top_p: float = 0.95
-    max_tokens: int = 80
+    max_tokens: int = 64  # the query alone: a runaway answer costs every row of its batch a decode step
     passage_words: int = 150  # the passage is cut to this many words in the prompt: prompt length is time
     forms: tuple[str, ...] = FORMS  # query forms, rotated across queries; the template describes each
     min_query_words: int = 2
@@ -67,6 +68,7 @@ class GenerateConfig:
             (self.max_passages is None or self.max_passages >= 1, "--max-passages must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.max_attempts >= 1, "--max-attempts must be at least 1"),
+            (self.sample in SAMPLES, f"--sample must be one of {', '.join(SAMPLES)}"),
             (self.temperature >= 0, "--temperature must be 0 or more"),
             (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
             (self.max_tokens >= 8, "--max-tokens must be at least 8"),
@@ -81,9 +83,11 @@ class GenerateConfig:
             if not ok:
                 raise UserError(message)
 
-    def sampling(self) -> SamplingParams:
-        # "}" closes the one flat object asked for: stopping there saves the tokens a model adds after it.
-        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, stop=("}",))
+    def sampling(self, open_query: bool = True) -> SamplingParams:
+        """With `open_query` (the prefill opens the query's string) the model writes that one value, which its
+        closing quote or a line break ends; otherwise "}" closes the one flat object asked for."""
+        stop = ('"', "\n") if open_query else ("}",)
+        return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, stop=stop)
 
     def output_options(self) -> dict:
         """The options that decide what is written (not how fast, nor how much of the sample is done)."""
@@ -115,14 +119,18 @@ class BatchLog:
     seconds: float = 0.0
 
 
-def derive_seed(*parts: object) -> int:
-    digest = hashlib.sha256("\0".join(str(p) for p in parts).encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % (2**31 - 1)
+def plan(passages: Sequence[Passage], config: GenerateConfig, clusters: Sequence[int] | None = None) -> list[Item]:
+    """The run's work items in processing order: sampled passages, each with its queries' forms.
 
-
-def plan(passages: Sequence[Passage], config: GenerateConfig) -> list[Item]:
-    """The run's work items in processing order: sampled passages, each with its queries' forms."""
-    ranked = sorted(passages, key=lambda p: (derive_seed(config.seed, "sample", p.id), p.id))
+    `clusters` (a cluster per passage) is needed, and used, only by the cluster sample."""
+    ids = [p.id for p in passages]
+    if config.sample == "cluster":
+        if clusters is None or len(clusters) != len(passages):
+            raise ValueError("the cluster sample needs one cluster per passage")
+        order = cluster_order(ids, clusters, config.seed)
+    else:
+        order = random_order(ids, config.seed)
+    ranked = [passages[i] for i in order]
     if config.max_passages is not None:
         ranked = ranked[: config.max_passages]
     forms = config.forms
@@ -174,13 +182,16 @@ def render(template: Template, item: Item, config: GenerateConfig) -> ChatPrompt
     return parse_chat(text, template.name)
 
 
+_CHECK_ITEM = Item(Passage(id="check", text="A passage.", title="A title"), 0, FORMS[0])
+
+
 def check_template(template: Template, config: GenerateConfig) -> list[str]:
     """Render the template once per form (so a bad template fails before a model loads); return the queries
     of its few-shot answers, since a query repeating one of them is the model parroting an example."""
     found: list[str] = []
     for form in config.forms:
         try:
-            prompt = render(template, Item(Passage(id="check", text="A passage.", title="A title"), 0, form), config)
+            prompt = render(template, dataclasses.replace(_CHECK_ITEM, form=form), config)
         except UserError as exc:
             raise UserError(f"query form '{form}' does not render: {exc}") from None
         for message in prompt.messages:
@@ -211,12 +222,26 @@ def parse_answer(text: str) -> tuple[str, str] | None:
     return (task, query) if task and query else None
 
 
+_OPEN_QUERY = re.compile(r'"query"\s*:\s*"$')
+
+
+def opens_query(prefill: str) -> bool:
+    """Whether a prefill ends by opening the query's string (`{"task": "...", "query": "`): the model then writes
+    only that value, so its answer cannot be malformed JSON (a 135M model broke a fifth to a third of whole
+    objects)."""
+    return bool(_OPEN_QUERY.search(prefill))
+
+
 def read_answer(prefill: str, completion: str) -> tuple[str, str] | None:
-    """(task, query) from the prefill, what the model wrote, and the "}" that the stop string cut off.
+    """(task, query) from the prefill, what the model wrote, and what the stop string cut off: the closing
+    quote and brace of an open value, or the "}" of a whole object.
 
     A backend that cannot continue a prefilled message answers from scratch instead, so the completion is
     also read on its own.
     """
+    if opens_query(prefill):
+        value = json.dumps(completion.strip().strip('"'))[1:-1]
+        return parse_answer(prefill + value + '"}') or parse_answer(completion)
     text = completion.rstrip()
     if not text.endswith("}"):
         # a small model often leaves a comma or full stop after the last value ("...?",}), which strict JSON
@@ -269,7 +294,8 @@ class QueryGenerator:
         self.llm = llm
         self.template = template
         self.config = config
-        self.params = config.sampling()
+        first = dataclasses.replace(_CHECK_ITEM, form=config.forms[0])
+        self.params = config.sampling(open_query=opens_query(render(template, first, config).prefill))
         self.filter = QueryFilter(config, check_template(template, config))
         for query in earlier:
             self.filter.keep(query.query)

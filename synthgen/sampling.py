@@ -1,0 +1,64 @@
+"""Which passages get queries: a seeded random order, or one stratified over k-means clusters of the corpus.
+
+With a budget of hundreds of queries for thousands of passages, a random sample can leave whole topics of a
+collection without a single query, and the student then learns nothing about them. The cluster order
+(DUQGen, Chandradevan et al. 2024) splits the passage embeddings into k-means clusters and interleaves them
+so that every prefix of the order holds each cluster in proportion to its size: the j-th passage (in seeded
+random order) of a cluster of n gets the position (j + 1/2) / n, and the corpus is sorted by that position.
+Both orders are prefix-stable, as the generate stage needs: a larger --max-passages extends a smaller run's
+sample instead of drawing a new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Sequence
+
+import numpy as np
+
+SAMPLES = ("random", "cluster")
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 31-bit seed from any values: the same parts give the same seed in every process and run."""
+    digest = hashlib.sha256("\0".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % (2**31 - 1)
+
+
+def random_order(ids: Sequence[str], seed: int) -> list[int]:
+    """Positions of `ids`, ordered by a hash of (seed, id): a random sample whose prefixes nest."""
+    return sorted(range(len(ids)), key=lambda i: (derive_seed(seed, "sample", ids[i]), ids[i]))
+
+
+def cluster_order(ids: Sequence[str], clusters: Sequence[int], seed: int) -> list[int]:
+    """Positions of `ids` interleaved across `clusters` so that every prefix is proportional (module docstring)."""
+    seen: dict[int, int] = {}
+    place: list[int] = [0] * len(ids)
+    for i in random_order(ids, seed):
+        place[i] = seen.get(clusters[i], 0)
+        seen[clusters[i]] = place[i] + 1
+    size = {c: n for c, n in seen.items()}
+    return sorted(range(len(ids)), key=lambda i: ((place[i] + 0.5) / size[clusters[i]], derive_seed(seed, "sample", ids[i]), ids[i]))
+
+
+def kmeans_clusters(vectors: np.ndarray, k: int, seed: int) -> list[int]:
+    """Cluster of each vector under faiss k-means (cosine: vectors are normalized first), deterministic per seed."""
+    import faiss
+
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    faiss.normalize_L2(data)
+    k = max(1, min(k, len(data)))
+    if k == 1:
+        return [0] * len(data)
+    # five restarts keep the best objective: one unlucky random start can split a topic and merge two others
+    kmeans = faiss.Kmeans(data.shape[1], k, niter=20, nredo=5, seed=seed % (2**31 - 1), spherical=True,
+                          min_points_per_centroid=1, verbose=False)
+    kmeans.train(data)
+    _, assigned = kmeans.index.search(data, 1)
+    return assigned[:, 0].astype(int).tolist()
+
+
+def cluster_count(passages: int, budget: int | None) -> int:
+    """Enough clusters that each sampled one gets a few queries (budget / 4), no more than sqrt(corpus) x 2."""
+    wanted = (budget or passages) // 4
+    return max(1, min(wanted, int(2 * passages**0.5)))

@@ -1,0 +1,73 @@
+"""Which passages get queries: the random and the cluster-stratified orders (synthgen.sampling)."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from synthgen.generate import GenerateConfig, plan
+from synthgen.records import Passage
+from synthgen.sampling import cluster_count, cluster_order, kmeans_clusters, random_order
+
+
+def _ids(n):
+    return [f"doc{i}.txt#{i % 3}" for i in range(n)]
+
+
+def test_random_order_is_a_seeded_permutation():
+    ids = _ids(50)
+    order = random_order(ids, seed=3)
+    assert sorted(order) == list(range(50))
+    assert order == random_order(ids, seed=3)
+    assert order != random_order(ids, seed=4)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cluster_order_keeps_every_prefix_proportional(seed):
+    ids = _ids(120)
+    rng = np.random.default_rng(seed)
+    clusters = rng.choice(4, size=120, p=[0.55, 0.25, 0.15, 0.05]).tolist()
+    sizes = Counter(clusters)
+    order = cluster_order(ids, clusters, seed)
+    assert sorted(order) == list(range(120))
+    assert order == cluster_order(ids, clusters, seed)
+    for m in range(1, 121):
+        taken = Counter(clusters[i] for i in order[:m])
+        for c, n in sizes.items():
+            assert abs(taken[c] - m * n / 120) <= 1.0, (m, c, taken[c], m * n / 120)
+
+
+def test_a_small_cluster_is_reached_early_where_a_random_sample_can_miss_it():
+    ids = _ids(200)
+    clusters = [1 if i % 40 == 0 else 0 for i in range(200)]  # 5 passages in a cluster of their own
+    order = cluster_order(ids, clusters, seed=0)
+    assert sum(clusters[i] for i in order[:40]) == 1  # 40 x 5 / 200 = 1, exactly as many as its share
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_kmeans_finds_separated_groups_and_is_deterministic(seed):
+    rng = np.random.default_rng(seed)
+    centers = np.eye(8, dtype=np.float32)[:3] * 10
+    vectors = np.concatenate([c + rng.normal(scale=0.1, size=(30, 8)).astype(np.float32) for c in centers])
+    first = kmeans_clusters(vectors, 3, seed=seed)
+    assert first == kmeans_clusters(vectors, 3, seed=seed)
+    groups = [set(first[i * 30 : (i + 1) * 30]) for i in range(3)]
+    assert all(len(g) == 1 for g in groups) and len(set.union(*groups)) == 3
+    assert kmeans_clusters(vectors[:1], 3, seed=0) == [0]
+
+
+def test_cluster_count_bounds():
+    assert cluster_count(5183, 400) == 100
+    assert cluster_count(5183, 40000) == int(2 * 5183**0.5)
+    assert cluster_count(3, None) == 1
+
+
+def test_plan_with_the_cluster_sample_covers_each_cluster_in_proportion():
+    passages = [Passage(id=f"p{i}", text=f"text {i}") for i in range(40)]
+    clusters = [i % 4 for i in range(40)]
+    items = plan(passages, GenerateConfig(sample="cluster", max_passages=8), clusters)
+    assert Counter(clusters[int(item.passage.id[1:])] for item in items) == {0: 2, 1: 2, 2: 2, 3: 2}
+    longer = plan(passages, GenerateConfig(sample="cluster", max_passages=12), clusters)
+    assert [i.id for i in longer[:8]] == [i.id for i in items]  # a larger budget extends the smaller one
+    with pytest.raises(ValueError):
+        plan(passages, GenerateConfig(sample="cluster"))
