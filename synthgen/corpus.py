@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from synthgen.errors import UserError
-from synthgen.records import Passage, iter_json_lines
+from synthgen.records import Passage, iter_corpus_lines
 from synthgen.text import normalize
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".html", ".htm"}
@@ -319,23 +319,8 @@ def read_pdf(file: Path, rel: str, report: IngestReport) -> list[Document] | Non
 
 def read_jsonl(file: Path, rel: str) -> list[Document]:
     """BEIR corpus lines (`_id`, `title`, `text`) or `{id, text}`; a line without text is skipped."""
-    docs = []
-    for number, obj in iter_json_lines(file):
-        where = f"{file}:{number}"
-        if not isinstance(obj, dict):
-            raise UserError(f"{where}: expected a JSON object with '_id' (or 'id') and 'text'")
-        doc_id = obj.get("_id", obj.get("id"))
-        text = obj.get("text")
-        if doc_id is None or isinstance(doc_id, (dict, list, bool)) or str(doc_id) == "":
-            raise UserError(f"{where}: missing '_id' (or 'id')")
-        if not isinstance(text, str):
-            raise UserError(f"{where}: missing 'text' (a string)")
-        title = obj.get("title") or ""
-        if not isinstance(title, str):
-            raise UserError(f"{where}: 'title' must be a string")
-        if text.strip():
-            docs.append(Document(str(doc_id), title.strip(), text, rel, own_id=True, line=number))
-    return docs
+    return [Document(doc_id, title.strip(), text, rel, own_id=True, line=number)
+            for number, doc_id, title, text in iter_corpus_lines(file) if text.strip()]
 
 
 # ---- chunking ------------------------------------------------------------------------------------------

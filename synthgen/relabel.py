@@ -20,7 +20,6 @@ Everything here is a pure function of records; files, resume and manifests belon
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -30,7 +29,8 @@ import numpy as np
 from synthgen.errors import UserError
 from synthgen.judges import Judgment, LLMJudges
 from synthgen.records import Passage, Query, TrainingExample
-from synthgen.retrieve import METHODS, RRF_K, BM25Retriever, DenseRetriever, Embedder, HybridRetriever
+from synthgen.retrieve import METHODS, RRF_K, BM25Retriever, DenseRetriever, Embedder, HybridRetriever, fuse_ranks
+from synthgen.text import words
 
 JUDGES = ("ql", "yesno", "dense", "bm25", "dense2")
 POSITIVES = ("fused", "seed")
@@ -236,11 +236,8 @@ def judge_ranks(scores: Sequence[float | None]) -> list[int]:
 
 def fuse(c: Candidates, judges: Sequence[str], k: int = RRF_K) -> list[float]:
     """Reciprocal-rank fusion of the judges' rankings: one score per candidate."""
-    fused = [0.0] * len(c.passages)
-    for judge in judges:
-        for i, r in enumerate(judge_ranks(c.scores[judge])):
-            fused[i] += 1.0 / (k + r)
-    return fused
+    fused = fuse_ranks([dict(enumerate(judge_ranks(c.scores[judge]))) for judge in judges], k)
+    return [fused.get(i, 0.0) for i in range(len(c.passages))]
 
 
 def normalized(c: Candidates, judges: Sequence[str]) -> list[float]:
@@ -262,12 +259,9 @@ def fused_order(c: Candidates, judges: Sequence[str], k: int = RRF_K) -> list[in
     return sorted(range(len(fused)), key=lambda i: (-fused[i], c.passages[i] != c.seed, i))
 
 
-_WORDS = re.compile(r"\w+")
-
-
 def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
-    words = _WORDS.findall(text.lower())
-    return {tuple(words[i : i + n]) for i in range(max(len(words) - n + 1, 1))}
+    tokens = words(text)
+    return {tuple(tokens[i : i + n]) for i in range(max(len(tokens) - n + 1, 1))}
 
 
 def near_duplicate(a: str, b: str, overlap: float) -> bool:
