@@ -45,7 +45,7 @@ def main() -> None:
     parser.add_argument("--llm", default=None, help="spec for load_llm (default: bundled SmolLM2)")
     parser.add_argument("--prompt", default="generate.j2")
     parser.add_argument("--temperature", type=float, default=GenerateConfig.temperature)
-    parser.add_argument("--prompt-words", type=int, default=GenerateConfig.passage_words)
+    parser.add_argument("--passage-words", type=int, default=GenerateConfig.passage_words)
     parser.add_argument("--forms", default=",".join(GenerateConfig.forms))
     parser.add_argument("--max-attempts", type=int, default=GenerateConfig.max_attempts)
     parser.add_argument("--min-overlap", type=float, default=GenerateConfig.min_overlap)
@@ -60,7 +60,7 @@ def main() -> None:
 
     passages, _ = ingest(args.data / "corpus.jsonl")
     config = GenerateConfig(max_passages=args.passages, seed=args.seed, temperature=args.temperature,
-                            passage_words=args.prompt_words, forms=tuple(args.forms.split(",")),
+                            passage_words=args.passage_words, forms=tuple(args.forms.split(",")),
                             max_attempts=args.max_attempts, min_overlap=args.min_overlap, batch_size=args.batch_size)
     template = load_template(args.prompt)
     items = plan(passages, config)
@@ -82,7 +82,7 @@ def main() -> None:
     n = max(len(queries), 1)
     filtered = {k.removeprefix("filtered_"): v for k, v in sorted(counts.items()) if k.startswith("filtered_")}
     print(f"model {llm.name}  template {template.name} ({template.sha256[:12]})  temperature {config.temperature}  "
-          f"prompt words {config.passage_words}  attempts {config.max_attempts}")
+          f"passage words {config.passage_words}  attempts {config.max_attempts}")
     print(f"items {len(items)}  answers {counts['answers']}  parse rate {(counts['answers'] - counts['malformed']) / counts['answers']:.2f}  "
           f"kept {len(queries) / len(items):.2f}  dropped {counts['dropped']}  filtered {filtered}")
     print(f"diversity: top opening {top_n / n:.2f} ({top!r})  distinct openings {len(openings) / n:.2f}  "

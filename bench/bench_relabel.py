@@ -65,7 +65,7 @@ def main() -> None:
 
     from synthgen.judges import Judgment, LLMJudges
     from synthgen.llm import load_llm
-    from synthgen.relabel import (PassageIndex, SelectionConfig, llm_judge, llm_pairs, retrieve_candidates,
+    from synthgen.relabel import (Retrievers, SelectionConfig, llm_judge, llm_pairs, retrieve_candidates,
                                   score_retrieval_judges, select, fused_order)
     from synthgen.rundir import Appender, resume_records
 
@@ -78,7 +78,7 @@ def main() -> None:
     print(f"SciFact train: {len(queries)} queries, {len(passages)} passages; top-k {args.top_k}, "
           f"LLM depth {args.depth}, {args.words} passage words")
 
-    index = PassageIndex(passages, None)
+    index = Retrievers(passages, None)
     p_at_1: dict[str, float] = {}
     for method in ("dense", "bm25", "hybrid"):
         cands = retrieve_candidates(queries, index, method, args.top_k)

@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from distill.metrics import NAMES
+from synthgen.rundir import write_text
 
 if TYPE_CHECKING:
     from distill.recipe import Recipe
-    from distill.train import TrainResult
+    from distill.result import TrainResult
 
 
 def write_card(path: Path, recipe: "Recipe", result: "TrainResult") -> None:
@@ -65,7 +66,7 @@ def write_card(path: Path, recipe: "Recipe", result: "TrainResult") -> None:
         "```",
         "",
     ]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    write_text(path, "\n".join(lines))
 
 
 def _table(label: str, base: dict[str, float], trained: dict[str, float]) -> str:

@@ -5,15 +5,14 @@ Torch, transformers and sentence-transformers are imported inside the commands, 
 
 from __future__ import annotations
 
-import json
-import logging
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from distill.logs import quiet_libraries
 from synthgen.errors import UserError, run_cli
+from synthgen.rundir import write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 
@@ -74,7 +73,7 @@ def eval_(
         report = {"model": result, "baseline": other, "difference": difference(result, other)}
         print(format_table(result, other))
     try:
-        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_json(out, report)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     print(f"wrote {out}")
@@ -90,36 +89,6 @@ def _parse_dims(text: str) -> list[int]:
     if any(d <= 0 for d in dims):
         raise UserError(f"--dims sizes must be positive, got '{text}'")
     return dims
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is at the time, so a replaced (or closed) stderr from an earlier run is never used."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value) -> None:
-        pass
-
-
-def quiet_libraries() -> None:
-    """Show distill's own warnings as `warning: ...`; keep the libraries' loading chatter out of the way."""
-    logger = logging.getLogger("distill")
-    handler = next((h for h in logger.handlers if h.get_name() == "distill-cli"), None)
-    if handler is None:
-        handler = _StderrHandler()
-        handler.set_name("distill-cli")
-        handler.setFormatter(logging.Formatter("warning: %(message)s"))
-        handler.setLevel(logging.WARNING)
-        logger.addHandler(handler)
-        logger.propagate = False
-    for name in ("sentence_transformers", "transformers"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 import numpy as np
 
 from synthgen.errors import UserError
+from synthgen.machine import cpu_has_native_bf16
 
 if TYPE_CHECKING:
     import torch
@@ -37,15 +38,6 @@ def resolve_device(name: str) -> str:
     return "cpu"
 
 
-def cpu_has_fast_bf16() -> bool:
-    """bf16 matmuls are emulated (~300x slower) on CPUs without AVX512-BF16 or AMX."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_precision(name: str, device: str) -> str:
     """fp32, bf16 or fp16 for autocast; the weights themselves stay fp32."""
     import torch
@@ -54,8 +46,8 @@ def resolve_precision(name: str, device: str) -> str:
     if name == "auto":
         if on_cuda:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if device == "cpu" and cpu_has_fast_bf16() else "fp32"
-    if name == "bf16" and device == "cpu" and not cpu_has_fast_bf16():
+        return "bf16" if device == "cpu" and cpu_has_native_bf16() else "fp32"
+    if name == "bf16" and device == "cpu" and not cpu_has_native_bf16():
         raise UserError("train.precision bf16: this CPU has no AVX512-BF16/AMX, so bf16 is emulated and far slower; use fp32 or auto")
     if name == "fp16" and not on_cuda:
         raise UserError(f"train.precision fp16 needs a CUDA device (device is {device}); use fp32 or auto")

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from distill.metrics import NAMES, mean_metrics
 from synthgen.errors import UserError
-from synthgen.records import iter_json_lines
+from synthgen.records import iter_corpus_lines, iter_json_lines
 
 DEPTH = 100  # ranks kept per query: the deepest cutoff of any metric
 
@@ -38,11 +38,9 @@ def load_beir(folder: Path, split: str = "test") -> BeirData:
         if not path.is_file():
             raise UserError(f"{folder} is not a BEIR folder with split '{split}': {path.name} is missing")
     passage_ids, passages = [], []
-    for number, obj in iter_json_lines(folder / "corpus.jsonl"):
-        if not isinstance(obj, dict) or "_id" not in obj:
-            raise UserError(f"{folder / 'corpus.jsonl'}:{number}: expected an object with '_id', 'title', 'text'")
-        passage_ids.append(str(obj["_id"]))
-        passages.append(f"{obj.get('title') or ''} {obj.get('text') or ''}".strip())
+    for _, passage_id, title, text in iter_corpus_lines(folder / "corpus.jsonl"):
+        passage_ids.append(passage_id)
+        passages.append(f"{title} {text}".strip())
     texts = {}
     for number, obj in iter_json_lines(folder / "queries.jsonl"):
         if not isinstance(obj, dict) or "_id" not in obj or "text" not in obj:

@@ -19,42 +19,18 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 from distill.recipe import Recipe, check_recipe, resolve_base_model, save_recipe
+from distill.result import STATE_DIR, SUMMARY, TrainResult, finished_result, recipe_fingerprint
 from synthgen.errors import UserError
-from synthgen.rundir import fingerprint, prepare_dir
+from synthgen.rundir import atomic_file, prepare_dir, write_json, write_text
 
 log = logging.getLogger("distill")
 
-STATE_DIR = "train_state"
-SUMMARY = "training.json"
 LOG = "log.jsonl"
-
-
-@dataclass
-class TrainResult:
-    output_dir: str  # the saved model folder
-    steps: int
-    metric: str  # the dev metric that picked the checkpoint
-    best_step: int | None  # the saved checkpoint's step (None without a dev set: the last step is saved)
-    base_dev: dict[str, float] | None  # dev metrics of the base model (step 0)
-    best_dev: dict[str, float] | None  # dev metrics of the saved model
-    beats_base: bool | None  # saved model better than the base on `metric` (None without a dev set)
-    beir: dict[str, Any] | None  # {"base": ..., "trained": ...} `evaluate` results when eval.beir is set
-    data: dict[str, Any]  # data statistics
-    train_seconds: float = 0.0
-    examples_per_s: float = 0.0
-    warnings: list[str] = field(default_factory=list)
-    fingerprint: str = ""  # of the recipe (output excluded): a rerun with another recipe is refused
-
-
-def recipe_fingerprint(recipe: Recipe) -> str:
-    settings = recipe.to_dict()
-    settings.pop("output")
-    return fingerprint(settings)
 
 
 def train(recipe: Recipe, *, progress: bool = True, on_step: Callable[[int], None] | None = None) -> TrainResult:
@@ -65,34 +41,14 @@ def train(recipe: Recipe, *, progress: bool = True, on_step: Callable[[int], Non
     check_recipe(recipe)
     out = Path(recipe.output).expanduser()
     digest = recipe_fingerprint(recipe)
-    finished = _finished_result(out, digest)
+    finished = finished_result(out, digest)
     if finished is not None:
         return finished
     prepare_dir(out)
     state_dir = out / STATE_DIR
     state_dir.mkdir(exist_ok=True)
-    (state_dir / "fingerprint").write_text(digest)
+    write_text(state_dir / "fingerprint", digest)
     return _Run(recipe, out, state_dir, digest, progress, on_step).run()
-
-
-def _finished_result(out: Path, digest: str) -> TrainResult | None:
-    summary, state = out / SUMMARY, out / STATE_DIR
-    if summary.exists():
-        try:
-            recorded = json.loads(summary.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            raise UserError(f"{summary}: malformed JSON; delete {out} to train again") from None
-        if recorded.get("fingerprint") != digest:
-            raise UserError(f"{out} holds a model trained from another recipe; choose another output folder or delete it")
-        shutil.rmtree(state, ignore_errors=True)
-        return TrainResult(**recorded)
-    if state.exists():
-        recorded = (state / "fingerprint").read_text() if (state / "fingerprint").exists() else ""
-        if recorded != digest:
-            raise UserError(f"{out} holds an unfinished run of another recipe; delete {state} to start over")
-    elif out.exists() and any(out.iterdir()):
-        raise UserError(f"output folder {out} exists and is not empty; choose a new folder")
-    return None
 
 
 class _Run:
@@ -389,9 +345,7 @@ class _Run:
         )
         save_recipe(r, self.out / "recipe.yaml")
         write_card(self.out / "README.md", r, result)
-        tmp = self.out / (SUMMARY + ".tmp")
-        tmp.write_text(json.dumps(asdict(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, self.out / SUMMARY)
+        write_json(self.out / SUMMARY, asdict(result))
         self.logbook.close()
         shutil.rmtree(self.state_dir, ignore_errors=True)
         return result
@@ -413,7 +367,7 @@ class _Logbook:
                         kept.append(line + "\n")
                 except (json.JSONDecodeError, KeyError, TypeError):
                     break  # a torn last line from the kill
-        path.write_text("".join(kept), encoding="utf-8")
+        write_text(path, "".join(kept))
         self.handle = open(path, "a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
@@ -442,12 +396,11 @@ def interpolate(model, initial: dict, alpha: float) -> None:
 
 def _save_weights(model, path: Path) -> None:
     """The trainable weights only (all of them, or just the LoRA adapters), written atomically."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
+    with atomic_file(path, binary=True) as handle:
+        handle.write(save(state))
 
 
 def _load_weights(model, path: Path) -> None:

@@ -6,10 +6,7 @@ A JSONL corpus (BEIR's `_id`/`title`/`text`, or `id`/`text`) already names its d
 in one passage keeps its own id, so the corpus' qrels apply unchanged; a longer one is named `_id`, `_id#1`,
 `_id#2`, ... (the first passage keeps the bare id for the same reason).
 
-Chunking: a document is cut into the whole number of passages that brings their length closest to `size`,
-so anything up to 1.5 x size stays whole (with the default 300 words, 99% of SciFact's abstracts), and cut
-points fall on sentence ends, preferring paragraph ends. Each passage after the first repeats up to `overlap`
-of the previous one's last sentences, so a fact cut in two is still whole somewhere.
+Chunking is synthgen.chunking's.
 
 Bad files never stop a run: empty, binary, undecodable and unreadable files are skipped, counted, and named in
 the report (the command prints them). Only a malformed JSONL line is an error, since it means the corpus
@@ -22,27 +19,14 @@ import html.parser
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
+from synthgen.chunking import ChunkConfig, length_function, split_passages
 from synthgen.errors import UserError
-from synthgen.records import Passage, iter_json_lines
+from synthgen.records import Passage, iter_corpus_lines
 from synthgen.text import normalize
 
 TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst", ".html", ".htm"}
 SUFFIXES = TEXT_SUFFIXES | {".pdf", ".jsonl"}
-
-
-@dataclass(frozen=True)
-class ChunkConfig:
-    size: int = 300  # target passage length, in words (or in tokens of `tokenizer`)
-    overlap: int = 30  # at most this much of a passage's end is repeated at the start of the next
-    tokenizer: str | None = None  # path of a transformers tokenizer: size and overlap count its tokens
-
-    def __post_init__(self) -> None:
-        if self.size < 10:
-            raise UserError(f"passage size must be at least 10, got {self.size}")
-        if not 0 <= self.overlap < self.size // 2:
-            raise UserError(f"passage overlap must be between 0 and half the passage size, got {self.overlap}")
 
 
 @dataclass
@@ -319,116 +303,5 @@ def read_pdf(file: Path, rel: str, report: IngestReport) -> list[Document] | Non
 
 def read_jsonl(file: Path, rel: str) -> list[Document]:
     """BEIR corpus lines (`_id`, `title`, `text`) or `{id, text}`; a line without text is skipped."""
-    docs = []
-    for number, obj in iter_json_lines(file):
-        where = f"{file}:{number}"
-        if not isinstance(obj, dict):
-            raise UserError(f"{where}: expected a JSON object with '_id' (or 'id') and 'text'")
-        doc_id = obj.get("_id", obj.get("id"))
-        text = obj.get("text")
-        if doc_id is None or isinstance(doc_id, (dict, list, bool)) or str(doc_id) == "":
-            raise UserError(f"{where}: missing '_id' (or 'id')")
-        if not isinstance(text, str):
-            raise UserError(f"{where}: missing 'text' (a string)")
-        title = obj.get("title") or ""
-        if not isinstance(title, str):
-            raise UserError(f"{where}: 'title' must be a string")
-        if text.strip():
-            docs.append(Document(str(doc_id), title.strip(), text, rel, own_id=True, line=number))
-    return docs
-
-
-# ---- chunking ------------------------------------------------------------------------------------------
-
-_PARAGRAPH = re.compile(r"\n\s*\n")
-_SENTENCE = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]]))\s+(?=[\"'“‘(\[]?[A-Z0-9])")
-
-
-def length_function(tokenizer: str | None) -> Callable[[str], int]:
-    if tokenizer is None:
-        return lambda text: len(text.split())
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(tokenizer)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load tokenizer {tokenizer}: {exc}") from None
-    return lambda text: len(tok(text, add_special_tokens=False).input_ids)
-
-
-@dataclass(frozen=True)
-class _Unit:
-    text: str
-    length: int
-    starts_paragraph: bool
-
-
-def split_passages(text: str, config: ChunkConfig, length: Callable[[str], int] = lambda t: len(t.split())) -> list[str]:
-    """Passage texts of one document: whole if it fits, else balanced cuts on sentence ends, with overlap."""
-    units = list(_units(text, config.size, length))
-    if not units:
-        return []
-    total = sum(u.length for u in units)
-    n = min(max(1, round(total / config.size)), len(units))
-    if n == 1:
-        return [_join(units)]
-    cuts = _cut_points(units, n, total)
-    passages = []
-    bounds = list(zip([0] + cuts, cuts + [len(units)]))
-    for k, (start, end) in enumerate(bounds):
-        first, carried = start, 0  # walk back over whole sentences of the previous passage, within the overlap
-        while k and first > bounds[k - 1][0] + 1 and carried + units[first - 1].length <= config.overlap:
-            first -= 1
-            carried += units[first].length
-        passages.append(_join(units[first:end]))
-    return passages
-
-
-def _cut_points(units: list[_Unit], n: int, total: int) -> list[int]:
-    """n-1 unit indexes to cut before, each nearest its ideal share of the length; paragraph ends preferred."""
-    ends, running = [], 0  # ends[i]: length before unit i
-    for u in units:
-        ends.append(running)
-        running += u.length
-    target = total / n
-    cuts: list[int] = []
-    for k in range(1, n):
-        ideal = k * target
-        lo = (cuts[-1] + 1) if cuts else 1
-        hi = len(units) - (n - k)  # leave at least one unit for each later passage
-        best = min(range(lo, hi + 1),
-                   key=lambda i: abs(ends[i] - ideal) - (0.15 * target if units[i].starts_paragraph else 0))
-        cuts.append(best)
-    return cuts
-
-
-def _units(text: str, size: int, length: Callable[[str], int]):
-    """Sentences with their lengths; a sentence longer than half a passage is cut into word windows."""
-    for paragraph in _PARAGRAPH.split(text):
-        paragraph = " ".join(paragraph.split())
-        first = True
-        for sentence in _SENTENCE.split(paragraph):
-            if not sentence:
-                continue
-            for piece in _windows(sentence, max(size // 2, 1), length):
-                yield _Unit(piece, length(piece), first)
-                first = False
-
-
-def _windows(sentence: str, limit: int, length: Callable[[str], int]) -> list[str]:
-    n = length(sentence)
-    if n <= limit:
-        return [sentence]
-    tokens = sentence.split()
-    step = max(1, int(len(tokens) * limit / n))
-    pieces = [" ".join(tokens[i : i + step]) for i in range(0, len(tokens), step)]
-    return [p for piece in pieces for p in (_windows(piece, limit, length) if length(piece) > limit and step > 1 else [piece])]
-
-
-def _join(units: list[_Unit]) -> str:
-    out = []
-    for u in units:
-        if out:
-            out.append("\n" if u.starts_paragraph else " ")
-        out.append(u.text)
-    return "".join(out)
+    return [Document(doc_id, title.strip(), text, rel, own_id=True, line=number)
+            for number, doc_id, title, text in iter_corpus_lines(file) if text.strip()]

@@ -115,6 +115,26 @@ def iter_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
             raise UserError(f"{path}: not UTF-8 text") from None
 
 
+def iter_corpus_lines(path: Path) -> Iterator[tuple[int, str, str, str]]:
+    """(line number, id, title, text) of a BEIR corpus.jsonl (`_id`, `title`, `text`; `id` also taken).
+
+    Ingestion and evaluation read corpora through this one reader, so a file one accepts the other accepts."""
+    for number, obj in iter_json_lines(path):
+        where = f"{path}:{number}"
+        if not isinstance(obj, dict):
+            raise UserError(f"{where}: expected a JSON object with '_id' (or 'id') and 'text'")
+        doc_id = obj.get("_id", obj.get("id"))
+        text = obj.get("text")
+        if doc_id is None or isinstance(doc_id, (dict, list, bool)) or str(doc_id) == "":
+            raise UserError(f"{where}: missing '_id' (or 'id')")
+        if not isinstance(text, str):
+            raise UserError(f"{where}: missing 'text' (a string)")
+        title = obj.get("title") or ""
+        if not isinstance(title, str):
+            raise UserError(f"{where}: 'title' must be a string")
+        yield number, str(doc_id), title, text
+
+
 def read_records(path: Path, cls: type[R]) -> Iterator[R]:
     for number, obj in iter_json_lines(path):
         yield from_dict(cls, obj, f"{path}:{number}")

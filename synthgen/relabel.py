@@ -14,13 +14,12 @@ usually near 1. A candidate at or above `margin` times the positive's score is n
 TopK-PercPos on this scale), nor is the seed passage (the query was written from it), nor a near-duplicate
 of the positive. These normalized scores are the `pos_scores`/`neg_scores` of the training records.
 
-Everything here is a pure function of records; files, resume and manifests belong to the CLI.
+Everything here is a pure function of records; files, resume and manifests belong to synthgen.stages.relabel.
 """
 
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -30,7 +29,8 @@ import numpy as np
 from synthgen.errors import UserError
 from synthgen.judges import Judgment, LLMJudges
 from synthgen.records import Passage, Query, TrainingExample
-from synthgen.retrieve import METHODS, RRF_K, BM25Retriever, DenseRetriever, Embedder, HybridRetriever
+from synthgen.retrieve import METHODS, RRF_K, BM25Retriever, DenseRetriever, Embedder, HybridRetriever, fuse_ranks
+from synthgen.text import words
 
 JUDGES = ("ql", "yesno", "dense", "bm25", "dense2")
 POSITIVES = ("fused", "seed")
@@ -91,8 +91,8 @@ def parse_judges(text: str) -> tuple[str, ...]:
     return judges
 
 
-class PassageIndex:
-    """The corpus and the retrievers over it, built on first use (BM25 costs a second, dense an encoding pass)."""
+class Retrievers:
+    """The corpus and the retrievers over it, each built on first use (BM25 costs a second, dense an encoding pass)."""
 
     def __init__(self, passages: Sequence[Passage], embedder: Embedder | None, index: str = "flat",
                  second: Embedder | None = None, progress: bool = True):
@@ -125,16 +125,16 @@ class PassageIndex:
         raise UserError(f"unknown retrieval method '{method}': expected one of {', '.join(METHODS)}")
 
 
-def retrieve_candidates(queries: Sequence[Query], index: PassageIndex, method: str, top_k: int) -> list[Candidates]:
+def retrieve_candidates(queries: Sequence[Query], retrievers: Retrievers, method: str, top_k: int) -> list[Candidates]:
     """Top-k candidates per query; the seed passage, when missing, takes the last place (and counts as added).
     A query whose seed is not in the corpus (real queries in a benchmark) has no seed."""
     if top_k < 1:
         raise UserError("--top-k must be at least 1")
-    hits = index.retriever(method).search([q.query for q in queries], top_k)
+    hits = retrievers.retriever(method).search([q.query for q in queries], top_k)
     out = []
     for query, row in zip(queries, hits):
         ids = [h.index for h in row]
-        seed = index.position.get(query.passage_id)
+        seed = retrievers.position.get(query.passage_id)
         seed_rank = ids.index(seed) + 1 if seed in ids else None
         if seed is not None and seed_rank is None:
             ids = ids[: top_k - 1] + [seed]
@@ -142,23 +142,23 @@ def retrieve_candidates(queries: Sequence[Query], index: PassageIndex, method: s
     return out
 
 
-def score_retrieval_judges(candidates: Sequence[Candidates], index: PassageIndex, judges: Sequence[str]) -> None:
+def score_retrieval_judges(candidates: Sequence[Candidates], retrievers: Retrievers, judges: Sequence[str]) -> None:
     """Fill the judges that are retrievers' scores: cheap, so every candidate gets them."""
     texts = [c.query.query for c in candidates]
     lists = [c.passages for c in candidates]
     if "dense" in judges:
-        vectors = index.dense.embedder.encode_queries(texts)
-        for c, s in zip(candidates, index.dense.scores(vectors, lists)):
+        vectors = retrievers.dense.embedder.encode_queries(texts)
+        for c, s in zip(candidates, retrievers.dense.scores(vectors, lists)):
             c.scores["dense"] = s
     if "bm25" in judges:
-        for c, s in zip(candidates, index.bm25.scores(texts, lists)):
+        for c, s in zip(candidates, retrievers.bm25.scores(texts, lists)):
             c.scores["bm25"] = s
     if "dense2" in judges:
-        if index.second is None:
+        if retrievers.second is None:
             raise UserError("the dense2 judge needs --second-embedder PATH")
-        queries = index.second.encode_queries(texts)
+        queries = retrievers.second.encode_queries(texts)
         needed = sorted({i for c in candidates for i in c.passages})
-        vectors = dict(zip(needed, index.second.encode_passages([index.passages[i] for i in needed])))
+        vectors = dict(zip(needed, retrievers.second.encode_passages([retrievers.passages[i] for i in needed])))
         for c, q in zip(candidates, queries):
             c.scores["dense2"] = [float(vectors[i] @ q) for i in c.passages]
 
@@ -236,14 +236,11 @@ def judge_ranks(scores: Sequence[float | None]) -> list[int]:
 
 def fuse(c: Candidates, judges: Sequence[str], k: int = RRF_K) -> list[float]:
     """Reciprocal-rank fusion of the judges' rankings: one score per candidate."""
-    fused = [0.0] * len(c.passages)
-    for judge in judges:
-        for i, r in enumerate(judge_ranks(c.scores[judge])):
-            fused[i] += 1.0 / (k + r)
-    return fused
+    fused = fuse_ranks([dict(enumerate(judge_ranks(c.scores[judge]))) for judge in judges], k)
+    return [fused.get(i, 0.0) for i in range(len(c.passages))]
 
 
-def normalized(c: Candidates, judges: Sequence[str]) -> list[float]:
+def scaled_scores(c: Candidates, judges: Sequence[str]) -> list[float]:
     """Mean over judges of min-max normalized scores (see the module docstring); unjudged count as 0."""
     total = np.zeros(len(c.passages))
     for judge in judges:
@@ -262,12 +259,9 @@ def fused_order(c: Candidates, judges: Sequence[str], k: int = RRF_K) -> list[in
     return sorted(range(len(fused)), key=lambda i: (-fused[i], c.passages[i] != c.seed, i))
 
 
-_WORDS = re.compile(r"\w+")
-
-
 def _shingles(text: str, n: int = 5) -> set[tuple[str, ...]]:
-    words = _WORDS.findall(text.lower())
-    return {tuple(words[i : i + n]) for i in range(max(len(words) - n + 1, 1))}
+    tokens = words(text)
+    return {tuple(tokens[i : i + n]) for i in range(max(len(tokens) - n + 1, 1))}
 
 
 def near_duplicate(a: str, b: str, overlap: float) -> bool:
@@ -285,7 +279,7 @@ def select(c: Candidates, passages: Sequence[Passage], judges: Sequence[str], co
     fused_top = c.passages[order[0]]
     pos_at = order[0] if config.positive == "fused" or c.seed is None else c.passages.index(c.seed)
     pos = c.passages[pos_at]
-    norm = normalized(c, judges)
+    norm = scaled_scores(c, judges)
     limit = config.margin * norm[pos_at]
     lo, hi = config.ranks
     pos_passage = passages[pos]

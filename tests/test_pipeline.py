@@ -194,12 +194,12 @@ def test_user_mistakes_are_one_line_errors_before_any_stage(tmp_path, extra, mes
 
 def test_dev_slice_shrinks_to_fit_a_small_corpus(tmp_path):
     from distill.recipe import load_recipe
-    from synthgen.pipeline import _fit_dev_size, bundled_recipe
+    from synthgen.stages.train import bundled_recipe, fit_dev_size
 
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"query": f"q{i}", "pos": [f"p{i}"]}) + "\n" for i in range(22)))
     recipe = load_recipe(bundled_recipe(), [f"data.train={train}"])
     assert recipe.data.dev_size == 100
-    assert _fit_dev_size(recipe).data.dev_size == 5
+    assert fit_dev_size(recipe).data.dev_size == 5
     roomy = load_recipe(bundled_recipe(), [f"data.train={train}", "data.dev_size=10"])
-    assert _fit_dev_size(roomy) == roomy
+    assert fit_dev_size(roomy) == roomy

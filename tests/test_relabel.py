@@ -5,7 +5,7 @@ import pytest
 from synthgen.errors import UserError
 from synthgen.records import Passage, Query
 from synthgen.relabel import (Candidates, SelectionConfig, fuse, fused_order, judge_ranks, llm_pairs, near_duplicate,
-                              normalized, parse_judges, select, summarize)
+                              parse_judges, scaled_scores, select, summarize)
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
 
@@ -41,9 +41,9 @@ def test_ties_go_to_the_seed_then_to_retrieval_order():
 
 def test_normalized_scores_work_for_negative_log_probabilities():
     c = cands({"ql": [-2.0, -3.0, -4.0, None], "dense": [0.9, 0.7, 0.5, 0.6]})
-    assert normalized(c, ["ql", "dense"]) == pytest.approx([1.0, 0.5 / 2 + 0.5 / 2, 0.0, 0.25 / 2])
+    assert scaled_scores(c, ["ql", "dense"]) == pytest.approx([1.0, 0.5 / 2 + 0.5 / 2, 0.0, 0.25 / 2])
     flat = cands({"ql": [-1.0, -1.0]})
-    assert normalized(flat, ["ql"]) == [1.0, 1.0]  # a judge that cannot tell them apart protects all
+    assert scaled_scores(flat, ["ql"]) == [1.0, 1.0]  # a judge that cannot tell them apart protects all
 
 
 def test_positive_can_differ_from_the_seed_and_the_seed_is_never_a_negative():

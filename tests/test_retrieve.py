@@ -4,7 +4,7 @@ import pytest
 from relabel_corpus import passages, queries
 from synthgen.errors import UserError
 from synthgen.records import Passage
-from synthgen.relabel import PassageIndex, retrieve_candidates
+from synthgen.relabel import Retrievers, retrieve_candidates
 from synthgen.retrieve import BM25Retriever, DenseRetriever, Embedder, HybridRetriever, rank_fusion
 
 
@@ -78,7 +78,7 @@ def test_embedding_cache_is_keyed_by_the_embedder(minilm_path, tiny_bert_path, t
 
 def test_the_seed_is_always_a_candidate(minilm):
     corpus, qs = passages(), queries()
-    index = PassageIndex(corpus, minilm, progress=False)
+    index = Retrievers(corpus, minilm, progress=False)
     odd = [qs[0].__class__(id="q", passage_id="comet.txt#0", task="", query="what happens when magma erupts", form="")]
     (found,) = retrieve_candidates(qs[:1], index, "hybrid", 3)
     assert found.passages[0] == found.seed and found.seed_rank == 1
@@ -91,4 +91,4 @@ def test_bad_embedder_and_method_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not a sentence-transformers model folder"):
         Embedder(tmp_path)
     with pytest.raises(UserError, match="unknown retrieval method"):
-        PassageIndex(passages(), None).retriever("sparse")
+        Retrievers(passages(), None).retriever("sparse")

@@ -23,14 +23,7 @@ from typing import Sequence
 from synthgen.errors import UserError
 from synthgen.llm.base import Completion, Prompt, SamplingParams, ScoreRequest, Scores
 from synthgen.llm.tokens import cut_at_stop, prompt_ids, score_ids
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+from synthgen.machine import cpu_has_native_bf16
 
 
 def resolve_dtype(dtype: str, device):

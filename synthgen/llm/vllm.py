@@ -54,7 +54,7 @@ class VLLMLLM:
         if on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_gib))
             if dtype == "auto":
-                from synthgen.llm.hf import cpu_has_native_bf16
+                from synthgen.machine import cpu_has_native_bf16
 
                 dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
         # On a CPU, a prompt prefilled in chunks makes vLLM rewind its seeded sampler, which CPU generators

@@ -1,0 +1,109 @@
+"""report.md and plot.png of a pipeline run: the stages, the dev set and the BEIR evaluation, base vs trained.
+
+Kept apart from the pipeline so the tables and the figure can change without touching how stages run;
+matplotlib is imported only when the plot is drawn.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from distill.result import TrainResult
+
+REPORT = "report.md"
+PLOT = "plot.png"
+BEIR_METRICS = ("ndcg@10", "recall@100", "mrr@10")
+
+
+def eval_table(result: TrainResult) -> Optional[dict[str, Any]]:
+    """{dim: {metric: {"base", "trained"}}} from the train stage's BEIR evaluation, when --eval was given."""
+    if not result.beir:
+        return None
+    base, trained = result.beir["base"], result.beir["trained"]
+    return {
+        "data": trained["data"], "split": trained["split"], "queries": trained["queries"],
+        "dims": {dim: {m: {"base": base["dims"][dim][m], "trained": values[m]} for m in BEIR_METRICS}
+                 for dim, values in trained["dims"].items() if dim in base["dims"]},
+    }
+
+
+def format_report(section: dict[str, Any]) -> str:
+    lines = ["# Pipeline report", "", "| stage | status | seconds | counts |", "|---|---|---|---|"]
+    for name, stage in section["stages"].items():
+        counts = ", ".join(f"{k.replace('_', ' ')} {_shown(v)}" for k, v in stage["counts"].items())
+        lines.append(f"| {name} | {stage['status']} | {stage['seconds']:.1f} | {counts} |")
+    lines += ["", f"Model: `{section['model']}`. Wall time: {section['wall_seconds']:.1f} s.", ""]
+    dev = section["dev"]
+    if dev["base"] and dev["trained"]:
+        m = dev["metric"]
+        lines += [f"Dev set (held-out synthetic data) {m}: base {dev['base'][m]:.4f}, trained {dev['trained'][m]:.4f}.", ""]
+    table = section["eval"]
+    if table:
+        lines += [f"Evaluation on `{table['data']}` ({table['split']}, {table['queries']} queries):", "",
+                  "| dim | " + " | ".join(f"{m} base | {m} trained" for m in BEIR_METRICS) + " |",
+                  "|---" * (1 + 2 * len(BEIR_METRICS)) + "|"]
+        for dim, metrics in table["dims"].items():
+            cells = " | ".join(f"{metrics[m]['base']:.4f} | {metrics[m]['trained']:.4f}" for m in BEIR_METRICS)
+            lines.append(f"| {dim} | {cells} |")
+        lines.append("")
+    lines += [f"**Warning:** {w}" for w in section["warnings"]]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def plot(path: Path, log_path: Path, result: TrainResult) -> None:
+    """Loss and dev metric over steps; nDCG@10 per Matryoshka size, base vs trained (the dev metric without --eval)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    train_points = [(r["step"], r["loss"]) for r in records if r.get("event") == "train"]
+    dev_points = [(r["step"], r[result.metric]) for r in records if r.get("event") == "dev"]
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    lines = []
+    if train_points:
+        lines += left.plot(*zip(*train_points), color="tab:blue", label="training loss")
+    left.set_xlabel("step")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.set_ylabel("training loss", color="tab:blue")
+    left.set_title(f"Training loss and dev {result.metric} (step 0: base model)")
+    if dev_points:
+        twin = left.twinx()
+        lines += twin.plot(*zip(*dev_points), color="tab:orange", marker="o", label=f"dev {result.metric}")
+        twin.set_ylabel(f"dev {result.metric}", color="tab:orange")
+    if lines:
+        left.legend(lines, [line.get_label() for line in lines], loc="best")
+    if result.beir:
+        base, trained = result.beir["base"]["dims"], result.beir["trained"]["dims"]
+        dims = sorted((int(d) for d in trained if d in base))
+        right.plot(dims, [base[str(d)]["ndcg@10"] for d in dims], marker="o", label="base")
+        right.plot(dims, [trained[str(d)]["ndcg@10"] for d in dims], marker="o", label="trained")
+        right.set_xscale("log", base=2)
+        right.set_xticks(dims, [str(d) for d in dims])
+        right.set_xlabel("embedding size (Matryoshka dimension)")
+        right.set_ylabel("nDCG@10")
+        right.set_title(f"{Path(result.beir['trained']['data']).name} ({result.beir['trained']['split']})")
+        right.legend()
+    elif result.base_dev and result.best_dev:
+        values = [result.base_dev[result.metric], result.best_dev[result.metric]]
+        right.bar(["base", "trained"], values, color=["tab:gray", "tab:green"])
+        right.set_ylabel(f"dev {result.metric}")
+        right.set_title("Dev set (no --eval given)")
+    else:
+        right.text(0.5, 0.5, "no dev set and no --eval", ha="center", va="center", transform=right.transAxes)
+        right.set_axis_off()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

@@ -1,0 +1,261 @@
+"""The generate stage: a corpus in, passages.jsonl and queries.jsonl out, resumable batch by batch.
+
+passages.jsonl is rewritten from the corpus on every run (ingestion is quick, and a changed corpus must be
+noticed); queries.jsonl and the per-batch progress file are appended and resumed. The identity is what decides
+the queries (LLM, template, options, passages); how much of the seeded sample is done (--max-passages) is not
+part of it, since a larger sample extends a smaller one and a smaller one is a prefix of it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from synthgen.corpus import ChunkConfig, ingest
+from synthgen.errors import UserError
+from synthgen.generate import BatchLog, GenerateConfig, QueryGenerator, check_template, plan
+from synthgen.prompts import load_template
+from synthgen.records import Query
+from synthgen.rundir import (Appender, fingerprint, prepare_dir, read_manifest, resume_records, write_jsonl,
+                             write_manifest_section)
+from synthgen.stages import is_current as _is_current
+
+if TYPE_CHECKING:
+    from synthgen.corpus import IngestReport
+    from synthgen.prompts import Template
+    from synthgen.records import Passage
+
+PROGRESS = "generate.progress.jsonl"
+OUTPUTS = ("passages.jsonl", "queries.jsonl")
+
+
+@dataclasses.dataclass
+class GenerateRun:
+    """A generate run read and checked before any LLM loads: `synthgen pipeline` compares its identity with the
+    manifest's to decide whether earlier queries still hold."""
+
+    corpus: Path
+    run_dir: Path
+    llm: Optional[str]
+    chunking: ChunkConfig
+    config: GenerateConfig
+    prompt: Optional[Path]
+    template: Template
+    passages: list[Passage]
+    report: IngestReport
+    identity: dict  # what decides the queries written; another identity makes earlier queries stale
+    started: float
+
+
+def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, config: GenerateConfig,
+            prompt: Optional[Path]) -> GenerateRun:
+    """Read the corpus and the template and check them: every mistake here costs seconds, not an LLM run."""
+    started = time.perf_counter()
+    run_dir = prepare_dir(out)
+    template = load_template(prompt or "generate.j2")
+    check_template(template, config)
+
+    passages, report = ingest(corpus, chunking)
+    for reason in ("undecodable", "unreadable"):
+        for path in report.skipped.get(reason, []):
+            print(f"warning: skipped {path}", file=sys.stderr)
+    quiet_skips = {k: len(v) for k, v in report.skipped.items() if k not in ("undecodable", "unreadable")}
+    if quiet_skips:
+        print("skipped " + ", ".join(f"{n} {k} file{'s' * (n > 1)}" for k, n in sorted(quiet_skips.items())), file=sys.stderr)
+    passages_sha = fingerprint([[p.id, p.title, p.text] for p in passages])
+    identity = json.loads(json.dumps({"llm": llm or "default", "template_sha256": template.sha256,
+                                      "options": config.output_options(), "passages_sha256": passages_sha}))
+    return GenerateRun(corpus, run_dir, llm, chunking, config, prompt, template, passages, report, identity, started)
+
+
+def summary(section: dict, run_dir: Path) -> str:
+    """The line a command prints when the stage has run."""
+    counts = section["counts"]
+    filtered = ", ".join(f"{n} {k}" for k, n in counts["filtered"].items()) or "none"
+    return (f"{counts['written']} queries for {counts['passages_prompted']} of {counts['passages_read']} passages in "
+            f"{run_dir / 'queries.jsonl'} (answers filtered: {filtered}; malformed: {counts['malformed']}; "
+            f"dropped: {counts['dropped']})")
+
+
+def outputs(run_dir: Path) -> list[Path]:
+    return [run_dir / name for name in OUTPUTS]
+
+
+def is_current(section: dict, run: GenerateRun) -> bool:
+    """Current also means the same sample size: another --max-passages extends or cuts the queries."""
+    return (_is_current(section, run.identity, outputs(run.run_dir))
+            and section.get("config", {}).get("max_passages") == run.config.max_passages)
+
+
+def rerun(run: GenerateRun, quiet: bool = False) -> dict:
+    """Run the stage inside a pipeline, which owns its folder: queries of another identity are replaced, and
+    a smaller sample keeps the queries it still plans."""
+    previous = read_manifest(run.run_dir).get("generate", {})
+    before, wanted = previous.get("config", {}).get("max_passages"), run.config.max_passages
+    if previous.get("identity") == run.identity and not (wanted is None or (before is not None and wanted >= before)):
+        keep_queries(run.run_dir, {item.id for item in plan(run.passages, run.config)})
+    return run_stage(run, overwrite=True, quiet=quiet)
+
+
+def counts(section: dict) -> dict[str, Any]:
+    """The counts the pipeline reports."""
+    found = section.get("counts", {})
+    return {"passages": found.get("passages_read"), "passages_prompted": found.get("passages_prompted"),
+            "queries_written": found.get("written")}
+
+
+def discard_queries(run_dir: Path) -> None:
+    """Forget the queries of a run (and its progress), so the next generate starts from nothing."""
+    (run_dir / "queries.jsonl").unlink(missing_ok=True)
+    (run_dir / PROGRESS).unlink(missing_ok=True)
+
+
+def keep_queries(run_dir: Path, item_ids: set[str]) -> None:
+    """Keep the finished batches whose items all remain planned, and their queries.
+
+    A smaller --max-passages plans a prefix of the same seeded sample, so that work stays valid; a batch that
+    straddles the new end is dropped and redone (same seeds, same queries)."""
+    logs = [log for log in resume_records(run_dir / PROGRESS, BatchLog) if set(log.items) <= item_ids]
+    done = {item for log in logs for item in log.items}
+    queries = [q for q in resume_records(run_dir / "queries.jsonl", Query) if q.id in done]
+    write_jsonl(run_dir / PROGRESS, logs)
+    write_jsonl(run_dir / "queries.jsonl", queries)
+
+
+def run_stage(run: GenerateRun, overwrite: bool = False, quiet: bool = False) -> dict:
+    """Write passages.jsonl and the queries still missing; returns the manifest's generate section.
+
+    Queries made under another identity are refused, or with `overwrite` discarded."""
+    run_dir, config, passages, identity, report = run.run_dir, run.config, run.passages, run.identity, run.report
+    queries_path, progress_path = run_dir / "queries.jsonl", run_dir / PROGRESS
+    previous = read_manifest(run_dir).get("generate", {}).get("identity")
+    started_before = any(p.exists() and p.stat().st_size for p in (queries_path, progress_path))
+    if started_before and previous != identity:
+        if not overwrite:
+            raise UserError(f"{run_dir} holds queries made with {_differences(previous, identity)}; pass --overwrite to "
+                            "replace them, or use another --out")
+        discard_queries(run_dir)
+    write_jsonl(run_dir / "passages.jsonl", passages)
+
+    logs = resume_records(progress_path, BatchLog)
+    done = {item for log in logs for item in log.items}
+    existing = resume_records(queries_path, Query)
+    present = {q.id for q in existing}
+    items = plan(passages, config)
+    todo = [item for item in items if item.id not in done]
+    section = {
+        "identity": identity,
+        "corpus": {"path": str(run.corpus), "chunking": dataclasses.asdict(run.chunking), "counts": report.counts()},
+        "config": dataclasses.asdict(config),
+        "sampling": dataclasses.asdict(config.sampling()),
+        "template": {"path": str(run.prompt) if run.prompt else "generate.j2", "sha256": run.template.sha256},
+        "complete": not todo,
+    }
+    write_manifest_section(run_dir, "generate", {**section, **_generate_totals(logs, len(passages), queries_path)})
+
+    if todo:
+        from tqdm import tqdm
+
+        from synthgen.llm import load_llm
+
+        model = load_llm(run.llm)
+        section["model"] = model.name
+        try:
+            generator = QueryGenerator(model, run.template, config, earlier=[q for q in existing if q.id in done])
+            session_start, session_tokens, session_passages = time.perf_counter(), 0, set()
+            with Appender(queries_path) as queries_out, Appender(progress_path) as progress_out, \
+                    tqdm(total=len(items), initial=len(items) - len(todo), unit="query", desc="generating",
+                         disable=quiet, dynamic_ncols=True) as bar:
+                for start in range(0, len(todo), config.batch_size):
+                    batch = todo[start : start + config.batch_size]
+                    result = generator.run(batch)
+                    queries_out.write([q for q in result.queries if q.id not in present])
+                    progress_out.write([result.log])
+                    logs.append(result.log)
+                    session_tokens += result.log.prompt_tokens + result.log.completion_tokens
+                    session_passages.update(item.passage.id for item in batch)
+                    elapsed = time.perf_counter() - session_start
+                    bar.set_postfix_str(f"{len(session_passages) / elapsed:.2f} passages/s, "
+                                        f"{session_tokens / elapsed:.0f} tok/s", refresh=False)
+                    bar.update(len(batch))
+        finally:
+            model.close()
+    section["complete"] = True
+    totals = _generate_totals(logs, len(passages), queries_path)
+    totals["wall_seconds"] = round(time.perf_counter() - run.started, 2)
+    section = {**section, **totals}
+    write_manifest_section(run_dir, "generate", section)
+    return section
+
+
+def _differences(previous: dict | None, current: dict) -> str:
+    """Which settings differ from the earlier run's, in words, for the refusal message."""
+    if not previous:
+        return "unknown settings (no manifest)"
+    names = {"llm": "another --llm", "template_sha256": "another prompt template", "passages_sha256": "another corpus or passage size"}
+    changed = [names[k] for k in names if previous.get(k) != current.get(k)]
+    old, new = previous.get("options", {}), current["options"]
+    changed += [f"another {k.replace('_', '-')}" for k in sorted(new) if old.get(k) != new[k]]
+    return ", ".join(changed) or "other settings"
+
+
+def _generate_totals(logs, passages_read: int, queries_path: Path) -> dict:
+    counts: dict[str, int] = {}
+    for log in logs:
+        for key, n in log.counts.items():
+            counts[key] = counts.get(key, 0) + n
+    seconds = sum(log.seconds for log in logs)
+    prompt_tokens = sum(log.prompt_tokens for log in logs)
+    completion_tokens = sum(log.completion_tokens for log in logs)
+    prompted = {item.rsplit("@", 1)[0] for log in logs for item in log.items}
+    written = sum(1 for line in open(queries_path, encoding="utf-8") if line.strip()) if queries_path.exists() else 0
+    rate = (lambda n: round(n / seconds, 3) if seconds else None)
+    return {
+        "counts": {
+            "passages_read": passages_read,
+            "passages_prompted": len(prompted),
+            "queries_prompted": counts.get("prompted", 0),
+            "answers": counts.get("answers", 0),
+            "malformed": counts.get("malformed", 0),
+            "parsed": counts.get("answers", 0) - counts.get("malformed", 0),
+            "filtered": {k.removeprefix("filtered_"): n for k, n in sorted(counts.items()) if k.startswith("filtered_")},
+            "dropped": counts.get("dropped", 0),
+            "written": written,
+        },
+        "throughput": {
+            "passages_per_s": rate(len(prompted)),
+            "queries_per_s": rate(written),
+            "tokens_per_s": rate(prompt_tokens + completion_tokens),
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "llm_seconds": round(seconds, 2),
+        },
+    }
+
+
+class GenerateStage:
+    """The generate stage of a pipeline, which owns its folder (see `rerun`)."""
+
+    name = "generate"
+
+    def __init__(self, run: GenerateRun, quiet: bool = False):
+        self.prepared, self.quiet = run, quiet
+
+    def prepare(self) -> None:
+        pass
+
+    def is_current(self, section: dict) -> bool:
+        return is_current(section, self.prepared)
+
+    def run(self) -> dict:
+        return rerun(self.prepared, self.quiet)
+
+    def counts(self, section: dict) -> dict[str, Any]:
+        return counts(section)
+
+    def summary(self, section: dict) -> str:
+        return summary(section, self.prepared.run_dir)

@@ -1,0 +1,238 @@
+"""The relabel stage: passages.jsonl and queries.jsonl in, judgments.jsonl and train.jsonl out.
+
+Retrieval is recomputed on every run (cached embeddings make it seconds); LLM judgments, the slow part, are
+appended to judgments.jsonl as they finish and reused by key, so a killed run resumes and a changed option
+re-judges only what it changes; train.jsonl is rewritten whole from the judgments at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from synthgen.errors import UserError
+from synthgen.judges import CONTEXT_TEMPLATE, LLM_JUDGES, TEMPLATES, Judgment, LLMJudges
+from synthgen.prompts import load_template
+from synthgen.records import Passage, Query, from_dict, iter_json_lines
+from synthgen.relabel import (Retrievers, SelectionConfig, llm_judge, parse_judges, retrieve_candidates,
+                              score_retrieval_judges, select, summarize)
+from synthgen.retrieve import Embedder
+from synthgen.rundir import Appender, file_fingerprint, prepare_dir, resume_records, write_jsonl, write_manifest_section
+from synthgen.stages import is_current as _is_current
+
+JUDGMENTS = "judgments.jsonl"
+OUTPUTS = ("passages.jsonl", "queries.jsonl", "train.jsonl")
+
+
+@dataclass(frozen=True)
+class RelabelOptions:
+    """The relabel command's options but the run folder; the selection's defaults are SelectionConfig's."""
+
+    llm: Optional[str] = None
+    judges: str = "ql,dense,bm25"
+    retrieval: str = "hybrid"
+    top_k: int = 20
+    judge_depth: int = 3
+    judge_words: int = 80
+    judge_prompt: Optional[Path] = None
+    embedder: Optional[Path] = None
+    second_embedder: Optional[Path] = None
+    index: str = "flat"
+    positive: str = SelectionConfig.positive
+    negatives: int = SelectionConfig.negatives
+    negative_strategy: str = SelectionConfig.strategy
+    negative_ranks: str = "-".join(map(str, SelectionConfig.ranks))
+    margin: float = SelectionConfig.margin
+    duplicate_overlap: float = SelectionConfig.duplicate_overlap
+    round_trip: bool = SelectionConfig.round_trip
+    seed: int = SelectionConfig.seed  # of the random choice of negatives
+    cache_dir: Optional[Path] = None
+    batch_pairs: int = 128
+
+    def resolve(self) -> tuple[tuple[str, ...], SelectionConfig]:
+        """The judge names and the selection the options describe, checked before any file or model is read."""
+        names = parse_judges(self.judges)
+        lo, sep, hi = self.negative_ranks.partition("-")
+        if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
+            raise UserError(f"bad --negative-ranks '{self.negative_ranks}': expected FIRST-LAST, e.g. 3-20")
+        selection = SelectionConfig(positive=self.positive, negatives=self.negatives, strategy=self.negative_strategy,
+                                    ranks=(int(lo), int(hi)), margin=self.margin,
+                                    duplicate_overlap=self.duplicate_overlap, round_trip=self.round_trip, seed=self.seed)
+        selection.check()
+        if self.judge_depth < 1 or self.judge_words < 1 or self.batch_pairs < 1:
+            raise UserError("--judge-depth, --judge-words and --batch-pairs must be at least 1")
+        if "dense2" in names and self.second_embedder is None:
+            raise UserError("the dense2 judge needs --second-embedder PATH")
+        if self.judge_prompt is not None and not self.judge_prompt.is_file():
+            raise UserError(f"judge prompt not found: {self.judge_prompt}")
+        return names, selection
+
+    def identity(self, run: Path) -> dict:
+        """What decides train.jsonl: the options that change it and the content of the stage's input files.
+
+        The LLM and its prompts count only when an LLM judge is on; batch sizes and the cache never count.
+        """
+        names, selection = self.resolve()
+        config = {"judges": list(names), "retrieval": self.retrieval, "top_k": self.top_k,
+                  "judge_depth": self.judge_depth, "judge_words": self.judge_words, "index": self.index,
+                  **asdict(selection)}
+        llm_names = [j for j in config["judges"] if j in LLM_JUDGES]
+        prompts = [self.judge_prompt or CONTEXT_TEMPLATE, *(TEMPLATES[j] for j in llm_names)] if llm_names else []
+        identity = {
+            "config": config,
+            "llm": (self.llm or "default") if llm_names else None,
+            "prompts_sha256": [load_template(name).sha256 for name in prompts],
+            "embedder": str(self.embedder or "default"),
+            "second_embedder": str(self.second_embedder) if "dense2" in config["judges"] else None,
+            "passages_sha256": file_fingerprint(run / "passages.jsonl"),
+            "queries_sha256": file_fingerprint(run / "queries.jsonl"),
+        }
+        return json.loads(json.dumps(identity))
+
+
+def outputs(run_dir: Path) -> list[Path]:
+    return [run_dir / name for name in OUTPUTS]
+
+
+def is_current(section: dict, options: RelabelOptions, run_dir: Path) -> bool:
+    outs = outputs(run_dir)
+    # the identity fingerprints the input files, so it is computed only when they are there
+    return all(path.is_file() for path in outs) and _is_current(section, options.identity(run_dir), outs)
+
+
+def summary(section: dict, run_dir: Path) -> str:
+    """The line a command prints when the stage has run."""
+    counts = section["counts"]
+    dropped = ", ".join(f"{n} {k}" for k, n in counts["dropped"].items()) or "none"
+    rate = counts["positive_is_seed_rate"]
+    return (f"{counts['written']} training examples in {run_dir / 'train.jsonl'} (positive is the seed for "
+            f"{rate if rate is None else f'{rate:.0%}'}; dropped: {dropped})")
+
+
+def counts(section: dict) -> dict[str, Any]:
+    """The counts the pipeline reports."""
+    found = section["counts"]
+    return {"queries": found["queries"], "training_examples": found["written"],
+            "positive_is_seed_rate": found["positive_is_seed_rate"]}
+
+
+def run_stage(run: Path, options: RelabelOptions, quiet: bool = False) -> dict:
+    """Write train.jsonl from a run's passages and queries; returns the manifest's relabel section."""
+    started = time.perf_counter()
+    names, selection = options.resolve()
+    passages, queries = read_inputs(run)
+    run_dir = prepare_dir(run)
+    identity = options.identity(run_dir)
+
+    first = Embedder(options.embedder, options.cache_dir)
+    second = Embedder(options.second_embedder, options.cache_dir) if "dense2" in names else None
+    retrievers = Retrievers(passages, first, index=options.index, second=second, progress=not quiet)
+    candidates = retrieve_candidates(queries, retrievers, options.retrieval, options.top_k)
+    score_retrieval_judges(candidates, retrievers, names)
+
+    section: dict = {
+        "identity": identity,
+        "config": identity["config"],
+        "models": {"embedder": first.name, **({"second_embedder": second.name} if second else {})},
+    }
+    llm_names = [j for j in names if j in LLM_JUDGES]
+    fresh = reused = 0
+    judging_seconds = 0.0
+    if llm_names:
+        from synthgen.llm import load_llm
+
+        store = run_dir / JUDGMENTS
+        known = {j.key: j.score for j in resume_records(store, Judgment)}
+        model = load_llm(options.llm)
+        try:
+            llm_judges = LLMJudges(model, llm_names, words=options.judge_words, context_template=options.judge_prompt)
+            section["models"]["llm"] = model.name
+            section["prompts"] = llm_judges.prompt_hashes()
+            t0 = time.perf_counter()
+            with Appender(store) as out:
+                for made in llm_judge(candidates, passages, llm_judges, options.judge_depth, known,
+                                      options.batch_pairs, not quiet):
+                    out.write(made)
+                    fresh += len(made)
+            judging_seconds = time.perf_counter() - t0
+            reused = sum(1 for c in candidates for j in llm_names for s in c.scores[j] if s is not None) - fresh
+        finally:
+            model.close()
+
+    selections = [select(c, passages, names, selection) for c in candidates]
+    write_jsonl(run_dir / "train.jsonl", [s.example for s in selections if s.example is not None])
+    summary = summarize(selections, names)
+    fresh_pairs = fresh // max(len(llm_names), 1)
+    section["counts"] = {"passages": len(passages), "queries": len(queries),
+                         "seed_in_retrieved_top_k": sum(c.seed_rank is not None for c in candidates),
+                         "llm_pairs_judged": fresh_pairs, "llm_judgments_reused": reused, **summary}
+    section["throughput"] = {
+        "pairs_per_s": round(fresh_pairs / judging_seconds, 3) if fresh_pairs else None,
+        "judging_seconds": round(judging_seconds, 2),
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "passages_encoded": first.encoded,
+    }
+    write_manifest_section(run_dir, "relabel", section)
+    return section
+
+
+def read_inputs(run: Path) -> tuple[list[Passage], list[Query]]:
+    """passages.jsonl and queries.jsonl of a run, checked against each other: one-line errors, never a traceback."""
+    if not run.is_dir():
+        raise UserError(f"run folder not found: {run}")
+    files = {name: run / name for name in ("passages.jsonl", "queries.jsonl")}
+    for name, path in files.items():
+        if not path.is_file():
+            raise UserError(f"{path} not found: run `synthgen generate --out {run}` first")
+    passages: list[Passage] = []
+    seen: set[str] = set()
+    for number, obj in iter_json_lines(files["passages.jsonl"]):
+        passage = from_dict(Passage, obj, f"{files['passages.jsonl']}:{number}")
+        if passage.id in seen:
+            raise UserError(f"{files['passages.jsonl']}:{number}: duplicate passage id '{passage.id}'")
+        seen.add(passage.id)
+        passages.append(passage)
+    if not passages:
+        raise UserError(f"{files['passages.jsonl']} has no passages")
+    queries: list[Query] = []
+    query_ids: set[str] = set()
+    for number, obj in iter_json_lines(files["queries.jsonl"]):
+        where = f"{files['queries.jsonl']}:{number}"
+        query = from_dict(Query, obj, where)
+        if query.passage_id not in seen:
+            raise UserError(f"{where}: query '{query.id}' names passage '{query.passage_id}', which passages.jsonl "
+                            "lacks (files from different runs?)")
+        if query.id in query_ids:
+            raise UserError(f"{where}: duplicate query id '{query.id}'")
+        query_ids.add(query.id)
+        queries.append(query)
+    if not queries:
+        raise UserError(f"{files['queries.jsonl']} has no queries")
+    return passages, queries
+
+
+class RelabelStage:
+    """The relabel stage of a pipeline; its identity is computed when its turn comes, over generate's outputs."""
+
+    name = "relabel"
+
+    def __init__(self, run_dir: Path, options: RelabelOptions, quiet: bool = False):
+        self.run_dir, self.options, self.quiet = run_dir, options, quiet
+
+    def prepare(self) -> None:
+        pass
+
+    def is_current(self, section: dict) -> bool:
+        return is_current(section, self.options, self.run_dir)
+
+    def run(self) -> dict:
+        return run_stage(self.run_dir, self.options, self.quiet)
+
+    def counts(self, section: dict) -> dict[str, Any]:
+        return counts(section)
+
+    def summary(self, section: dict) -> str:
+        return summary(section, self.run_dir)

@@ -1,0 +1,141 @@
+"""The train stage: train.jsonl in, a model folder out; `distill train` itself, resumed from its checkpoints.
+
+The stage's identity is the recipe's hash, train.jsonl's hash and the output folder. A model folder of another
+identity is deleted before training: the pipeline owns its run folder (`distill train` alone refuses instead).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+from synthgen.errors import UserError
+from synthgen.rundir import file_fingerprint, read_manifest, write_manifest_section
+from synthgen.stages import is_current as _is_current
+
+if TYPE_CHECKING:
+    from distill.recipe import Recipe
+    from distill.result import TrainResult
+
+# Recipe keys the pipeline sets itself: the training data is always the run's own train.jsonl.
+OWNED_KEYS = ("data.train", "eval.beir", "eval.dims")
+
+
+def bundled_recipe() -> Path:
+    """recipes/cpu.yaml, found as synthgen.prompts finds templates: inside the package in a wheel, beside it in a checkout."""
+    here = Path(__file__).resolve().parent.parent
+    for candidate in (here / "recipes_data" / "cpu.yaml", here.parent / "recipes" / "cpu.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"recipes/cpu.yaml not found beside {here}: the installation is incomplete")
+
+
+def build_recipe(path: Optional[Path], overrides: list[str], run_dir: Path, beir: Optional[Path], dims: str) -> Recipe:
+    """The recipe the train stage will run, checked now (files too, but train.jsonl, which relabel writes)."""
+    from distill.recipe import check_paths, load_recipe
+
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key in OWNED_KEYS:
+            raise UserError(f"--set {key}: the pipeline sets it (train.jsonl of the run, --eval, --dims)")
+    given, overrides = overrides, [*overrides, f"data.train={(run_dir / 'train.jsonl').resolve()}"]
+    if beir is not None:
+        overrides.append(f"eval.beir={beir.resolve()}")
+    if dims.strip():
+        overrides.append(f"eval.dims=[{dims}]")
+    if not any(item.partition("=")[0].strip() == "output" for item in given):
+        overrides.append(f"output={(run_dir / 'model').resolve()}")
+    path = path or bundled_recipe()
+    recipe = load_recipe(path, overrides, check_files=False)
+    check_paths(dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, train="")), str(path))
+    return recipe
+
+
+def check_model_folder(recipe: Recipe, run_dir: Path) -> None:
+    """An explicit --set output=DIR holding something the pipeline did not make is refused before any stage runs."""
+    out = Path(recipe.output)
+    owned = out == (run_dir / "model").resolve() or read_manifest(run_dir).get("train", {}).get("identity", {}).get("output") == str(out)
+    if not owned and out.exists() and any(out.iterdir()):
+        raise UserError(f"output folder {out} exists and is not empty; choose a new folder")
+
+
+def check_dims(recipe: Recipe) -> None:
+    """Sizes beyond the student's embedding size would stop train at its start, after the LLM stages: refuse them now."""
+    if not recipe.eval.dims:
+        return
+    from distill.encoder import load_encoder
+    from distill.logs import quiet_libraries
+
+    quiet_libraries()
+    size = load_encoder(recipe.model, "cpu").get_embedding_dimension()
+    too_big = [d for d in recipe.eval.dims if d > size]
+    if too_big:
+        raise UserError(f"--dims {too_big[0]} is larger than the embedding size of {recipe.model.base} ({size})")
+
+
+def fit_dev_size(recipe: Recipe) -> Recipe:
+    """A small corpus gives few training records; the held-out dev slice then shrinks to a quarter of them
+    rather than failing the run after generate and relabel (distill train alone refuses, as it should)."""
+    if recipe.data.dev or not recipe.data.dev_size:
+        return recipe
+    with open(recipe.data.train, encoding="utf-8") as handle:
+        records = sum(1 for line in handle if line.strip())
+    if recipe.data.dev_size * 2 <= records:
+        return recipe
+    size = records // 4
+    print(f"train: data.dev_size lowered from {recipe.data.dev_size} to {size} ({records} training records)")
+    return dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, dev_size=size))
+
+
+class TrainStage:
+    """The train stage of a pipeline; `result` is the trained (or recorded) model's TrainResult once it is done."""
+
+    name = "train"
+
+    def __init__(self, recipe: Recipe, run_dir: Path, quiet: bool = False):
+        self.recipe, self.run_dir, self.quiet = recipe, run_dir, quiet
+        self.result: TrainResult | None = None
+
+    def prepare(self) -> None:
+        from distill.recipe import check_recipe
+
+        self.recipe = fit_dev_size(self.recipe)
+        check_recipe(self.recipe)
+
+    def identity(self) -> dict[str, Any]:
+        from distill.result import recipe_fingerprint
+
+        return {"recipe_sha256": recipe_fingerprint(self.recipe),
+                "train_sha256": file_fingerprint(Path(self.recipe.data.train)), "output": str(Path(self.recipe.output))}
+
+    def is_current(self, section: dict[str, Any]) -> bool:
+        from distill.result import SUMMARY, finished_result, recipe_fingerprint
+
+        out = Path(self.recipe.output)
+        if not _is_current({"complete": False, **section}, self.identity(), [out / SUMMARY]):
+            return False
+        # a finished folder: its recorded result, nothing trained
+        self.result = finished_result(out.expanduser(), recipe_fingerprint(self.recipe))
+        return True
+
+    def run(self) -> dict[str, Any]:
+        from distill.train import train
+
+        identity, out = self.identity(), Path(self.recipe.output)
+        if read_manifest(self.run_dir).get("train", {}).get("identity") != identity and out.exists():
+            shutil.rmtree(out)  # a model (or a half-trained one) of other data or another recipe
+        write_manifest_section(self.run_dir, "train", {"identity": identity, "complete": False})
+        self.result = train(self.recipe, progress=not self.quiet)
+        section = {"identity": identity, "complete": True, **dataclasses.asdict(self.result)}
+        write_manifest_section(self.run_dir, "train", section)
+        return section
+
+    def counts(self, section: dict[str, Any]) -> dict[str, Any]:
+        result = self.result
+        return {"training_examples": result.data.get("train_examples"), "dev_examples": result.data.get("dev_examples"),
+                "steps": result.steps, "best_step": result.best_step}
+
+    def summary(self, section: dict[str, Any]) -> None:
+        return None
