@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from distill.recipe import Recipe, check_recipe, resolve_base_model, save_recipe
+from distill.weights import interpolate, load_weights, save_weights
 from distill.result import STATE_DIR, SUMMARY, TrainResult, finished_result, recipe_fingerprint
 from synthgen.errors import UserError
-from synthgen.rundir import atomic_file, prepare_dir, write_json, write_text
+from synthgen.rundir import prepare_dir, write_json, write_text
 
 log = logging.getLogger("distill")
 
@@ -237,7 +238,7 @@ class _Run:
         better = self.best_value is None or value > self.best_value
         if better:
             self.best_step, self.best_value, self.best_dev = self.step, value, metrics
-            _save_weights(self.model, self.state_dir / "best.safetensors")
+            save_weights(self.model, self.state_dir / "best.safetensors")
         self.logbook.write({"event": "dev", "step": self.step, **metrics, "best": better})
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -248,7 +249,7 @@ class _Run:
         tmp = self.state_dir / f"ckpt-{self.step:08d}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        _save_weights(self.model, tmp / "weights.safetensors")
+        save_weights(self.model, tmp / "weights.safetensors")
         torch.save(
             {
                 "step": self.step,
@@ -277,7 +278,7 @@ class _Run:
         if not done:
             return False
         latest = done[-1]
-        _load_weights(self.model, latest / "weights.safetensors")
+        load_weights(self.model, latest / "weights.safetensors")
         state = torch.load(latest / "state.pt", map_location="cpu", weights_only=True)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -300,7 +301,7 @@ class _Run:
         r = self.recipe
         metric = r.eval.metric
         if self.best_step is not None:
-            _load_weights(self.model, self.state_dir / "best.safetensors")
+            load_weights(self.model, self.state_dir / "best.safetensors")
         if r.train.interpolation < 1:
             interpolate(self.model, self.initial, r.train.interpolation)
         beats = None
@@ -376,39 +377,3 @@ class _Logbook:
 
     def close(self) -> None:
         self.handle.close()
-
-
-def interpolate(model, initial: dict, alpha: float) -> None:
-    """WiSE-FT (Wortsman et al. 2022): move the trained weights back towards where training started.
-
-    A model tuned on a billion pairs loses general skill to a small, noisy synthetic set faster than it gains
-    the domain; the straight line between the two keeps most of both. With LoRA only the B matrices move
-    (they start at zero), which scales the adapters' update by `alpha` exactly.
-    """
-    import torch
-
-    lora = any("lora_B" in name for name in initial)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name in initial and (not lora or "lora_B" in name):
-                param.copy_(initial[name] + alpha * (param - initial[name]))
-
-
-def _save_weights(model, path: Path) -> None:
-    """The trainable weights only (all of them, or just the LoRA adapters), written atomically."""
-    from safetensors.torch import save
-
-    state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    with atomic_file(path, binary=True) as handle:
-        handle.write(save(state))
-
-
-def _load_weights(model, path: Path) -> None:
-    import torch
-    from safetensors.torch import load_file
-
-    state = load_file(str(path))
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value)

@@ -41,6 +41,8 @@ def generate(
     max_passages: Optional[int] = typer.Option(None, "--max-passages", help="Sample this many passages (default: all). A larger value later extends the same sample."),
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     seed: int = typer.Option(GenerateConfig.seed, "--seed", help="Decides the sample, the forms and every sampled token."),
+    sample: str = typer.Option(GenerateConfig.sample, "--sample", help="Which passages get queries: random, or cluster (k-means over passage embeddings, every cluster in proportion)."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached, for --sample cluster (default: ~/.cache/synthgen/embeddings)."),
     batch_size: int = typer.Option(GenerateConfig.batch_size, "--batch-size", help="Prompts per LLM call; finished batches are saved."),
     temperature: float = typer.Option(GenerateConfig.temperature, "--temperature", help="Sampling temperature (0: greedy)."),
     top_p: float = typer.Option(GenerateConfig.top_p, "--top-p", help="Nucleus sampling mass."),
@@ -68,13 +70,13 @@ def generate(
     chunking = ChunkConfig(size=passage_size, overlap=passage_overlap,
                            tokenizer=str(passage_tokenizer) if passage_tokenizer else None)
     config = GenerateConfig(
-        queries_per_passage=queries_per_passage, max_passages=max_passages, seed=seed, batch_size=batch_size,
+        queries_per_passage=queries_per_passage, max_passages=max_passages, seed=seed, sample=sample, batch_size=batch_size,
         max_attempts=max_attempts, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
         passage_words=passage_words if prompt_words is None else prompt_words, forms=tuple(f.strip() for f in forms.split(",") if f.strip()),
         min_query_words=min_query_words, max_query_words=max_query_words, max_copied_words=max_copied_words,
         min_overlap=min_overlap, near_duplicate=near_duplicate,
     )
-    prepared = generate_stage.prepare(corpus, out, llm, chunking, config, prompt)
+    prepared = generate_stage.prepare(corpus, out, llm, chunking, config, prompt, cache_dir)
     print(generate_stage.summary(generate_stage.run_stage(prepared, overwrite=overwrite, quiet=quiet), out))
 
 
@@ -127,6 +129,7 @@ def pipeline(
     llm: Optional[str] = typer.Option(None, "--llm", help="LLM that writes and judges the queries: hf:PATH, vllm:PATH or openai:MODEL@URL. Default: the bundled SmolLM2-135M-Instruct."),
     max_passages: Optional[int] = typer.Option(None, "--max-passages", help="Sample this many passages to write queries for (default: all)."),
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
+    sample: str = typer.Option(GenerateConfig.sample, "--sample", help="Which passages get queries: random, or cluster (k-means over passage embeddings, every cluster in proportion)."),
     max_tokens: int = typer.Option(GenerateConfig.max_tokens, "--max-tokens", help="Most tokens per generated answer."),
     seed: int = typer.Option(GenerateConfig.seed, "--seed", help="Seed of generate and relabel (training uses the recipe's train.seed)."),
     prompt: Optional[Path] = typer.Option(None, "--prompt", help="A custom Jinja2 template for query generation (default: prompts/generate.j2)."),
@@ -142,6 +145,7 @@ def pipeline(
     """
     run_pipeline(PipelineOptions(
         corpus=corpus, out=out, recipe=recipe, eval=eval_, dims=dims, llm=llm, max_passages=max_passages,
-        queries_per_passage=queries_per_passage, max_tokens=max_tokens, seed=seed, prompt=prompt, judges=judges, overrides=list(set_),
+        queries_per_passage=queries_per_passage, sample=sample, max_tokens=max_tokens, seed=seed, prompt=prompt, judges=judges,
+        overrides=list(set_),
         cache_dir=cache_dir, quiet=quiet,
     ))

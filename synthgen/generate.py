@@ -294,11 +294,16 @@ class QueryGenerator:
         self.llm = llm
         self.template = template
         self.config = config
-        first = dataclasses.replace(_CHECK_ITEM, form=config.forms[0])
-        self.params = config.sampling(open_query=opens_query(render(template, first, config).prefill))
+        self.params = self.sampling_for(template, config)
         self.filter = QueryFilter(config, check_template(template, config))
         for query in earlier:
             self.filter.keep(query.query)
+
+    @staticmethod
+    def sampling_for(template: Template, config: GenerateConfig) -> SamplingParams:
+        """The sampling settings for a template: its prefill decides what ends an answer."""
+        first = dataclasses.replace(_CHECK_ITEM, form=config.forms[0])
+        return config.sampling(open_query=opens_query(render(template, first, config).prefill))
 
     def run(self, items: Sequence[Item]) -> BatchResult:
         """Queries for a batch of items; items are settled in their order, so results do not depend on timing."""

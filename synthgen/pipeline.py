@@ -30,6 +30,7 @@ class PipelineOptions:
     llm: Optional[str] = None  # writes the queries and judges them
     max_passages: Optional[int] = None
     queries_per_passage: int = GenerateConfig.queries_per_passage
+    sample: str = GenerateConfig.sample  # which passages get queries: random | cluster
     max_tokens: int = GenerateConfig.max_tokens  # most tokens per generated answer
     seed: int = GenerateConfig.seed  # RNG seed of generate and relabel; training has the recipe's train.seed
     prompt: Optional[Path] = None
@@ -63,8 +64,9 @@ def run_pipeline(options: PipelineOptions) -> dict[str, Any]:
                                      cache_dir=options.cache_dir)
     relabel_options.resolve()
     config = GenerateConfig(queries_per_passage=options.queries_per_passage, max_passages=options.max_passages,
-                            seed=options.seed, max_tokens=options.max_tokens)
-    prepared = generate.prepare(options.corpus, run_dir, options.llm, ChunkConfig(), config, options.prompt)
+                            seed=options.seed, sample=options.sample, max_tokens=options.max_tokens)
+    prepared = generate.prepare(options.corpus, run_dir, options.llm, ChunkConfig(), config, options.prompt,
+                                options.cache_dir)
 
     quiet_libraries()  # distill's warnings as `warning: ...` lines, without the libraries' loading chatter
     train_stage = train.TrainStage(recipe, run_dir, options.quiet)

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from synthgen.corpus import ChunkConfig, ingest
 from synthgen.errors import UserError
-from synthgen.generate import BatchLog, GenerateConfig, QueryGenerator, check_template, plan
+from synthgen.generate import BatchLog, GenerateConfig, Item, QueryGenerator, check_template, plan
 from synthgen.prompts import load_template
 from synthgen.records import Query
+from synthgen.sampling import passage_clusters
 from synthgen.rundir import (Appender, fingerprint, prepare_dir, read_manifest, resume_records, write_jsonl,
                              write_manifest_section)
 from synthgen.stages import is_current as _is_current
@@ -49,10 +50,18 @@ class GenerateRun:
     report: IngestReport
     identity: dict  # what decides the queries written; another identity makes earlier queries stale
     started: float
+    cache_dir: Optional[Path] = None  # passage embeddings, for the cluster sample
+
+    def items(self) -> list[Item]:
+        """The work items of the run, in order; the cluster sample embeds the corpus first (cached)."""
+        clusters = None
+        if self.config.sample == "cluster":
+            clusters = passage_clusters(self.passages, self.config.max_passages, self.config.seed, self.cache_dir)
+        return plan(self.passages, self.config, clusters)
 
 
 def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, config: GenerateConfig,
-            prompt: Optional[Path]) -> GenerateRun:
+            prompt: Optional[Path], cache_dir: Optional[Path] = None) -> GenerateRun:
     """Read the corpus and the template and check them: every mistake here costs seconds, not an LLM run."""
     started = time.perf_counter()
     run_dir = prepare_dir(out)
@@ -69,7 +78,8 @@ def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, 
     passages_sha = fingerprint([[p.id, p.title, p.text] for p in passages])
     identity = json.loads(json.dumps({"llm": llm or "default", "template_sha256": template.sha256,
                                       "options": config.output_options(), "passages_sha256": passages_sha}))
-    return GenerateRun(corpus, run_dir, llm, chunking, config, prompt, template, passages, report, identity, started)
+    return GenerateRun(corpus, run_dir, llm, chunking, config, prompt, template, passages, report, identity, started,
+                       cache_dir)
 
 
 def summary(section: dict, run_dir: Path) -> str:
@@ -97,7 +107,7 @@ def rerun(run: GenerateRun, quiet: bool = False) -> dict:
     previous = read_manifest(run.run_dir).get("generate", {})
     before, wanted = previous.get("config", {}).get("max_passages"), run.config.max_passages
     if previous.get("identity") == run.identity and not (wanted is None or (before is not None and wanted >= before)):
-        keep_queries(run.run_dir, {item.id for item in plan(run.passages, run.config)})
+        keep_queries(run.run_dir, {item.id for item in run.items()})
     return run_stage(run, overwrite=True, quiet=quiet)
 
 
@@ -145,13 +155,13 @@ def run_stage(run: GenerateRun, overwrite: bool = False, quiet: bool = False) ->
     done = {item for log in logs for item in log.items}
     existing = resume_records(queries_path, Query)
     present = {q.id for q in existing}
-    items = plan(passages, config)
+    items = run.items()
     todo = [item for item in items if item.id not in done]
     section = {
         "identity": identity,
         "corpus": {"path": str(run.corpus), "chunking": dataclasses.asdict(run.chunking), "counts": report.counts()},
         "config": dataclasses.asdict(config),
-        "sampling": dataclasses.asdict(config.sampling()),
+        "sampling": dataclasses.asdict(QueryGenerator.sampling_for(run.template, config)),
         "template": {"path": str(run.prompt) if run.prompt else "generate.j2", "sha256": run.template.sha256},
         "complete": not todo,
     }
