@@ -12,6 +12,7 @@ sample instead of drawing a new one.
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Sequence
 
 import numpy as np
@@ -58,16 +59,16 @@ def kmeans_clusters(vectors: np.ndarray, k: int, seed: int) -> list[int]:
     return assigned[:, 0].astype(int).tolist()
 
 
-def passage_clusters(passages, budget: int | None, seed: int, cache_dir=None) -> list[int]:
+def passage_clusters(passages, seed: int, cache_dir=None) -> list[int]:
     """k-means clusters of the passages' embeddings by the default embedder; the embeddings land in the cache
     that relabel's dense retrieval reads, so the cluster sample costs no second encoding of the corpus."""
     from synthgen.retrieve import Embedder
 
     vectors = Embedder(None, cache_dir).encode_passages(passages)
-    return kmeans_clusters(vectors, cluster_count(len(passages), budget), seed)
+    return kmeans_clusters(vectors, cluster_count(len(passages)), seed)
 
 
-def cluster_count(passages: int, budget: int | None) -> int:
-    """Enough clusters that each sampled one gets a few queries (budget / 4), no more than sqrt(corpus) x 2."""
-    wanted = (budget or passages) // 4
-    return max(1, min(wanted, int(2 * passages**0.5)))
+def cluster_count(passages: int) -> int:
+    """About sqrt(corpus) clusters. It must not depend on the budget: a larger --max-passages has to extend the
+    same order, not cluster anew."""
+    return max(1, math.ceil(passages**0.5))

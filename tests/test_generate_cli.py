@@ -199,3 +199,38 @@ def test_bundled_smollm2_writes_parseable_queries_for_a_real_passage(tmp_path):
     for q in written:
         assert q.passage_id == "colony.md#0" and q.query and q.task
     assert manifest(run)["model"].startswith("hf:")
+
+
+def test_the_bundled_template_gets_only_well_formed_answers_even_from_a_random_model(tmp_path, tiny_llm_path):
+    """The bundled prefill opens the query's string, so whatever a model samples parses; asked for the whole
+    object instead (the former shape), the same random model breaks most answers."""
+    run = tmp_path / "run"
+    generate("--corpus", str(CORPUS), "--out", str(run), "--llm", f"hf:{tiny_llm_path}", "--max-passages", "10",
+             "--max-tokens", "12", "--min-overlap", "0", "--max-copied-words", "50", "--quiet")
+    counts = manifest(run)["counts"]
+    assert counts["answers"] >= 10 and counts["malformed"] == 0
+    assert manifest(run)["sampling"]["stop"] == ['"', "\n"]
+    whole_object = tmp_path / "whole.j2"
+    bundled = (REPO / "prompts" / "generate.j2").read_text()
+    whole_object.write_text(bundled[: bundled.rindex("[[assistant]]")] + '[[assistant]]\n{"task": "\n')
+    generate("--corpus", str(CORPUS), "--out", str(tmp_path / "whole"), "--llm", f"hf:{tiny_llm_path}",
+             "--prompt", str(whole_object), "--max-passages", "10", "--max-tokens", "12", "--quiet")
+    assert manifest(tmp_path / "whole")["counts"]["malformed"] > 0
+
+
+def test_cluster_sample_takes_passages_across_clusters_and_extends(tmp_path, tiny_llm_path, known_template):
+    from synthgen.generate import GenerateConfig, plan
+    from synthgen.sampling import passage_clusters
+
+    run, cache = tmp_path / "run", tmp_path / "cache"
+    common = ["--corpus", str(CORPUS), "--out", str(run), "--llm", f"hf:{tiny_llm_path}", "--prompt",
+              str(known_template), "--sample", "cluster", "--cache-dir", str(cache), "--max-tokens", "8", "--quiet"]
+    generate(*common, "--max-passages", "6")
+    passages = ingest(CORPUS)[0]
+    clusters = passage_clusters(passages, 0, cache)
+    expected = [item.passage.id for item in plan(passages, GenerateConfig(sample="cluster", max_passages=6), clusters)]
+    assert sorted(q.passage_id for q in queries(run)) == sorted(expected)
+    assert manifest(run)["config"]["sample"] == "cluster"
+    assert len(set(clusters)) > 1
+    generate(*common, "--max-passages", "9")  # the same clusters, a longer prefix of the same order
+    assert {q.passage_id for q in queries(run)} >= set(expected) and len(queries(run)) == 9

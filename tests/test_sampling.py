@@ -56,10 +56,10 @@ def test_kmeans_finds_separated_groups_and_is_deterministic(seed):
     assert kmeans_clusters(vectors[:1], 3, seed=0) == [0]
 
 
-def test_cluster_count_bounds():
-    assert cluster_count(5183, 400) == 100
-    assert cluster_count(5183, 40000) == int(2 * 5183**0.5)
-    assert cluster_count(3, None) == 1
+def test_cluster_count_grows_with_the_corpus_only():
+    assert cluster_count(5183) == 72
+    assert cluster_count(22) == 5
+    assert cluster_count(1) == 1
 
 
 def test_plan_with_the_cluster_sample_covers_each_cluster_in_proportion():

@@ -56,7 +56,7 @@ class GenerateRun:
         """The work items of the run, in order; the cluster sample embeds the corpus first (cached)."""
         clusters = None
         if self.config.sample == "cluster":
-            clusters = passage_clusters(self.passages, self.config.max_passages, self.config.seed, self.cache_dir)
+            clusters = passage_clusters(self.passages, self.config.seed, self.cache_dir)
         return plan(self.passages, self.config, clusters)
 
 
