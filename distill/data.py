@@ -194,9 +194,10 @@ def make_batch(drawn: list[tuple[Example, int, list[int]]], hard_negatives: int)
     )
 
 
-def dev_pool(examples: list[Example]) -> tuple[list[int], list[int], dict[int, set[int]]]:
-    """The dev task: each dev query ranks every passage of the dev slice; its positives are the relevant ones."""
-    passage_rows = sorted({row for ex in examples for row in (*ex.pos, *ex.neg)})
+def dev_pool(examples: list[Example], others: list[Example] = ()) -> tuple[list[int], list[int], dict[int, set[int]]]:
+    """The dev task: each dev query ranks every passage of the dev slice (and of `others`, the training
+    examples, for the larger pool); its positives are the relevant ones."""
+    passage_rows = sorted({row for ex in (*examples, *others) for row in (*ex.pos, *ex.neg)})
     relevant: dict[int, set[int]] = {}
     for ex in examples:
         relevant.setdefault(ex.query, set()).update(ex.pos)

@@ -90,6 +90,8 @@ class TrainConfig:
 class EvalConfig:
     every: int = 50  # steps between dev evaluations (0: only at the start and the end)
     metric: str = "ndcg@10"  # the dev metric that picks the best checkpoint
+    dev_pool: str = "slice"  # passages a dev query ranks: slice (the dev records') | all (every record's, harder)
+    keep_base: bool = False  # save the base model unchanged when the trained one does worse on the dev set
     beir: str = ""  # optional BEIR folder evaluated at the end, base vs trained, for the model card
     beir_split: str = "test"
     dims: list[int] = field(default_factory=list)  # sizes evaluated on `beir`; empty: loss.matryoshka_dims, or the full size
@@ -342,6 +344,7 @@ def _validate(r: Recipe, where: str) -> None:
     _check(where, t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}")
     _check(where, e.every >= 0, f"eval.every must be >= 0, got {e.every}")
     _choice(where, "eval.metric", e.metric, METRICS)
+    _choice(where, "eval.dev_pool", e.dev_pool, ("slice", "all"))
     _check(where, bool(e.beir_split.strip()), "eval.beir_split must name a qrels split")
     _check(where, all(x > 0 for x in e.dims) and len(set(e.dims)) == len(e.dims),
            f"eval.dims must be distinct positive sizes, got {e.dims}")

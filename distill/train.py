@@ -93,7 +93,7 @@ class _Run:
                 raise UserError(f"{key}: {too_big[0]} is larger than the model's embedding size {self.dimension}")
         if r.lora.enabled:
             enc.add_lora(self.model, r.lora)
-        if r.train.interpolation < 1:
+        if r.train.interpolation < 1 or r.eval.keep_base:
             self.initial = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
         self.model.train()
         self.embed = enc.embedder(self.model, self.device, self.precision)
@@ -213,13 +213,14 @@ class _Run:
 
     # -- dev set -----------------------------------------------------------------------------------
     def dev_metrics(self) -> dict[str, float]:
-        """Each dev query ranks all passages of the dev slice; its positives are the relevant ones."""
+        """Each dev query ranks the dev pool (eval.dev_pool); its positives are the relevant ones."""
         from distill.data import dev_pool
         from distill.encoder import embed_rows
         from distill.evaluate import search
         from distill.metrics import mean_metrics
 
-        query_rows, passage_rows, relevant = dev_pool(self.dataset.dev)
+        others = self.dataset.train if self.recipe.eval.dev_pool == "all" else []
+        query_rows, passage_rows, relevant = dev_pool(self.dataset.dev, others)
         size = self.recipe.eval.batch_size
         self.model.eval()
         try:
@@ -304,6 +305,8 @@ class _Run:
             load_weights(self.model, self.state_dir / "best.safetensors")
         if r.train.interpolation < 1:
             interpolate(self.model, self.initial, r.train.interpolation)
+            if self.best_dev is not None:
+                self.best_dev = self.dev_metrics()  # the saved model's, not the checkpoint's
         beats = None
         if self.base_dev is not None and self.best_dev is not None:
             beats = self.best_dev[metric] > self.base_dev[metric]
@@ -314,8 +317,12 @@ class _Run:
                 self.warn(
                     f"the trained model does not beat the base model on the dev set ({metric} "
                     f"{self.best_dev[metric]:.4f} at step {self.best_step} vs {self.base_dev[metric]:.4f} before training); "
-                    "the training data may be hurting"
+                    + ("the base model is saved instead (eval.keep_base)" if r.eval.keep_base else
+                       "the training data may be hurting")
                 )
+            if not beats and r.eval.keep_base:
+                interpolate(self.model, self.initial, 0.0)  # back to the start: the base weights
+                self.best_dev = self.base_dev
         self.model.eval()
         save_encoder(self.model, self.out, r.lora.save)
         beir = None

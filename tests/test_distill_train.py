@@ -198,3 +198,36 @@ def test_a_dev_set_the_base_already_aces_is_named_as_such(tmp_path, tiny_bert_pa
     assert result.base_dev["ndcg@10"] == 1.0 and result.beats_base is False
     assert "the dev set cannot show a gain" in result.warnings[0]
     assert not any("may be hurting" in w for w in result.warnings)
+
+
+def test_keep_base_saves_the_base_weights_when_the_dev_set_gets_worse(tmp_path, tiny_bert_path):
+    from transformers import AutoModel
+
+    write_jsonl(tmp_path / "train.jsonl", records(48))
+    write_jsonl(tmp_path / "dev.jsonl", records(16, flip=True))  # the same queries, the answers swapped
+    recipe = load_recipe(None, [f"model.base={tiny_bert_path}", "model.max_query_length=16", "model.max_passage_length=32",
+                                f"data.train={tmp_path / 'train.jsonl'}", f"data.dev={tmp_path / 'dev.jsonl'}",
+                                "data.hard_negatives=1", "train.batch_size=8", "train.lr=3e-3", "train.warmup_ratio=0",
+                                "train.max_steps=8", "eval.every=4", "eval.keep_base=true", f"output={tmp_path / 'out'}"])
+    result = train(recipe, progress=False)
+    assert result.beats_base is False and result.best_dev == result.base_dev
+    assert "the base model is saved instead" in result.warnings[0]
+    saved = SentenceTransformer(str(tmp_path / "out"), device="cpu")[0].auto_model.state_dict()
+    base = AutoModel.from_pretrained(str(tiny_bert_path)).state_dict()
+    for name, value in base.items():
+        torch.testing.assert_close(saved[name], value)
+
+
+def test_interpolation_saves_the_point_between_base_and_trained(tmp_path, tiny_bert_path):
+    from transformers import AutoModel
+
+    common = ["train.max_steps=3", "train.lr=1e-2", "data.dev_size=0"]
+    full = train(make_recipe(tmp_path, tiny_bert_path, "full", *common), progress=False)
+    half = train(make_recipe(tmp_path, tiny_bert_path, "half", *common, "train.interpolation=0.5"), progress=False)
+    base = AutoModel.from_pretrained(str(tiny_bert_path)).state_dict()
+    trained = SentenceTransformer(full.output_dir, device="cpu")[0].auto_model.state_dict()
+    mixed = SentenceTransformer(half.output_dir, device="cpu")[0].auto_model.state_dict()
+    moved = [n for n, v in base.items() if v.is_floating_point() and not torch.equal(trained[n], v)]
+    assert moved
+    for name in moved:
+        torch.testing.assert_close(mixed[name], (base[name] + trained[name]) / 2, rtol=1e-5, atol=1e-6)
