@@ -14,6 +14,7 @@ Judgments are cached in --work (keyed by model, templates and texts), so a secon
     .venv/bin/python bench/bench_relabel.py --queries all              # all 809
     .venv/bin/python bench/bench_relabel.py --queries 100 --depth 5 --llm-judges ql,yesno   # with the yes/no judge
     .venv/bin/python bench/bench_relabel.py --llm hf:/path/to/model    # other models (repeat --llm)
+    .venv/bin/python bench/bench_relabel.py --split test --queries all  # the teacher's nDCG@10 on the test queries
 The subsets are nested (the first 100 of 250 are the 100), so cached judgments carry over between sizes.
 """
 
@@ -50,6 +51,8 @@ def load(split: str):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", default="250", help="how many random train queries (fixed seed), or 'all'")
+    parser.add_argument("--split", default="train", choices=("train", "test"),
+                        help="test: the fused judges as a re-ranker of the test queries (the teacher's own nDCG@10)")
     parser.add_argument("--llm", action="append", help="LLM spec (repeatable); default: the bundled SmolLM2 via hf")
     parser.add_argument("--top-k", type=int, default=20)
     parser.add_argument("--depth", type=int, default=3, help="candidates the LLM judges score per query")
@@ -69,13 +72,13 @@ def main() -> None:
                                   score_retrieval_judges, select, fused_order)
     from synthgen.rundir import Appender, resume_records
 
-    passages, queries, qrels = load("train")
+    passages, queries, qrels = load(args.split)
     if args.queries != "all":
         queries = sorted(random.Random(0).sample(queries, int(args.queries)), key=lambda q: int(q.id))
     ids = [p.id for p in passages]
     relevant = lambda q, i: ids[i] in qrels[q.id]  # noqa: E731
     report: dict = {"queries": len(queries), "top_k": args.top_k, "depth": args.depth, "words": args.words}
-    print(f"SciFact train: {len(queries)} queries, {len(passages)} passages; top-k {args.top_k}, "
+    print(f"SciFact {args.split}: {len(queries)} queries, {len(passages)} passages; top-k {args.top_k}, "
           f"LLM depth {args.depth}, {args.words} passage words")
 
     index = Retrievers(passages, None)
@@ -90,7 +93,17 @@ def main() -> None:
                                  for c in candidates) / len(candidates)
 
     def top1_rate(judges) -> float:
+        ndcg["+".join(judges)] = ndcg_at_10(judges)
         return sum(relevant(c.query, c.passages[fused_order(c, judges)[0]]) for c in candidates) / len(candidates)
+
+    def ndcg_at_10(judges) -> float:
+        """nDCG@10 of the judges' fused ranking of the hybrid top-k (what a teacher re-ranking them would score)."""
+        from distill.metrics import mean_metrics
+
+        runs = {c.query.id: [ids[c.passages[i]] for i in fused_order(c, judges)] for c in candidates}
+        return mean_metrics(runs, {q: {i: 1 for i in found} for q, found in qrels.items() if q in runs})["ndcg@10"]
+
+    ndcg: dict[str, float] = {}
 
     for judges in (("dense",), ("bm25",), ("dense", "bm25")):
         p_at_1["+".join(judges)] = top1_rate(judges)
@@ -146,13 +159,14 @@ def main() -> None:
         llm.close()
 
     report["p_at_1"] = {k: round(v, 4) for k, v in p_at_1.items()}
+    report["ndcg_at_10"] = {k: round(v, 4) for k, v in ndcg.items()}
     report["throughput"] = throughput
     report["false_negatives"] = fn_rows
     print(f"\nrelevant passage among the hybrid top-{args.top_k}: {report['oracle_top_k']:.3f}, "
           f"among the first {args.depth}: {report['oracle_depth']:.3f}")
-    print("\n| arm | precision@1 |\n|---|---|")
+    print("\n| arm | precision@1 | nDCG@10 (re-ranking the hybrid top-k) |\n|---|---|---|")
     for arm, value in report["p_at_1"].items():
-        print(f"| {arm} | {value:.3f} |")
+        print(f"| {arm} | {value:.3f} | {report['ndcg_at_10'].get(arm, float('nan')):.4f} |")
     print("\n| judges | negative strategy | margin | negatives/query | false negatives |\n|---|---|---|---|---|")
     for row in fn_rows:
         print(f"| {row['judges']} | {row['strategy']} {SelectionConfig().ranks[0]}-{SelectionConfig().ranks[1]} "

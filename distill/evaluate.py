@@ -86,6 +86,7 @@ def evaluate(
     device: str | None = None,
     progress: bool = True,
     name: str | None = None,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """nDCG@10, Recall@10/@100, MRR@10 and MAP@100 of `model` (a folder or a SentenceTransformer) per size.
 
@@ -106,8 +107,14 @@ def evaluate(
             encoder = SentenceTransformer(str(model), device=device)
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot load the model {model}: {str(exc).splitlines()[0]}") from None
-    passage_embeddings = encoder.encode_document(beir.passages, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress)
-    query_embeddings = encoder.encode_query(beir.queries, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress)
+    from distill.encoder import autocast, resolve_precision
+
+    where = str(encoder.device)
+    # bf16 where the hardware computes it: 1.7x the passages/s of fp32 on a 2-core AVX512-BF16 CPU, and
+    # all-MiniLM-L6-v2's SciFact nDCG@10 moves by less than 0.002 (bench/bench_encode.py)
+    with autocast(where, resolve_precision(precision, where)):
+        passage_embeddings = encoder.encode_document(beir.passages, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress)
+        query_embeddings = encoder.encode_query(beir.queries, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress)
     size = passage_embeddings.shape[1]
     dims = list(dims) if dims else [size]
     too_big = [d for d in dims if not 0 < d <= size]
