@@ -8,8 +8,10 @@ started again with the same recipe goes on from the last checkpoint and ends wit
 uninterrupted run. A finished folder is not trained again: `train` returns its recorded result.
 
 The dev set is evaluated before the first step (the base model), every `eval.every` steps and after the
-last one; the saved model is the best trained checkpoint, and a warning says so when it does not beat the
-base model, since then the training data probably hurt.
+last one; the saved model is the best trained checkpoint, moved `train.interpolation` of the way back to the
+base (WiSE-FT), and a warning says so when it does not beat the base model. The warning does not discard the
+model unless `eval.keep_base` asks: a dev slice of synthetic queries, labelled by the same judges, was measured
+to disagree with real test queries (README, "The guard"), so it is a hint, not a verdict.
 """
 
 from __future__ import annotations
@@ -318,7 +320,8 @@ class _Run:
                     f"the trained model does not beat the base model on the dev set ({metric} "
                     f"{self.best_dev[metric]:.4f} at step {self.best_step} vs {self.base_dev[metric]:.4f} before training); "
                     + ("the base model is saved instead (eval.keep_base)" if r.eval.keep_base else
-                       "the training data may be hurting")
+                       "on held-out synthetic queries this often disagrees with real queries (see the README's "
+                       "'The guard'), so check on labelled data before discarding the model")
                 )
             if not beats and r.eval.keep_base:
                 interpolate(self.model, self.initial, 0.0)  # back to the start: the base weights

@@ -14,7 +14,7 @@ import typer
 from synthgen.corpus import ChunkConfig
 from synthgen.errors import run_cli
 from synthgen.generate import GenerateConfig
-from synthgen.pipeline import PipelineOptions, run_pipeline
+from synthgen.pipeline import DEFAULT_MAX_PASSAGES, PipelineOptions, run_pipeline
 from synthgen.stages import generate as generate_stage
 from synthgen.stages import relabel as relabel_stage
 from synthgen.stages.relabel import RelabelOptions
@@ -127,7 +127,7 @@ def pipeline(
     eval_: Optional[Path] = typer.Option(None, "--eval", help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv): base vs trained model at the end."),
     dims: str = typer.Option("", "--dims", help="Embedding sizes evaluated on --eval, e.g. 384,128 (default: the recipe's loss.matryoshka_dims, or the full size)."),
     llm: Optional[str] = typer.Option(None, "--llm", help="LLM that writes and judges the queries: hf:PATH, vllm:PATH or openai:MODEL@URL. Default: the bundled SmolLM2-135M-Instruct."),
-    max_passages: Optional[int] = typer.Option(None, "--max-passages", help="Sample this many passages to write queries for (default: all)."),
+    max_passages: int = typer.Option(DEFAULT_MAX_PASSAGES, "--max-passages", help="Sample up to this many passages to write queries for: more take longer and usually train a better model."),
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     sample: str = typer.Option(GenerateConfig.sample, "--sample", help="Which passages get queries: random, or cluster (k-means over passage embeddings, every cluster in proportion)."),
     max_tokens: int = typer.Option(GenerateConfig.max_tokens, "--max-tokens", help="Most tokens per generated answer."),

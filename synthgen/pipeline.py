@@ -17,6 +17,11 @@ from typing import Any, Optional
 
 from synthgen.errors import UserError
 from synthgen.generate import GenerateConfig
+
+# Passages sampled for queries when the user names no number: on a 2-core CPU with the bundled models this is
+# about 35 minutes of generation, judging and training plus the evaluation (bench/results/scifact.json); a
+# smaller corpus takes all of its passages.
+DEFAULT_MAX_PASSAGES = 640
 from synthgen.stages.relabel import RelabelOptions
 
 
@@ -28,7 +33,7 @@ class PipelineOptions:
     eval: Optional[Path] = None  # a BEIR folder: base vs trained at the end of training
     dims: str = ""  # Matryoshka sizes to evaluate, "384,128" (empty: the recipe's)
     llm: Optional[str] = None  # writes the queries and judges them
-    max_passages: Optional[int] = None
+    max_passages: Optional[int] = DEFAULT_MAX_PASSAGES  # None: every passage
     queries_per_passage: int = GenerateConfig.queries_per_passage
     sample: str = GenerateConfig.sample  # which passages get queries: random | cluster
     max_tokens: int = GenerateConfig.max_tokens  # most tokens per generated answer
@@ -81,6 +86,8 @@ def run_pipeline(options: PipelineOptions) -> dict[str, Any]:
         "dev": {"metric": result.metric, "base": result.base_dev, "trained": result.best_dev,
                 "beats_base": result.beats_base},
         "warnings": result.warnings,
+        "max_passages": config.max_passages,
+        "sample": config.sample,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     write_manifest_section(run_dir, "pipeline", section)

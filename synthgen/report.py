@@ -36,6 +36,10 @@ def format_report(section: dict[str, Any]) -> str:
         counts = ", ".join(f"{k.replace('_', ' ')} {_shown(v)}" for k, v in stage["counts"].items())
         lines.append(f"| {name} | {stage['status']} | {stage['seconds']:.1f} | {counts} |")
     lines += ["", f"Model: `{section['model']}`. Wall time: {section['wall_seconds']:.1f} s.", ""]
+    if section.get("max_passages"):
+        lines += [f"Queries were written for a sample of up to {section['max_passages']} passages (--max-passages; "
+                  f"--sample {section.get('sample', 'random')}): more passages cost generation and judging time "
+                  "and usually buy a better model.", ""]
     dev = section["dev"]
     if dev["base"] and dev["trained"]:
         m = dev["metric"]
