@@ -198,8 +198,9 @@ def test_dev_slice_shrinks_to_fit_a_small_corpus(tmp_path):
 
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps({"query": f"q{i}", "pos": [f"p{i}"]}) + "\n" for i in range(22)))
-    recipe = load_recipe(bundled_recipe(), [f"data.train={train}"])
-    assert recipe.data.dev_size == 100
+    recipe = load_recipe(bundled_recipe(), [f"data.train={train}", "data.dev_size=100"])
     assert fit_dev_size(recipe).data.dev_size == 5
+    bundled = load_recipe(bundled_recipe(), [f"data.train={train}"])  # holds out nothing: left as it is
+    assert bundled.data.dev_size == 0 and fit_dev_size(bundled) == bundled
     roomy = load_recipe(bundled_recipe(), [f"data.train={train}", "data.dev_size=10"])
     assert fit_dev_size(roomy) == roomy
