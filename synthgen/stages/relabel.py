@@ -187,31 +187,32 @@ def read_inputs(run: Path) -> tuple[list[Passage], list[Query]]:
     for name, path in files.items():
         if not path.is_file():
             raise UserError(f"{path} not found: run `synthgen generate --out {run}` first")
-    passages: list[Passage] = []
-    seen: set[str] = set()
-    for number, obj in iter_json_lines(files["passages.jsonl"]):
-        passage = from_dict(Passage, obj, f"{files['passages.jsonl']}:{number}")
-        if passage.id in seen:
-            raise UserError(f"{files['passages.jsonl']}:{number}: duplicate passage id '{passage.id}'")
-        seen.add(passage.id)
-        passages.append(passage)
-    if not passages:
-        raise UserError(f"{files['passages.jsonl']} has no passages")
-    queries: list[Query] = []
-    query_ids: set[str] = set()
-    for number, obj in iter_json_lines(files["queries.jsonl"]):
-        where = f"{files['queries.jsonl']}:{number}"
-        query = from_dict(Query, obj, where)
+    passages = _read_unique(files["passages.jsonl"], Passage, ("passage", "passages"))
+    seen = {p.id for p in passages}
+
+    def known_passage(query: Query, where: str) -> None:
         if query.passage_id not in seen:
             raise UserError(f"{where}: query '{query.id}' names passage '{query.passage_id}', which passages.jsonl "
                             "lacks (files from different runs?)")
-        if query.id in query_ids:
-            raise UserError(f"{where}: duplicate query id '{query.id}'")
-        query_ids.add(query.id)
-        queries.append(query)
-    if not queries:
-        raise UserError(f"{files['queries.jsonl']} has no queries")
-    return passages, queries
+
+    return passages, _read_unique(files["queries.jsonl"], Query, ("query", "queries"), known_passage)
+
+
+def _read_unique(path: Path, cls, nouns: tuple[str, str], check=None) -> list:
+    """The records of a stage input, with distinct ids; `check(record, where)` adds a rule of the caller's."""
+    records, ids = [], set()
+    for number, obj in iter_json_lines(path):
+        where = f"{path}:{number}"
+        record = from_dict(cls, obj, where)
+        if check is not None:
+            check(record, where)
+        if record.id in ids:
+            raise UserError(f"{where}: duplicate {nouns[0]} id '{record.id}'")
+        ids.add(record.id)
+        records.append(record)
+    if not records:
+        raise UserError(f"{path} has no {nouns[1]}")
+    return records
 
 
 class RelabelStage:
