@@ -78,11 +78,13 @@ def plot(path: Path, log_path: Path, result: TrainResult) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     lines = []
     if train_points:
-        lines += left.plot(*zip(*train_points), color="tab:blue", label="training loss")
+        # markers on short runs: a one-step run is a single point, which a bare line does not draw
+        lines += left.plot(*zip(*train_points), color="tab:blue", label="training loss",
+                           marker="o" if len(train_points) <= 30 else None)
     left.set_xlabel("step")
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.set_ylabel("training loss", color="tab:blue")
-    left.set_title(f"Training loss and dev {result.metric} (step 0: base model)")
+    left.set_title(f"Training loss and dev {result.metric} (step 0: base model)" if dev_points else "Training loss")
     if dev_points:
         twin = left.twinx()
         lines += twin.plot(*zip(*dev_points), color="tab:orange", marker="o", label=f"dev {result.metric}")
