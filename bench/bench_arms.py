@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--alphas", default="1,0.5", help="WiSE-FT mixing weights to measure each arm at")
     parser.add_argument("--dev-size", type=int, default=100, help="records held out as the synthetic dev set")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_arms"))
+    parser.add_argument("--no-base", action="store_true", help="skip measuring the base model (already in --out)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -86,7 +87,8 @@ def main() -> None:
 
     base_folder = str(resolve_base_model("all-MiniLM-L6-v2"))
     base = SentenceTransformer(base_folder, device="cpu")
-    write({"arm": "base", **measure(base)})
+    if not args.no_base:
+        write({"arm": "base", **measure(base)})
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
     (args.work).mkdir(parents=True, exist_ok=True)
     (args.work / "train.jsonl").write_text("".join(json.dumps(r.__dict__) + "\n" for r in train_records))
