@@ -89,6 +89,7 @@ BAD = [
     ("lora:\n  save: adapter\n", "(did you mean 'adapters'?)"),
     ("eval:\n  every: -1\n", "eval.every must be >= 0"),
     ("eval:\n  metric: ndcg@5\n", "eval.metric must be one of"),
+    ("eval:\n  dev_pool: corpus\n", "eval.dev_pool must be one of"),
     ("eval:\n  batch_size: 0\n", "eval.batch_size must be >= 1"),
     ("eval:\n  beir_split: ''\n", "eval.beir_split must name a qrels split"),
     ("output: ''\n", "output must name a folder"),

@@ -148,7 +148,8 @@ def test_seeds_depend_on_ids_and_attempt_not_position():
 
 def test_config_checks_are_user_errors():
     for bad in (dict(queries_per_passage=0), dict(temperature=-1), dict(top_p=0), dict(forms=()),
-                dict(forms=("claim", "claim")), dict(max_passages=0), dict(min_query_words=5, max_query_words=3)):
+                dict(forms=("claim", "claim")), dict(max_passages=0), dict(min_query_words=5, max_query_words=3),
+                dict(sample="topics")):
         with pytest.raises(UserError):
             GenerateConfig(**bad)
 
