@@ -1,19 +1,22 @@
 """Passages -> synthetic queries (Gecko step 1): prompt, parse, retry, filter. Pure over records; no file I/O.
 
-For each sampled passage the LLM invents a retrieval task for which the passage is relevant, and a query for
-that task in a requested form (question, claim, keywords, title...). Forms rotate across the queries of a run
+For each sampled passage the LLM writes a query in a requested form (question, claim, keywords, title...), for
+a retrieval task that the bundled template fixes by the form (a template may let the model invent the task too). Forms rotate across the queries of a run
 because a small model left to itself writes the same kind of query every time (a naive SmolLM2 run gave 70%
 "what is the function of ..."), and a student trained on one kind of query learns one kind of query.
 
 Why the prompt is a chat rendered from one Jinja2 file: the few-shot examples are turns of that chat, so the
 template holds the whole prompt a user may want to change, and the manifest's template hash covers all of
 it. Lines `[[system]]`, `[[user]]`, `[[assistant]]` start messages. A final assistant message is a prefill:
-the answer's opening (`{"task": "`) that the model continues, which keeps a tiny model in the JSON format.
+the answer's opening that the model continues. The bundled one ends by opening the query's string
+(`{"task": "...", "query": "`), so the model writes one value and stops at its closing quote: the answer is
+well-formed by construction (asked for the whole object, SmolLM2-135M broke 35% of them).
 The examples come first and the passage last, so every prompt of a run shares one long prefix that
 a backend with prefix caching computes once.
 
-Why everything random is keyed by ids: the sample of passages is the passages ordered by a hash of
-(seed, passage id), so a larger --max-passages extends a smaller run rather than drawing a new sample; each
+Why everything random is keyed by ids: the sample of passages is an order of the passages keyed by
+(seed, passage id) (synthgen.sampling), so a larger --max-passages extends a smaller run rather than drawing a
+new sample; each
 query's form and sampling seed come from (seed, passage id, query index[, attempt]), never from its position
 in a batch. A resumed run therefore writes exactly what an uninterrupted one would.
 
