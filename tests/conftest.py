@@ -70,7 +70,8 @@ def tiny_llm_path(tmp_path_factory) -> Path:
 def tiny_bert_path(tmp_path_factory, minilm_path) -> Path:
     """A 2-layer BERT with random weights, MiniLM's tokenizer, saved in sentence-transformers format."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
     folder = tmp_path_factory.mktemp("tiny-bert")
@@ -87,10 +88,10 @@ def tiny_bert_path(tmp_path_factory, minilm_path) -> Path:
     torch.manual_seed(0)
     BertModel(config).save_pretrained(raw, safe_serialization=True)
     tokenizer.save_pretrained(raw)
-    transformer = models.Transformer(str(raw), max_seq_length=128)
-    pooling = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode="mean")
+    transformer = Transformer(str(raw), max_seq_length=128)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     model_dir = folder / "st"
-    SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu").save(str(model_dir))
+    SentenceTransformer(modules=[transformer, pooling, Normalize()], device="cpu").save(str(model_dir))
     return model_dir
 
 
