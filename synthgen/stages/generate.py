@@ -51,13 +51,13 @@ class GenerateRun:
     identity: dict  # what decides the queries written; another identity makes earlier queries stale
     started: float
     cache_dir: Optional[Path] = None  # passage embeddings, for the cluster sample
+    _clusters: Optional[list[int]] = dataclasses.field(default=None, repr=False)
 
     def items(self) -> list[Item]:
-        """The work items of the run, in order; the cluster sample embeds the corpus first (cached)."""
-        clusters = None
-        if self.config.sample == "cluster":
-            clusters = passage_clusters(self.passages, self.config.seed, self.cache_dir)
-        return plan(self.passages, self.config, clusters)
+        """The work items of the run, in order; the cluster sample embeds and clusters the corpus once."""
+        if self.config.sample == "cluster" and self._clusters is None:
+            self._clusters = passage_clusters(self.passages, self.config.seed, self.cache_dir)
+        return plan(self.passages, self.config, self._clusters)
 
 
 def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, config: GenerateConfig,
