@@ -33,13 +33,14 @@ def random_order(ids: Sequence[str], seed: int) -> list[int]:
 
 def cluster_order(ids: Sequence[str], clusters: Sequence[int], seed: int) -> list[int]:
     """Positions of `ids` interleaved across `clusters` so that every prefix is proportional (module docstring)."""
-    seen: dict[int, int] = {}
+    size: dict[int, int] = {}
     place: list[int] = [0] * len(ids)
-    for i in random_order(ids, seed):
-        place[i] = seen.get(clusters[i], 0)
-        seen[clusters[i]] = place[i] + 1
-    size = {c: n for c, n in seen.items()}
-    return sorted(range(len(ids)), key=lambda i: ((place[i] + 0.5) / size[clusters[i]], derive_seed(seed, "sample", ids[i]), ids[i]))
+    rank: list[int] = [0] * len(ids)  # position in the random order: ties between clusters follow it
+    for r, i in enumerate(random_order(ids, seed)):
+        rank[i] = r
+        place[i] = size.get(clusters[i], 0)
+        size[clusters[i]] = place[i] + 1
+    return sorted(range(len(ids)), key=lambda i: ((place[i] + 0.5) / size[clusters[i]], rank[i]))
 
 
 def kmeans_clusters(vectors: np.ndarray, k: int, seed: int) -> list[int]:
