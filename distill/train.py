@@ -323,7 +323,7 @@ class _Run:
                        "on held-out synthetic queries this often disagrees with real queries (see the README's "
                        "'The guard'), so check on labelled data before discarding the model")
                 )
-            if not beats and r.eval.keep_base:
+            if not beats and r.eval.keep_base and self.base_dev[metric] < 1.0:  # a dev set that can show a gain
                 interpolate(self.model, self.initial, 0.0)  # back to the start: the base weights
                 self.best_dev = self.base_dev
         self.model.eval()

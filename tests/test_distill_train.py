@@ -231,3 +231,19 @@ def test_interpolation_saves_the_point_between_base_and_trained(tmp_path, tiny_b
     assert moved
     for name in moved:
         torch.testing.assert_close(mixed[name], (base[name] + trained[name]) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_keep_base_does_not_act_on_a_dev_set_that_cannot_show_a_gain(tmp_path, tiny_bert_path):
+    from transformers import AutoModel
+
+    write_jsonl(tmp_path / "train.jsonl", records(16))
+    write_jsonl(tmp_path / "dev.jsonl", [{"query": "hive frames", "pos": ["a hive has frames"]}])
+    recipe = load_recipe(None, [f"model.base={tiny_bert_path}", "model.max_query_length=16", "model.max_passage_length=32",
+                                f"data.train={tmp_path / 'train.jsonl'}", f"data.dev={tmp_path / 'dev.jsonl'}",
+                                "train.batch_size=8", "train.max_steps=2", "train.lr=1e-2", "eval.every=0",
+                                "eval.keep_base=true", f"output={tmp_path / 'out'}"])
+    result = train(recipe, progress=False)
+    assert result.base_dev["ndcg@10"] == 1.0 and result.beats_base is False
+    saved = SentenceTransformer(str(tmp_path / "out"), device="cpu")[0].auto_model.state_dict()
+    base = AutoModel.from_pretrained(str(tiny_bert_path)).state_dict()
+    assert any(not torch.equal(saved[n], v) for n, v in base.items() if v.is_floating_point())  # the trained model is kept
