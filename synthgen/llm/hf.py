@@ -78,26 +78,62 @@ class HFLLM:
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.eos_ids = set(eos) | ({self.tokenizer.eos_token_id} - {None})
+        self._prefix: tuple[list[int], list[tuple]] = ([], [])  # see _shared_prefix
 
     def close(self) -> None:
         self.model = None
 
-    def _prefill(self, ids: list[list[int]], cache):
-        """Run prompts as one batch into `cache`: their common token prefix once, then each row's tail, left-padded.
+    def _shared_prefix(self, prefix: list[int]) -> list[tuple]:
+        """Keys and values (batch of one) of the prompts' shared prefix, kept from call to call.
 
-        Prompts built from one template share a long prefix (instructions, few-shot examples); computing it once
-        and repeating its KV cache over the rows is what makes a batch much cheaper than its prompts one by one.
-        Returns the attention mask over the cache, each row's next position, and the last position's logits.
+        A stage sends its prompts in many calls, and all of them open with the same instructions and few-shot
+        examples: that part is computed once per run, not once per call. What is kept is extended or cut to
+        the prefix asked for (cutting a causal prefix's cache is exact), so calls whose shared prefixes differ
+        by a few tokens reuse most of it.
         """
         import torch
+        from transformers import DynamicCache
+
+        known_ids, known_kv = self._prefix
+        n = common_prefix_length([known_ids, prefix]) if known_ids else 0
+        if n == len(prefix):
+            return [(k[:, :, :n], v[:, :, :n]) for k, v in known_kv]
+        cache = DynamicCache(ddp_cache_data=[(k[:, :, :n], v[:, :, :n]) for k, v in known_kv] if n else None,
+                             config=self.model.config)
+        rest = torch.tensor([prefix[n:]], device=self.device)
+        self.model(input_ids=rest, position_ids=torch.arange(n, len(prefix), device=self.device).unsqueeze(0),
+                   **{self.cache_arg: cache}, use_cache=True, logits_to_keep=1)
+        self._prefix = (list(prefix), [(layer.keys, layer.values) for layer in cache.layers])
+        return self._prefix[1]
+
+    def _prefill(self, ids: list[list[int]], static_len: int | None = None):
+        """Run prompts as one batch into a new cache: their shared prefix from `_shared_prefix`, then each row's
+        tail, left-padded.
+
+        Prompts built from one template share a long prefix; repeating its cache over the rows is what makes a
+        batch much cheaper than its prompts one by one. `static_len` asks for a preallocated cache of that many
+        positions (generation: a growing cache would copy all of itself at every step), else a growing one
+        (scoring). Returns the cache, the attention mask over it, each row's next position and the last
+        position's logits.
+        """
+        import torch
+        from transformers import DynamicCache, StaticCache
 
         rows = len(ids)
+        # a lone prompt is not split: where a prompt is split changes its rounding, so a batch of one runs as
+        # a batch without a shared prefix does, and a prompt's sample does not depend on being alone
         shared = common_prefix_length(ids) if rows > 1 else 0
         shared = min(shared, min(len(x) for x in ids) - 1)  # every row keeps a tail token to predict from
-        if shared > 0:
-            prefix = torch.tensor([ids[0][:shared]], device=self.device)
-            self.model(input_ids=prefix, **{self.cache_arg: cache}, use_cache=True, logits_to_keep=1)
-            select_rows(cache, torch.zeros(rows, dtype=torch.long, device=self.device))
+        kv = self._shared_prefix(ids[0][:shared]) if shared > 0 else []
+        if static_len is None:
+            cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+                                                 for k, v in kv] or None, config=self.model.config)
+        else:
+            cache = StaticCache(config=self.model.config, max_cache_len=static_len)
+            for layer, (k, v) in zip(cache.layers, kv):
+                layer.lazy_initialization(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+                layer.keys[:, :, :shared], layer.values[:, :, :shared] = k, v
+                layer.cumulative_length.fill_(shared)
         width = max(len(x) for x in ids) - shared
         tails = torch.full((rows, width), self.pad_id, dtype=torch.long)
         tail_mask = torch.zeros((rows, width), dtype=torch.long)
@@ -109,7 +145,7 @@ class HFLLM:
         mask = torch.cat([tail_mask.new_ones((rows, shared)), tail_mask], dim=1)
         logits = self.model(input_ids=tails, attention_mask=mask, position_ids=positions, **{self.cache_arg: cache},
                             use_cache=True, logits_to_keep=1).logits[:, -1]
-        return mask, positions[:, -1] + 1, logits
+        return cache, mask, positions[:, -1] + 1, logits
 
     # ---- generation ----------------------------------------------------------------------------------
 
@@ -127,47 +163,58 @@ class HFLLM:
         return results
 
     def _generate_batch(self, ids: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
+        """Decode a batch; a finished row stays in the batch (fed padding) until half the rows have finished.
+
+        Dropping rows copies the whole cache, so it is done when it halves the batch: at most log2(rows) copies
+        instead of one per finished row. Stop strings are looked for in the text of the last few tokens only
+        (a stop string that the newest token completes lies within them), and the whole output is decoded once,
+        when one is found or at the end.
+        """
         import torch
-        from transformers import StaticCache
 
         rows = len(ids)
         generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
         outputs: list[list[int]] = [[] for _ in range(rows)]
-        texts = [""] * rows
-        alive = list(range(rows))  # original row of each batch row
+        texts: list[str | None] = [None] * rows
+        window = max((len(s.encode()) for s in params.stop), default=0) + 2
+        batch = list(range(rows))  # original row of each batch row
+        live = [True] * rows  # per batch row
         with torch.inference_mode():
-            # preallocated: a growing cache would copy all of itself at every step (most of a step's time)
-            cache = StaticCache(config=self.model.config, max_cache_len=max(map(len, ids)) + params.max_tokens)
-            mask, next_pos, logits = self._prefill(ids, cache)
+            cache, mask, next_pos, logits = self._prefill(ids, max(map(len, ids)) + params.max_tokens)
             for step in range(params.max_tokens):
-                tokens = sample(logits.float(), params, [generators[r] for r in alive])
-                keep = []
-                for b, r in enumerate(alive):
-                    token = int(tokens[b])
+                at = [b for b in range(len(batch)) if live[b]]
+                drawn = sample(logits[at].float(), params, [generators[batch[b]] for b in at]).tolist()
+                tokens = [self.pad_id] * len(batch)
+                for b, token in zip(at, drawn):
+                    r = batch[b]
+                    tokens[b] = token
                     if token in self.eos_ids:
+                        live[b] = False
                         continue
                     outputs[r].append(token)
-                    if params.stop:
+                    if params.stop and any(s in self.tokenizer.decode(outputs[r][-window:], skip_special_tokens=True)
+                                           for s in params.stop):
                         texts[r], stopped = cut_at_stop(self.tokenizer.decode(outputs[r], skip_special_tokens=True),
                                                         params.stop)
-                        if stopped:
-                            continue
-                    keep.append(b)
-                if not keep or step == params.max_tokens - 1:
+                        live[b] = not stopped
+                alive = sum(live)
+                if not alive or step == params.max_tokens - 1:
                     break
-                if len(keep) < len(alive):
+                tokens = torch.tensor(tokens, device=self.device)
+                if alive <= len(batch) // 2:
+                    keep = [b for b in range(len(batch)) if live[b]]
                     index = torch.tensor(keep, device=self.device)
                     select_rows(cache, index)
                     mask, tokens, next_pos = mask[index], tokens[index], next_pos[index]
-                    alive = [alive[b] for b in keep]
-                mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+                    batch, live = [batch[b] for b in keep], [True] * len(keep)
+                mask = torch.cat([mask, mask.new_ones((len(batch), 1))], dim=1)
                 logits = self.model(input_ids=tokens.unsqueeze(1), attention_mask=mask,
                                     position_ids=next_pos.unsqueeze(1), **{self.cache_arg: cache},
                                     use_cache=True).logits[:, -1]
                 next_pos = next_pos + 1
         completions = []
         for r in range(rows):
-            text = texts[r] if params.stop else self.tokenizer.decode(outputs[r], skip_special_tokens=True)
+            text = texts[r] if texts[r] is not None else self.tokenizer.decode(outputs[r], skip_special_tokens=True)
             completions.append(Completion(text, len(ids[r]), len(outputs[r])))
         return completions
 
@@ -199,8 +246,7 @@ class HFLLM:
         from transformers import DynamicCache
 
         with torch.inference_mode():
-            cache = DynamicCache(config=self.model.config)
-            mask, next_pos, last = self._prefill([list(c) for c in contexts], cache)
+            cache, mask, next_pos, last = self._prefill([list(c) for c in contexts])
             last = torch.log_softmax(last.float(), dim=-1)
             kv = [(layer.keys, layer.values) for layer in cache.layers]
             rows = []  # (request index, context row) of requests with a continuation
@@ -248,19 +294,35 @@ class HFLLM:
             results[i] = Scores(tuple(token_lp), choices)
 
 
-def sample(logits, params: SamplingParams, generators) -> "torch.Tensor":
-    """One token per row: greedy at temperature 0, else top-p sampling with each row's own generator."""
+def sample(logits, params: SamplingParams, generators, top_k_first: int = 64) -> "torch.Tensor":
+    """One token per row: greedy at temperature 0, else top-p sampling with each row's own generator.
+
+    Top-p keeps the most probable tokens until the mass before the next one exceeds `top_p`. A row whose
+    `top_k_first` most probable tokens already hold more than `top_p` has its whole nucleus among them, so only
+    those are ranked (`topk`) instead of sorting the vocabulary; other rows are sorted in full. The choice is
+    made per row, so a row's sample never depends on its batch neighbours.
+    """
     import torch
 
     if params.temperature <= 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / params.temperature, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > params.top_p  # keeps the first token always
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, sorted_idx, sorted_probs)
-    return torch.cat([torch.multinomial(probs[b], 1, generator=g) for b, g in enumerate(generators)])
+    if params.top_p >= 1.0:
+        return torch.cat([torch.multinomial(probs[b], 1, generator=g) for b, g in enumerate(generators)])
+    k = min(top_k_first, probs.shape[-1])
+    top_probs, top_idx = probs.topk(k, dim=-1)
+    covered = (top_probs.sum(dim=-1) > params.top_p).tolist()
+    tokens = []
+    for b, g in enumerate(generators):
+        ranked, index = (top_probs[b], top_idx[b]) if covered[b] else probs[b].sort(descending=True)
+        kept = index[ranked.cumsum(dim=-1) - ranked <= params.top_p]  # the first token always
+        # drawn over the whole vocabulary with the dropped tokens at zero: multinomial gives every token its own
+        # random variate, so a rounding difference (another batch shape) that moves one token in or out of the
+        # nucleus does not shift the draw of all the others, as drawing from the kept tokens alone would
+        nucleus = torch.zeros_like(probs[b])
+        nucleus[kept] = probs[b, kept]
+        tokens.append(torch.multinomial(nucleus, 1, generator=g))
+    return torch.cat(tokens)
 
 
 def common_prefix_length(ids: list[list[int]]) -> int:
