@@ -12,6 +12,7 @@ import typer
 
 from distill.logs import quiet_libraries
 from synthgen.errors import UserError, run_cli
+from synthgen.machine import THREADS_HELP, use_threads
 from synthgen.rundir import write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
@@ -21,6 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 def train(
     recipe: Path = typer.Argument(..., help="The recipe YAML (see recipes/)."),
     set_: List[str] = typer.Option([], "--set", help="Override a recipe field, e.g. --set train.lr=1e-5 (repeatable)."),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Train a student encoder as the recipe says; the output folder loads with SentenceTransformer(path).
@@ -31,6 +33,7 @@ def train(
 
     r = load_recipe(recipe, set_)
     quiet_libraries()
+    use_threads(threads)
     from distill.train import train as run
 
     result = run(r, progress=not quiet)
@@ -54,6 +57,7 @@ def eval_(
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="Another model folder, shown side by side."),
     out: Path = typer.Option(Path("metrics.json"), "--out", help="Where to write the metrics as JSON."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Texts per forward pass."),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """nDCG@10, Recall@10/@100, MRR@10 and MAP@100 with exact cosine search; a table, and metrics.json."""
@@ -62,6 +66,7 @@ def eval_(
         if folder is not None and not folder.is_dir():
             raise UserError(f"{folder}: no such model folder")
     quiet_libraries()
+    use_threads(threads)
     from distill.evaluate import difference, evaluate, format_table
 
     result = evaluate(model, data, split, sizes, batch_size, progress=not quiet)

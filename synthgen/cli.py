@@ -14,6 +14,7 @@ import typer
 from synthgen.corpus import ChunkConfig
 from synthgen.errors import run_cli
 from synthgen.generate import GenerateConfig
+from synthgen.machine import THREADS_HELP, use_threads
 from synthgen.pipeline import DEFAULT_MAX_PASSAGES, PipelineOptions, run_pipeline
 from synthgen.stages import generate as generate_stage
 from synthgen.stages import relabel as relabel_stage
@@ -61,6 +62,7 @@ def generate(
     passage_overlap: int = typer.Option(ChunkConfig.overlap, "--passage-overlap", help="Words (or tokens) repeated between consecutive passages."),
     passage_tokenizer: Optional[Path] = typer.Option(None, "--passage-tokenizer", help="A tokenizer folder (e.g. the student's): passage sizes count its tokens."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard queries from an earlier run with other settings."),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Split a corpus into passages and have an LLM write a search query (and its task) for sampled passages.
@@ -76,6 +78,7 @@ def generate(
         min_query_words=min_query_words, max_query_words=max_query_words, max_copied_words=max_copied_words,
         min_overlap=min_overlap, near_duplicate=near_duplicate,
     )
+    use_threads(threads)
     prepared = generate_stage.prepare(corpus, out, llm, chunking, config, prompt, cache_dir)
     print(generate_stage.summary(generate_stage.run_stage(prepared, overwrite=overwrite, quiet=quiet), out))
 
@@ -103,6 +106,7 @@ def relabel(
     seed: int = typer.Option(RelabelOptions.seed, "--seed", help="Decides the random choice of negatives."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings)."),
     batch_pairs: int = typer.Option(RelabelOptions.batch_pairs, "--batch-pairs", help="Pairs per LLM call; finished batches are saved."),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Judge candidates from the whole corpus for every query and choose its positive and hard negatives.
@@ -116,6 +120,7 @@ def relabel(
         duplicate_overlap=duplicate_overlap, round_trip=round_trip, seed=seed, cache_dir=cache_dir,
         batch_pairs=batch_pairs,
     )
+    use_threads(threads)
     print(relabel_stage.summary(relabel_stage.run_stage(run, options, quiet=quiet), run))
 
 
@@ -136,6 +141,7 @@ def pipeline(
     judges: str = typer.Option(RelabelOptions.judges, "--judges", help="Relabel judges, fused by reciprocal rank: ql, yesno, dense, bm25."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe field, e.g. --set train.lr=1e-5 (repeatable); --set output=DIR puts the model elsewhere."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings)."),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Generate, relabel and train in one run folder, then report (report.md) and plot (plot.png).
@@ -143,6 +149,7 @@ def pipeline(
     Run it again to redo only what changed: a stage whose options and inputs are those recorded in manifest.json
     is skipped, and a killed run resumes inside the stage it was in.
     """
+    use_threads(threads)
     run_pipeline(PipelineOptions(
         corpus=corpus, out=out, recipe=recipe, eval=eval_, dims=dims, llm=llm, max_passages=max_passages,
         queries_per_passage=queries_per_passage, sample=sample, max_tokens=max_tokens, seed=seed, prompt=prompt, judges=judges,
