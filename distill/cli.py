@@ -57,6 +57,7 @@ def eval_(
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="Another model folder, shown side by side."),
     out: Path = typer.Option(Path("metrics.json"), "--out", help="Where to write the metrics as JSON."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Texts per forward pass."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings); a model evaluated again on the same corpus encodes nothing."),
     threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
@@ -69,12 +70,13 @@ def eval_(
     use_threads(threads)
     from distill.evaluate import difference, evaluate, format_table
 
-    result = evaluate(model, data, split, sizes, batch_size, progress=not quiet)
+    result = evaluate(model, data, split, sizes, batch_size, progress=not quiet, cache_dir=cache_dir)
     if baseline is None:
         report = result
         print(format_table(result))
     else:
-        other = evaluate(baseline, data, split, sizes or [int(d) for d in result["dims"]], batch_size, progress=not quiet)
+        other = evaluate(baseline, data, split, sizes or [int(d) for d in result["dims"]], batch_size,
+                         progress=not quiet, cache_dir=cache_dir)
         report = {"model": result, "baseline": other, "difference": difference(result, other)}
         print(format_table(result, other))
     try:

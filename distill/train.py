@@ -29,6 +29,7 @@ from distill.recipe import Recipe, check_recipe, resolve_base_model, save_recipe
 from distill.weights import interpolate, load_weights, save_weights
 from distill.result import STATE_DIR, SUMMARY, TrainResult, finished_result, recipe_fingerprint
 from synthgen.errors import UserError
+from synthgen.machine import resolve_precision
 from synthgen.rundir import prepare_dir, write_json, write_text
 
 log = logging.getLogger("distill")
@@ -85,7 +86,7 @@ class _Run:
 
         r = self.recipe
         self.device = enc.resolve_device(r.train.device)
-        self.precision = enc.resolve_precision(r.train.precision, self.device)
+        self.precision = resolve_precision(r.train.precision, self.device)
         torch.manual_seed(r.train.seed)
         self.model = enc.load_encoder(r.model, self.device)
         self.dimension = self.model.get_embedding_dimension()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from synthgen.errors import UserError
+
 
 def cpu_has_native_bf16() -> bool:
     """Whether the CPU computes bf16 matmuls (AVX512-BF16 or AMX) rather than emulating them."""
@@ -51,3 +53,30 @@ def use_threads(threads: int = 0) -> int:
     n = threads if threads > 0 else physical_cores()
     torch.set_num_threads(n)
     return n
+
+
+def resolve_precision(name: str, device: str) -> str:
+    """fp32, bf16 or fp16 for autocast; the weights themselves stay fp32."""
+    import torch
+
+    on_cuda = device.startswith("cuda")
+    if name == "auto":
+        if on_cuda:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if device == "cpu" and cpu_has_native_bf16() else "fp32"
+    if name == "bf16" and device == "cpu" and not cpu_has_native_bf16():
+        raise UserError("precision bf16: this CPU has no AVX512-BF16/AMX, so bf16 is emulated and far slower; use fp32 or auto")
+    if name == "fp16" and not on_cuda:
+        raise UserError(f"precision fp16 needs a CUDA device (device is {device}); use fp32 or auto")
+    return name
+
+
+def autocast(device: str, precision: str):
+    import contextlib
+
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
