@@ -110,11 +110,13 @@ def _run_ray(config: ExecutorConfig, work: Work[U, R], units: Sequence[U]) -> It
     if not ray.is_initialized():
         ray.init(address=config.address, num_cpus=config.num_cpus if config.address is None else None,
                  log_to_driver=False, include_dashboard=False)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the stage's own bar counts the units
     gpus = config.tensor_parallel if ray.cluster_resources().get("GPU", 0) > 0 else 0
     rows = [{"n": n, "unit": pickle.dumps(unit)} for n, unit in enumerate(units)]
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows))  # one unit a block: any actor takes any
     results = dataset.map_batches(_Engine, fn_constructor_args=(pickle.dumps(work),), batch_size=1,
-                                  concurrency=config.replicas, num_gpus=gpus, batch_format="numpy")
+                                  compute=ray.data.ActorPoolStrategy(size=config.replicas), num_gpus=gpus,
+                                  batch_format="numpy")
     return _in_order(results.iter_rows(), len(units))
 
 
