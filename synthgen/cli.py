@@ -98,7 +98,7 @@ def relabel(
     judge_prompt: Optional[Path] = typer.Option(None, "--judge-prompt", help="A custom Jinja2 template for the judges' passage context (default: prompts/judge_passage.j2)."),
     embedder: Optional[Path] = typer.Option(None, "--embedder", help="Sentence-transformers folder for dense retrieval (default: the bundled all-MiniLM-L6-v2)."),
     second_embedder: Optional[Path] = typer.Option(None, "--second-embedder", help="Another sentence-transformers folder, for the dense2 judge."),
-    index: str = typer.Option(RelabelOptions.index, "--index", help="faiss index: flat (exact), hnsw or ivf (approximate, for large corpora)."),
+    index: str = typer.Option(RelabelOptions.index, "--index", help="faiss index: flat (exact), hnsw or ivf (approximate, for large corpora: built once per corpus and embedder, kept in --cache-dir)."),
     positive: str = typer.Option(RelabelOptions.positive, "--positive", help="fused: the top of the fused ranking; seed: the passage the query was written from."),
     negatives: int = typer.Option(RelabelOptions.negatives, "--negatives", help="Hard negatives per query (fewer when fewer are safe)."),
     negative_strategy: str = typer.Option(RelabelOptions.negative_strategy, "--negative-strategy", help="Within --negative-ranks: random (seeded), top (hardest first) or lowest (Gecko)."),
