@@ -84,17 +84,31 @@ def _run_local(work: Work[U, R], units: Iterable[U]) -> Iterator[R]:
 
 
 class _Engine:
-    """A Ray Data actor: one engine, loaded once, running the units of the batches it is handed."""
+    """A Ray Data actor: one engine, loaded once, running the units of the batches it is handed.
+
+    A user's mistake (a model folder missing on a worker) comes back as the unit's result, to be shown as one
+    line by the driver: raised here, it would kill the actor, which Ray would then restart without end."""
 
     def __init__(self, work: bytes):
-        self.work = pickle.loads(work)
-        self.engine = self.work.load()
+        self.work, self.engine, self.mistake = pickle.loads(work), None, None
+        try:
+            self.engine = self.work.load()
+        except UserError as exc:
+            self.mistake = str(exc)
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
 
-        results = [pickle.dumps(self.work.run(self.engine, pickle.loads(unit))) for unit in batch["unit"]]
+        results = [pickle.dumps(self._run(pickle.loads(unit))) for unit in batch["unit"]]
         return {"n": batch["n"], "result": np.array(results, dtype=object)}
+
+    def _run(self, unit: Any) -> tuple[str | None, Any]:
+        if self.mistake is not None:
+            return self.mistake, None
+        try:
+            return None, self.work.run(self.engine, unit)
+        except UserError as exc:
+            return str(exc), None
 
     def __del__(self) -> None:
         engine = getattr(self, "engine", None)
@@ -127,7 +141,10 @@ def _in_order(rows: Iterable[dict], total: int) -> Iterator[Any]:
     for row in rows:
         waiting[int(row["n"])] = row["result"]
         while expected in waiting:
-            yield pickle.loads(waiting.pop(expected))
+            mistake, result = pickle.loads(waiting.pop(expected))
+            if mistake is not None:
+                raise UserError(f"on a Ray worker: {mistake}")
+            yield result
             expected += 1
     if expected != total:
         raise RuntimeError(f"Ray Data returned {expected} of {total} units")

@@ -128,3 +128,9 @@ def test_executor_mistakes_are_one_line_errors(tiny_llm_path, tmp_path):
         run_cli(["generate", *common, "--llm", f"hf:{tiny_llm_path}", "--executor", "ray", "--tensor-parallel", "2"])
     with pytest.raises(UserError, match="need --executor ray"):
         run_cli(["relabel", "--run", str(tmp_path), "--replicas", "4"])
+
+
+def test_a_mistake_met_on_a_worker_is_a_one_line_error(ray_instance, tmp_path):
+    with pytest.raises(UserError, match="^on a Ray worker: no model folder at"):
+        run_cli(["generate", "--corpus", str(CORPUS), "--out", str(tmp_path / "run"), "--llm", f"hf:{tmp_path / 'absent'}",
+                 "--executor", "ray", "--max-passages", "2", "--quiet"])
