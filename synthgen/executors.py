@@ -35,7 +35,6 @@ class ExecutorConfig:
     address: Optional[str] = None  # ray.init(address=...); None: RAY_ADDRESS, else a Ray started for this run
     replicas: int = 1  # LLM engines (Ray actors) working at once
     tensor_parallel: int = 1  # GPUs per engine: vLLM's tensor_parallel_size
-    num_cpus: Optional[int] = None  # CPUs of a Ray started for this run (None: all)
 
     def check(self) -> None:
         if self.kind not in EXECUTORS:
@@ -122,8 +121,7 @@ def _run_ray(config: ExecutorConfig, work: Work[U, R], units: Sequence[U]) -> It
     except ImportError:
         raise UserError("--executor ray needs Ray Data: pip install 'synthgen[ray]'") from None
     if not ray.is_initialized():
-        ray.init(address=config.address, num_cpus=config.num_cpus if config.address is None else None,
-                 log_to_driver=False, include_dashboard=False)
+        ray.init(address=config.address, log_to_driver=False, include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the stage's own bar counts the units
     gpus = config.tensor_parallel if ray.cluster_resources().get("GPU", 0) > 0 else 0
     rows = [{"n": n, "unit": pickle.dumps(unit)} for n, unit in enumerate(units)]
