@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -82,6 +83,21 @@ def test_ray_records_equal_local_records(ray_instance, local_run, tiny_llm_path,
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["relabel"]["counts"]["llm_pairs_judged"] > 0
     assert manifest["relabel"]["models"]["llm"] == f"hf:{tiny_llm_path}"
+
+
+def test_a_run_cut_short_resumes_on_ray_with_only_what_is_missing(ray_instance, local_run, tiny_llm_path, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(local_run, run)
+    logs = lines(run / "generate.progress.jsonl")[:4]  # what a job killed after its 4th batch leaves
+    done = {item for log in logs for item in log["items"]}
+    (run / "generate.progress.jsonl").write_text("".join(json.dumps(log) + "\n" for log in logs))
+    kept = [q for q in lines(run / "queries.jsonl") if q["id"] in done]
+    (run / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in kept))
+    run_cli(generate_args(tiny_llm_path, run, "ray"))
+    assert (run / "queries.jsonl").read_text() == (local_run / "queries.jsonl").read_text()
+    resumed = lines(run / "generate.progress.jsonl")
+    assert resumed[:4] == logs and len(resumed) == UNITS  # the 7 missing batches, each once
+    assert without_seconds(resumed) == without_seconds(lines(local_run / "generate.progress.jsonl"))
 
 
 def _engine_pids() -> list[int]:
