@@ -120,8 +120,10 @@ def _run_ray(config: ExecutorConfig, work: Work[U, R], units: Sequence[U]) -> It
         import ray
     except ImportError:
         raise UserError("--executor ray needs Ray Data: pip install 'synthgen[ray]'") from None
+    import logging
+
     if not ray.is_initialized():
-        ray.init(address=config.address, log_to_driver=False, include_dashboard=False)
+        ray.init(address=config.address, log_to_driver=False, include_dashboard=False, logging_level=logging.WARNING)
     ray.data.DataContext.get_current().enable_progress_bars = False  # the stage's own bar counts the units
     gpus = config.tensor_parallel if ray.cluster_resources().get("GPU", 0) > 0 else 0
     rows = [{"n": n, "unit": pickle.dumps(unit)} for n, unit in enumerate(units)]
