@@ -68,7 +68,7 @@ def test_two_ranks_give_the_loss_and_gradients_of_one_process(no_dropout_bert, t
 
 def recipe_for(tmp_path: Path, base: Path, output: str, *extra: str):
     rows = []
-    for i in range(20):
+    for i in range(15):
         topic = ["bees swarm in spring", "bread dough rises", "rivers carry silt", "chess openings gambit"][i % 4]
         other = ["tax law return", "volcano lava ash", "jazz swing music", "solar panel light"][i % 4]
         rows.append({"query": f"{topic.split()[i % 3]} {i}", "pos": [f"{topic} note {i}"], "neg": [f"{other} note {i}"]})
@@ -83,7 +83,7 @@ def recipe_for(tmp_path: Path, base: Path, output: str, *extra: str):
 
 
 def test_two_ranks_train_to_the_weights_of_one_and_resume_its_checkpoint(no_dropout_bert, tmp_path):
-    # 20 examples in batches of 7: the last batch of the epoch (6 examples) is shared unevenly too
+    # 15 examples in batches of 7: step 3 is the epoch's last batch, 1 example, so rank 1 has no query of its own
     single = train(recipe_for(tmp_path, no_dropout_bert, "one"), progress=False)
     two = recipe_for(tmp_path, no_dropout_bert, "two")
     save_recipe(two, tmp_path / "two.yaml")
