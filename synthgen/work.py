@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from synthgen.errors import UserError
 from synthgen.generate import BatchResult, GenerateConfig, Item, QueryGenerator
 from synthgen.judges import JudgeBatch, Judgment, LLMJudges, judge_batch
 from synthgen.prompts import Template
@@ -55,8 +56,8 @@ class JudgeWork:
         judges = LLMJudges(load_llm(self.llm, **self.llm_options), self.judges, self.words, self.context_template)
         if judges.settings != self.settings:
             judges.llm.close()
-            raise RuntimeError(f"the engine loaded here ({judges.llm.name}) is not the one the driver keyed its "
-                               "judgments with: is the model at the same path on every machine?")
+            raise UserError(f"the judges loaded here ({judges.llm.name}) differ from those the driver keyed its "
+                            "judgments with: are the model and --judge-prompt at the same paths on every machine?")
         return judges
 
     def run(self, engine: LLMJudges, unit: JudgeBatch) -> list[Judgment]:
