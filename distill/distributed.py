@@ -50,8 +50,11 @@ class Ranks:
 
         ranks = cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
         if not dist.is_initialized():
+            import atexit
+
             gpus = device != "cpu" and torch.cuda.is_available()
             dist.init_process_group("nccl" if gpus else "gloo")
+            atexit.register(dist.destroy_process_group)  # torch warns about a group left to the interpreter's exit
         return ranks
 
     @property
