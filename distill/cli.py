@@ -27,7 +27,8 @@ def train(
 ) -> None:
     """Train a student encoder as the recipe says; the output folder loads with SentenceTransformer(path).
 
-    Run the same command again after an interruption to resume from the last checkpoint.
+    Run the same command again after an interruption to resume from the last checkpoint. Under torchrun
+    (`torchrun --nproc_per_node N -m distill train recipe.yaml`) each process trains its share of every batch.
     """
     from distill.recipe import load_recipe
 
@@ -37,6 +38,8 @@ def train(
     from distill.train import train as run
 
     result = run(r, progress=not quiet)
+    if result is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
     print(f"model: {result.output_dir} ({result.steps} steps, {result.examples_per_s:.1f} examples/s)")
     if result.base_dev and result.best_dev:
         m = result.metric

@@ -205,16 +205,23 @@ def _faiss_index(vectors: np.ndarray, kind: str):
     elif kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 200
-        index.hnsw.efSearch = 128
     elif kind == "ivf":
         lists = max(1, min(int(4 * np.sqrt(len(vectors))), len(vectors) // 39))  # faiss wants >= 39 points a list
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT)
-        index.train(vectors)
-        index.nprobe = min(lists, 16)
+        index.train(vectors)  # faiss trains on at most 256 points a list, a sample of a large corpus
     else:
         raise UserError(f"unknown index '{kind}': expected one of {', '.join(INDEXES)}")
     index.add(vectors)
+    _search_settings(index, kind)
     return index
+
+
+def _search_settings(index, kind: str) -> None:
+    """How hard an approximate index searches: set on every index, built or read from the cache."""
+    if kind == "hnsw":
+        index.hnsw.efSearch = 128
+    elif kind == "ivf":
+        index.nprobe = min(index.nlist, 16)
 
 
 @dataclass(frozen=True)
@@ -233,7 +240,37 @@ class DenseRetriever:
             raise UserError(f"unknown index '{index}': expected one of {', '.join(INDEXES)}")
         self.embedder, self.progress = embedder, progress
         self.vectors = embedder.encode_passages(passages, progress=progress)
-        self._index = _faiss_index(self.vectors, index)
+        self.index_built = True  # False when an approximate index came from the cache
+        if index == "flat":
+            self._index = _faiss_index(self.vectors, index)
+        else:
+            self._index = self._cached_index(index)
+
+    def _cached_index(self, kind: str):
+        """An approximate index is built once per corpus and embedder and kept beside the embedding cache: at a
+        million passages IVF's training and HNSW's graph take minutes, and every later relabel run (a resumed
+        one, another option, another process on the machine) reads the file instead."""
+        import faiss
+
+        digest = hashlib.sha256(kind.encode())
+        digest.update(np.ascontiguousarray(self.vectors).tobytes())
+        path = self.embedder.cache_dir / f"index-{kind}-{digest.hexdigest()[:16]}.faiss"
+        if path.is_file():
+            try:
+                index = faiss.read_index(str(path))
+                _search_settings(index, kind)
+                self.index_built = False
+                return index
+            except RuntimeError:
+                path.unlink(missing_ok=True)  # a damaged file is only lost work: build again
+        index = _faiss_index(self.vectors, kind)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(path, binary=True) as handle:
+                handle.write(faiss.serialize_index(index).tobytes())
+        except OSError as exc:
+            raise UserError(f"cannot write the index cache {path}: {exc.strerror or exc}") from None
+        return index
 
     def search(self, queries: Sequence[str], k: int) -> list[list[Hit]]:
         return self.search_vectors(self.embedder.encode_queries(queries, self.progress and len(queries) > 1000), k)
