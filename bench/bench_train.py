@@ -4,6 +4,9 @@ Measures, in one run on one machine (each training in its own process, so peak m
   throughput  examples/s and peak memory of `distill train` vs sentence-transformers' trainer with
               CachedMultipleNegativesRankingLoss, at the same batch and mini-batch size, on the same examples;
   memory      peak memory of `distill train` at batch 32, 256 and 1024 with gradient caching (mini-batch 32);
+  sweep       examples per CPU second and peak memory at mini-batch 32 vs one that holds the whole step, with
+              1 vs 3 hard negatives, precision auto (bf16 where the CPU has it): recipes/cpu.yaml's choices;
+              written to bench/results/train-sweep.json
   quality     SciFact test nDCG@10 of MiniLM zero-shot vs after `distill train` on the examples.
 
 The examples: SciFact's train qrels give 919 (query, relevant abstract) pairs. Negatives are mined with the
@@ -13,7 +16,7 @@ ranks (false-negative protection). Each pair with one of its first 3 mined negat
 Nothing is written into the repository: work files go to --work (default /tmp/distill-bench).
 
     .venv/bin/python bench/bench_train.py                       # everything
-    .venv/bin/python bench/bench_train.py --parts throughput    # one part (also: memory, quality)
+    .venv/bin/python bench/bench_train.py --parts throughput    # one part (also: memory, sweep, quality)
 
 Each training process runs torch with `--threads` threads (default 1) and throughput is counted in examples per
 CPU second of that process: the machine this was written on is shared, and wall time there measures the other
@@ -97,7 +100,8 @@ def build_examples(work: Path, count: int) -> dict:
 
 
 # -- workers (each runs in its own process) --------------------------------------------------------
-def worker_distill(work: Path, out: str, batch: int, mini: int, limit: int, steps: int, lr: float, passage_length: int) -> dict:
+def worker_distill(work: Path, out: str, batch: int, mini: int, limit: int, steps: int, lr: float, passage_length: int,
+                   hard_negatives: int = 1, precision: str = "fp32") -> dict:
     import peft  # noqa: F401  (imported before the clock starts, as the other worker imports its libraries)
     import sentence_transformers  # noqa: F401
     import transformers.optimization  # noqa: F401
@@ -107,9 +111,10 @@ def worker_distill(work: Path, out: str, batch: int, mini: int, limit: int, step
 
     recipe = load_recipe(None, [
         "model.base=all-MiniLM-L6-v2", "model.max_query_length=64", f"model.max_passage_length={passage_length}",
-        f"data.train={work / 'train.jsonl'}", "data.dev_size=0", "data.hard_negatives=1", f"data.max_examples={limit}",
+        f"data.train={work / 'train.jsonl'}", "data.dev_size=0", f"data.hard_negatives={hard_negatives}",
+        f"data.max_examples={limit}",
         f"train.batch_size={batch}", f"train.mini_batch_size={mini}", f"train.lr={lr}", "train.warmup_ratio=0.1",
-        f"train.max_steps={steps}", "train.checkpoint_every=100000", "train.precision=fp32", f"output={work / out}",
+        f"train.max_steps={steps}", "train.checkpoint_every=100000", f"train.precision={precision}", f"output={work / out}",
     ])
     wall, cpu = time.perf_counter(), cpu_seconds()
     result = train(recipe, progress=False)  # model loading included: it only counts against distill
@@ -186,8 +191,10 @@ def main() -> None:
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
         kind, rest = args.worker[0], args.worker[1:]
         if kind == "distill":
-            out, batch, mini, limit, steps, lr, length = rest
-            result = worker_distill(work, out, int(batch), int(mini), int(limit), int(steps), float(lr), int(length))
+            out, batch, mini, limit, steps, lr, length, *more = rest
+            hard, precision = (int(more[0]), more[1]) if more else (1, "fp32")
+            result = worker_distill(work, out, int(batch), int(mini), int(limit), int(steps), float(lr), int(length),
+                                    hard, precision)
         elif kind == "st":
             batch, mini, limit, steps, lr, length = rest
             result = worker_st(work, int(batch), int(mini), int(limit), int(steps), float(lr), int(length))
@@ -233,6 +240,24 @@ def main() -> None:
             clean(work, f"mem-{b}")
             r = run_worker(args.threads, "distill", f"mem-{b}", str(b), "32", str(b), "1", str(args.lr), str(length))
             print(f"{b:>6} {r['cpu_seconds']:>7.1f} {r['peak_rss_mib']:>13}", flush=True)
+
+    if "sweep" in parts:
+        # recipes/cpu.yaml's choices: a mini-batch that holds the whole step (GradCache's second pass only where
+        # memory needs it) and how many hard negatives a step pays for
+        b, steps = args.batch, args.throughput_steps
+        print(f"\n== sweep: batch {b}, {steps} steps, max 256 tokens, precision auto ==", flush=True)
+        print(f"{'mini-batch':>10} {'hard negatives':>14} {'ex/CPU-s':>9} {'CPU s':>7} {'peak RSS MiB':>13}")
+        sweep = []
+        for mini in (32, 5 * b):
+            for hard in (1, 3):
+                name = f"sweep-{mini}-{hard}"
+                clean(work, name)
+                r = run_worker(args.threads, "distill", name, str(b), str(mini), str(b * steps), str(steps), str(args.lr),
+                               "256", str(hard), "auto")
+                sweep.append({"mini_batch": mini, "hard_negatives": hard, **r})
+                print(f"{mini:>10} {hard:>14} {r['examples_per_cpu_s']:>9.3f} {r['cpu_seconds']:>7.1f} "
+                      f"{r['peak_rss_mib']:>13}", flush=True)
+        (Path(__file__).resolve().parent / "results" / "train-sweep.json").write_text(json.dumps(sweep, indent=1) + "\n")
 
     if "quality" in parts:
         m = args.quality_mini_batch

@@ -75,6 +75,22 @@ def load_encoder(spec: "ModelConfig", device: str) -> "SentenceTransformer":
     return model.to(device)
 
 
+def passages_as_loaded(spec: "ModelConfig") -> bool:
+    """Whether `load_encoder` leaves the base model's passage embeddings as `SentenceTransformer(folder)` makes
+    them (same pooling, no passage prefix, the folder's own length): then the embedding cache of that folder,
+    which relabel filled, holds the base model's passages for evaluation too."""
+    import json
+
+    from distill.recipe import resolve_base_model
+
+    config = resolve_base_model(spec.base) / "sentence_bert_config.json"
+    try:
+        length = json.loads(config.read_text()).get("max_seq_length")
+    except (OSError, ValueError):
+        return False
+    return spec.pooling == "auto" and not spec.passage_prefix and length == spec.max_passage_length
+
+
 def add_lora(model: "SentenceTransformer", spec: "LoraConfig") -> None:
     """Wrap the transformer in peft LoRA adapters; only the adapters stay trainable."""
     from peft import LoraConfig, get_peft_model

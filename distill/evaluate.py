@@ -88,12 +88,15 @@ def evaluate(
     name: str | None = None,
     precision: str = "auto",
     cache_dir: Path | None = None,
+    passages_of: Path | None = None,
 ) -> dict[str, Any]:
     """nDCG@10, Recall@10/@100, MRR@10 and MAP@100 of `model` (a folder or a SentenceTransformer) per size.
 
     `name` labels the model in the result (default: its folder). A folder's passage embeddings go through the
     embedding cache (synthgen.retrieve.Embedder, under `cache_dir`), so relabel's encoding of the same corpus
-    with the base model, and any earlier evaluation of the same model, are not done again.
+    with the base model, and any earlier evaluation of the same model, are not done again. `passages_of`: a
+    folder whose passage embeddings a loaded `model` shares (see distill.encoder.passages_as_loaded), so that
+    the loaded model's passages come from that folder's cache too.
 
     Returns {"model", "data", "split", "queries", "passages", "passages_encoded", "dims": {"384": {...}, ...}}.
     """
@@ -104,7 +107,7 @@ def evaluate(
     from synthgen.retrieve import Embedder
 
     beir = load_beir(Path(data), split)
-    if isinstance(model, SentenceTransformer):
+    if isinstance(model, SentenceTransformer) and passages_of is None:
         encoder, name = model, name or "model"
         where = str(encoder.device)
         # bf16 where the hardware computes it: 1.9x the texts/s of fp32 on a 2-core AVX512-BF16 CPU, and
@@ -114,11 +117,12 @@ def evaluate(
                                                          show_progress_bar=progress)
         encoded = len(beir.passages)
     else:
-        name = name or str(model)
-        if not Path(model).is_dir():
-            raise UserError(f"{model}: no such model folder")
-        embedder = Embedder(model, cache_dir, batch_size, precision, device)
-        encoder = embedder.model
+        folder = Path(passages_of or model)
+        name = name or ("model" if isinstance(model, SentenceTransformer) else str(model))
+        if not folder.is_dir():
+            raise UserError(f"{folder}: no such model folder")
+        embedder = Embedder(folder, cache_dir, batch_size, precision, device)
+        encoder = model if isinstance(model, SentenceTransformer) else embedder.model
         passages = [Passage(id=i, text=t) for i, t in zip(beir.passage_ids, beir.passages)]
         passage_embeddings = torch.from_numpy(embedder.encode_passages(passages, progress=progress))
         encoded, where = embedder.encoded, str(encoder.device)

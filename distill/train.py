@@ -310,7 +310,7 @@ class _Run:
     # -- the end -----------------------------------------------------------------------------------
     def finish(self, seconds: float, rate: float) -> TrainResult:
         from distill.card import write_card
-        from distill.encoder import load_encoder, save_encoder
+        from distill.encoder import load_encoder, passages_as_loaded, save_encoder
 
         r = self.recipe
         metric = r.eval.metric
@@ -344,9 +344,9 @@ class _Run:
             from distill.evaluate import evaluate
 
             dims = r.eval.dims or r.loss.matryoshka_dims or None
-            base = load_encoder(r.model, self.device)
+            base, folder = load_encoder(r.model, self.device), resolve_base_model(r.model.base)  # passages: relabel's cache
             beir = {
-                "base": evaluate(base, Path(r.eval.beir), r.eval.beir_split, dims, r.eval.batch_size, progress=self.progress, name=str(resolve_base_model(r.model.base))),
+                "base": evaluate(base, Path(r.eval.beir), r.eval.beir_split, dims, r.eval.batch_size, progress=self.progress, name=str(folder), passages_of=folder if passages_as_loaded(r.model) else None),
                 "trained": evaluate(self.out, Path(r.eval.beir), r.eval.beir_split, dims, r.eval.batch_size, self.device, self.progress),
             }
             del base

@@ -46,6 +46,13 @@ def physical_cores() -> int:
     return len(cores) or len(allowed)
 
 
+def torch_threads() -> int:
+    """Torch's intra-op threads now: manifests record it beside every rate, which means little without it."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 def use_threads(threads: int = 0) -> int:
     """Set torch's intra-op threads for the rest of the process (0: `physical_cores()`); returns the number."""
     import torch

@@ -139,6 +139,28 @@ def test_a_second_evaluation_of_a_model_encodes_no_passage_and_scores_the_same(t
     assert in_memory["dims"]["32"]["ndcg@10"] == pytest.approx(first["dims"]["32"]["ndcg@10"], abs=0.02)
 
 
+def test_the_base_models_passages_come_from_its_folders_cache_when_loading_leaves_them_alone(tmp_path, minilm_path):
+    from distill.encoder import load_encoder, passages_as_loaded
+    from distill.evaluate import evaluate, load_beir
+    from distill.recipe import ModelConfig
+    from synthgen.records import Passage
+    from synthgen.retrieve import Embedder
+
+    spec = ModelConfig(base=str(minilm_path), max_query_length=64, max_passage_length=256)
+    assert passages_as_loaded(spec)
+    assert not passages_as_loaded(ModelConfig(base=str(minilm_path), passage_prefix="passage: "))
+    assert not passages_as_loaded(ModelConfig(base=str(minilm_path), max_passage_length=128))
+    assert not passages_as_loaded(ModelConfig(base=str(minilm_path), pooling="cls"))
+    folder = write_beir(tmp_path / "beir", [f"q{i}\td{i}\t1" for i in range(8)])
+    relabel = Embedder(minilm_path, tmp_path / "cache")  # what relabel encoded with the base model
+    relabel.encode_passages([Passage(id="x", text=t) for t in load_beir(folder).passages], progress=False)
+    base = load_encoder(spec, "cpu")
+    cached = evaluate(base, folder, progress=False, cache_dir=tmp_path / "cache", passages_of=minilm_path)
+    fresh = evaluate(base, folder, progress=False)
+    assert cached["passages_encoded"] == 0 and fresh["passages_encoded"] == 8
+    assert cached["dims"]["384"]["ndcg@10"] == pytest.approx(fresh["dims"]["384"]["ndcg@10"], abs=1e-3)
+
+
 @pytest.mark.slow
 def test_minilm_on_adi_matches_the_reference(minilm_path):
     """The shared README's figure for all-MiniLM-L6-v2 zero-shot on ADI (title + text, exact cosine): 0.498."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from synthgen.corpus import ChunkConfig, ingest
 from synthgen.errors import UserError
+from synthgen.machine import torch_threads
 from synthgen.executors import ExecutorConfig
 from synthgen.generate import BatchLog, GenerateConfig, Item, QueryGenerator, RepeatFilter, check_template, plan
 from synthgen.prompts import load_template
@@ -247,6 +248,7 @@ def _generate_totals(logs, passages_read: int, queries_path: Path) -> dict:
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "llm_seconds": round(seconds, 2),
+            "threads": torch_threads(),
         },
     }
 

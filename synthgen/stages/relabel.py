@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from synthgen.errors import UserError
+from synthgen.machine import torch_threads
 from synthgen.executors import ExecutorConfig
 from synthgen.judges import CONTEXT_TEMPLATE, LLM_JUDGES, TEMPLATES, Judgment, LLMJudges
 from synthgen.prompts import load_template
@@ -171,6 +172,7 @@ def run_stage(run: Path, options: RelabelOptions, quiet: bool = False) -> dict:
         "judging_seconds": round(judging_seconds, 2),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "passages_encoded": first.encoded,
+        "threads": torch_threads(),
     }
     write_manifest_section(run_dir, "relabel", section)
     return section
