@@ -29,6 +29,7 @@ from distill.recipe import Recipe, check_recipe, resolve_base_model, save_recipe
 from distill.weights import interpolate, load_weights, save_weights
 from distill.result import STATE_DIR, SUMMARY, TrainResult, finished_result, recipe_fingerprint
 from synthgen.errors import UserError
+from synthgen.lock import hold
 from synthgen.rundir import prepare_dir, write_json, write_text
 
 log = logging.getLogger("distill")
@@ -43,6 +44,11 @@ def train(recipe: Recipe, *, progress: bool = True, on_step: Callable[[int], Non
     """
     check_recipe(recipe)
     out = Path(recipe.output).expanduser()
+    with hold(out, "model folder"):  # the pipeline replaces a model folder only under this lock, too
+        return _train(recipe, out, progress, on_step)
+
+
+def _train(recipe: Recipe, out: Path, progress: bool, on_step) -> TrainResult:
     digest = recipe_fingerprint(recipe)
     finished = finished_result(out, digest)
     if finished is not None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from synthgen.corpus import ChunkConfig, ingest
 from synthgen.errors import UserError
 from synthgen.generate import BatchLog, GenerateConfig, Item, QueryGenerator, check_template, plan
+from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Query
 from synthgen.sampling import passage_clusters
@@ -104,6 +105,11 @@ def is_current(section: dict, run: GenerateRun) -> bool:
 def rerun(run: GenerateRun, quiet: bool = False) -> dict:
     """Run the stage inside a pipeline, which owns its folder: queries of another identity are replaced, and
     a smaller sample keeps the queries it still plans."""
+    with hold(run.run_dir):
+        return _rerun(run, quiet)
+
+
+def _rerun(run: GenerateRun, quiet: bool) -> dict:
     previous = read_manifest(run.run_dir).get("generate", {})
     before, wanted = previous.get("config", {}).get("max_passages"), run.config.max_passages
     if previous.get("identity") == run.identity and not (wanted is None or (before is not None and wanted >= before)):
@@ -140,6 +146,11 @@ def run_stage(run: GenerateRun, overwrite: bool = False, quiet: bool = False) ->
     """Write passages.jsonl and the queries still missing; returns the manifest's generate section.
 
     Queries made under another identity are refused, or with `overwrite` discarded."""
+    with hold(run.run_dir):
+        return _run_stage(run, overwrite, quiet)
+
+
+def _run_stage(run: GenerateRun, overwrite: bool, quiet: bool) -> dict:
     run_dir, config, passages, identity, report = run.run_dir, run.config, run.passages, run.identity, run.report
     queries_path, progress_path = run_dir / "queries.jsonl", run_dir / PROGRESS
     previous = read_manifest(run_dir).get("generate", {}).get("identity")

@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from synthgen.errors import UserError
 from synthgen.judges import CONTEXT_TEMPLATE, LLM_JUDGES, TEMPLATES, Judgment, LLMJudges
+from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Passage, Query, from_dict, iter_json_lines
 from synthgen.relabel import (Retrievers, SelectionConfig, llm_judge, parse_judges, retrieve_candidates,
@@ -121,6 +122,11 @@ def counts(section: dict) -> dict[str, Any]:
 
 def run_stage(run: Path, options: RelabelOptions, quiet: bool = False) -> dict:
     """Write train.jsonl from a run's passages and queries; returns the manifest's relabel section."""
+    with hold(run):
+        return _run_stage(run, options, quiet)
+
+
+def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     started = time.perf_counter()
     names, selection = options.resolve()
     passages, queries = read_inputs(run)
