@@ -37,26 +37,40 @@ def prepare_dir(path: Path) -> Path:
     return path
 
 
-def resume_records(path: Path, cls: type[R]) -> list[R]:
-    """Records already in an output file from an earlier run; a torn last line is cut off the file."""
+def resume_lines(path: Path, cls: type[R]) -> list[R | None]:
+    """One entry per line of an output file from an earlier run: its record, or None where the line is corrupt
+    (not JSON, or not a record); a torn last line is cut off the file. Bytes that are not UTF-8 are an error
+    naming file and line: they mean a damaged disk or a foreign file, which no stage should guess about."""
     if not path.exists():
         return []
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     if end < len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(end)
+        try:
+            with open(path, "r+b") as handle:
+                handle.truncate(end)
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
         data = data[:end]
-    records = []
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+    entries: list[R | None] = []
+    for number, raw in enumerate(data.split(b"\n")[:-1], start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{path}:{number}: bytes that are not UTF-8 in an earlier output; delete the file "
+                            "to start over") from None
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: malformed JSON in an earlier output ({exc.msg}); delete the file to start over") from None
-        records.append(from_dict(cls, obj, f"{path}:{number}"))
-    return records
+            entries.append(from_dict(cls, json.loads(line), f"{path}:{number}"))
+        except (json.JSONDecodeError, UserError):
+            entries.append(None)
+    return entries
+
+
+def resume_records(path: Path, cls: type[R]) -> list[R]:
+    """The sound records of an earlier output file (see `resume_lines`); corrupt lines are left out."""
+    return [record for record in resume_lines(path, cls) if record is not None]
 
 
 class Appender:

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -22,7 +23,7 @@ from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Query
 from synthgen.sampling import passage_clusters
-from synthgen.rundir import (Appender, fingerprint, prepare_dir, read_manifest, resume_records, write_jsonl,
+from synthgen.rundir import (Appender, fingerprint, prepare_dir, read_manifest, resume_lines, write_jsonl,
                              write_manifest_section)
 from synthgen.stages import is_current as _is_current
 
@@ -135,9 +136,10 @@ def keep_queries(run_dir: Path, item_ids: set[str]) -> None:
 
     A smaller --max-passages plans a prefix of the same seeded sample, so that work stays valid; a batch that
     straddles the new end is dropped and redone (same seeds, same queries)."""
-    logs = [log for log in resume_records(run_dir / PROGRESS, BatchLog) if set(log.items) <= item_ids]
+    logs, queries = recover(run_dir)
+    logs = [log for log in logs if set(log.items) <= item_ids]
     done = {item for log in logs for item in log.items}
-    queries = [q for q in resume_records(run_dir / "queries.jsonl", Query) if q.id in done]
+    queries = [q for q in queries if q.id in done]
     write_jsonl(run_dir / PROGRESS, logs)
     write_jsonl(run_dir / "queries.jsonl", queries)
 
@@ -162,9 +164,8 @@ def _run_stage(run: GenerateRun, overwrite: bool, quiet: bool) -> dict:
         discard_queries(run_dir)
     write_jsonl(run_dir / "passages.jsonl", passages)
 
-    logs = resume_records(progress_path, BatchLog)
+    logs, existing = recover(run_dir)
     done = {item for log in logs for item in log.items}
-    existing = resume_records(queries_path, Query)
     present = {q.id for q in existing}
     items = run.items()
     todo = [item for item in items if item.id not in done]
@@ -211,6 +212,42 @@ def _run_stage(run: GenerateRun, overwrite: bool, quiet: bool) -> dict:
     section = {**section, **totals}
     write_manifest_section(run_dir, "generate", section)
     return section
+
+
+def recover(run_dir: Path) -> tuple[list[BatchLog], list[Query]]:
+    """The finished batches of an earlier run and their queries, with at most one batch lost per corrupt line.
+
+    Queries are appended a batch at a time before the batch's progress line, so the file is the finished batches'
+    queries in order, then perhaps those of a batch cut short (dropped here and redone: the same seeds give the
+    same queries in the same place). A corrupt query line costs the batch it sits in: a neighbouring batch short
+    of the queries its log counts. A corrupt progress line costs its own batch. The files are rewritten when
+    anything was dropped, so what is on disk is what the run goes on from."""
+    queries_path, progress_path = run_dir / "queries.jsonl", run_dir / PROGRESS
+    log_lines, query_lines = resume_lines(progress_path, BatchLog), resume_lines(queries_path, Query)
+    logs = [log for log in log_lines if log is not None]
+    batch_of = {item: k for k, log in enumerate(logs) for item in log.items}
+    where = [None if q is None else batch_of.get(q.id, -1) for q in query_lines]  # -1: no finished batch
+    found = Counter(k for k in where if k is not None)
+    short = {k for k, log in enumerate(logs)
+             if found[k] < log.counts.get("written", len(log.items) - log.counts.get("dropped", 0))}
+    lost: set[int] = set()
+    for i, k in enumerate(where):
+        if k is None:  # the batch of a corrupt line: the nearest sound neighbours that lack a query
+            before = next((b for b in reversed(where[:i]) if b is not None), -1)
+            after = next((b for b in where[i + 1:] if b is not None), -1)
+            lost |= {before, after} & short
+    kept = [log for k, log in enumerate(logs) if k not in lost]
+    queries = [q for q, k in zip(query_lines, where) if k is not None and k >= 0 and k not in lost]
+    dropped_lines = len(query_lines) - len(queries) + len(log_lines) - len(kept)
+    if dropped_lines:
+        write_jsonl(queries_path, queries)
+        write_jsonl(progress_path, kept)
+    corrupt = sum(x is None for x in log_lines) + where.count(None)
+    if corrupt:
+        print(f"warning: {run_dir}: {corrupt} corrupt line{'s' * (corrupt > 1)} in queries.jsonl or {PROGRESS}; "
+              f"{len(logs) - len(kept) + sum(x is None for x in log_lines)} batch(es) are generated again",
+              file=sys.stderr)
+    return kept, queries
 
 
 def _differences(previous: dict | None, current: dict) -> str:

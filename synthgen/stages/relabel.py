@@ -8,6 +8,7 @@ re-judges only what it changes; train.jsonl is rewritten whole from the judgment
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from synthgen.records import Passage, Query, from_dict, iter_json_lines
 from synthgen.relabel import (Retrievers, SelectionConfig, llm_judge, parse_judges, retrieve_candidates,
                               score_retrieval_judges, select, summarize)
 from synthgen.retrieve import Embedder
-from synthgen.rundir import Appender, file_fingerprint, prepare_dir, resume_records, write_jsonl, write_manifest_section
+from synthgen.rundir import Appender, file_fingerprint, prepare_dir, resume_lines, write_jsonl, write_manifest_section
 from synthgen.stages import is_current as _is_current
 
 JUDGMENTS = "judgments.jsonl"
@@ -145,13 +146,13 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
         "models": {"embedder": first.name, **({"second_embedder": second.name} if second else {})},
     }
     llm_names = [j for j in names if j in LLM_JUDGES]
-    fresh = reused = 0
+    fresh = reused = corrupt = 0
     judging_seconds = 0.0
     if llm_names:
         from synthgen.llm import load_llm
 
         store = run_dir / JUDGMENTS
-        known = {j.key: j.score for j in resume_records(store, Judgment)}
+        known, corrupt = _known_judgments(store)
         model = load_llm(options.llm)
         try:
             llm_judges = LLMJudges(model, llm_names, words=options.judge_words, context_template=options.judge_prompt)
@@ -174,7 +175,8 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     fresh_pairs = fresh // max(len(llm_names), 1)
     section["counts"] = {"passages": len(passages), "queries": len(queries),
                          "seed_in_retrieved_top_k": sum(c.seed_rank is not None for c in candidates),
-                         "llm_pairs_judged": fresh_pairs, "llm_judgments_reused": reused, **summary}
+                         "llm_pairs_judged": fresh_pairs, "llm_judgments_reused": reused,
+                         "corrupt_judgments_skipped": corrupt, **summary}
     section["throughput"] = {
         "pairs_per_s": round(fresh_pairs / judging_seconds, 3) if fresh_pairs else None,
         "judging_seconds": round(judging_seconds, 2),
@@ -183,6 +185,19 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     }
     write_manifest_section(run_dir, "relabel", section)
     return section
+
+
+def _known_judgments(store: Path) -> tuple[dict[str, float], int]:
+    """Scores of earlier judgments by key, and how many lines were corrupt. judgments.jsonl is a cache: a corrupt
+    line is dropped from the file, counted and judged again, instead of ending the run."""
+    lines = resume_lines(store, Judgment)
+    known = {j.key: j.score for j in lines if j is not None}
+    corrupt = sum(j is None for j in lines)
+    if corrupt:
+        write_jsonl(store, [j for j in lines if j is not None])
+        print(f"warning: {store}: {corrupt} corrupt line{'s' * (corrupt > 1)} skipped; those pairs are judged again",
+              file=sys.stderr)
+    return known, corrupt
 
 
 def read_inputs(run: Path) -> tuple[list[Passage], list[Query]]:
