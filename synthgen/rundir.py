@@ -74,23 +74,29 @@ def resume_records(path: Path, cls: type[R]) -> list[R]:
 
 
 class Appender:
-    """Appends records as JSON lines and forces each batch to disk, so finished work survives a kill."""
+    """Appends records as JSON lines and forces each batch to disk, so finished work survives a kill.
+
+    Unbuffered: a write that fails (a full disk) leaves nothing pending that a later close would try again, and
+    what reached the file is at worst a torn last line, which resuming cuts off."""
 
     def __init__(self, path: Path):
+        self.path = path
         try:
-            self._handle = open(path, "a", encoding="utf-8")
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def write(self, records: Iterable[Any]) -> None:
-        lines = "".join(dumps(record) + "\n" for record in records)
-        if lines:
-            self._handle.write(lines)
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+        data = memoryview("".join(dumps(record) + "\n" for record in records).encode("utf-8"))
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise UserError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
-        self._handle.close()
+        os.close(self._fd)
 
     def __enter__(self) -> "Appender":
         return self
@@ -119,13 +125,19 @@ def write_manifest_section(run_dir: Path, stage: str, section: dict[str, Any]) -
 @contextmanager
 def atomic_file(path: Path, binary: bool = False) -> Iterator[IO]:
     """A handle on a temporary file beside `path` that replaces `path` only once written and synced."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a file too large: the old file stays, the temporary one goes
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
