@@ -63,7 +63,7 @@ def run_pipeline(options: PipelineOptions) -> dict[str, Any]:
 
 def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict[str, Any]:
     from distill.logs import quiet_libraries
-    from distill.train import LOG
+    from distill.logbook import LOG
     from synthgen.corpus import ChunkConfig
     from synthgen.report import PLOT, REPORT, eval_table, format_report, plot
     from synthgen.rundir import write_manifest_section, write_text

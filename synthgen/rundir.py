@@ -159,6 +159,18 @@ def write_text(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def remove_tree(path: Path) -> None:
+    """Delete a folder if it is there; a failure is an error naming it (a half-deleted checkpoint must not pass)."""
+    import shutil
+
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise UserError(f"cannot remove {exc.filename or path}: {exc.strerror or exc}") from None
+
+
 def fingerprint(value: Any) -> str:
     """A short, stable hash of any JSON-able value (configurations, template texts)."""
     text = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)

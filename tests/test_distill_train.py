@@ -153,6 +153,35 @@ def test_resume_after_a_kill_ends_as_an_uninterrupted_run(tmp_path, tiny_bert_pa
     assert (resumed.best_step, resumed.best_dev, resumed.base_dev) == (whole.best_step, whole.best_dev, whole.base_dev)
 
 
+def test_a_damaged_log_line_costs_that_line_only_on_resume(tmp_path, tiny_bert_path):
+    whole = make_recipe(tmp_path, tiny_bert_path, "whole", "train.max_steps=5", "eval.every=2", "train.log_every=1")
+    train(whole, progress=False)
+
+    def killed(step: int) -> None:
+        if step == 5:  # the last checkpoint is step 4
+            raise KeyboardInterrupt
+
+    recipe = make_recipe(tmp_path, tiny_bert_path, "resumed", "train.max_steps=5", "eval.every=2", "train.log_every=1")
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, progress=False, on_step=killed)
+    log = tmp_path / "resumed" / "log.jsonl"
+    rows = log.read_text().splitlines()
+    damaged = next(i for i, row in enumerate(rows) if json.loads(row)["step"] == 2)
+    rows[damaged] = rows[damaged][: len(rows[damaged]) // 2]  # a line cut in the middle of the file
+    log.write_text("\n".join(rows) + "\n")
+    train(recipe, progress=False)
+    expected = log_lines(tmp_path / "whole")
+    del expected[damaged]
+    assert log_lines(tmp_path / "resumed") == expected  # every later line kept (before: all dropped)
+
+    from synthgen.report import plot
+
+    result = TrainResult(**json.loads((tmp_path / "resumed" / SUMMARY).read_text()))
+    log.write_text(log.read_text() + "{not json\n[1, 2]\n")
+    plot(tmp_path / "plot.png", log, result)  # the report's reader skips what it cannot read
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_warning_when_training_does_not_beat_the_base(tmp_path, tiny_bert_path, monkeypatch):
     from distill.cli import app
 

@@ -69,7 +69,7 @@ class Scripted:
                     pass
 
             def _send(self, status, payload, headers):
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 for k, v in {"content-type": "application/json", **headers}.items():
                     self.send_header(k, v)
@@ -116,6 +116,71 @@ def test_retry_after_header_is_honoured(scripted):
     llm.generate(["hello"], GREEDY, [0])
     assert time.monotonic() - started >= 0.8
     assert len(server.requests) == 2
+
+
+def test_retry_after_as_an_http_date_is_honoured(scripted):
+    from email.utils import formatdate
+
+    server = scripted([(503, {}, 0, {"retry-after": formatdate(time.time() + 2, usegmt=True)})])
+    llm = load_llm(f"openai:m@{server.url}", backoff=0.01)
+    started = time.monotonic()
+    llm.generate(["hello"], GREEDY, [0])
+    assert time.monotonic() - started >= 0.9  # the date has whole seconds: at least 1 s of the 2 remain
+    assert len(server.requests) == 2
+
+
+def test_retry_after_forms():
+    from email.utils import formatdate
+
+    from synthgen.llm.openai import MAX_RETRY_AFTER, retry_after
+
+    assert retry_after("3") == 3.0 and retry_after(" 1.5 ") == 1.5 and retry_after("") is None
+    assert retry_after("soon") is None and retry_after("-4") == 0.0 and retry_after("99999") == MAX_RETRY_AFTER
+    assert 8 <= retry_after(formatdate(time.time() + 10, usegmt=True)) <= 10
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: retry now
+
+
+@pytest.mark.parametrize("body", [b"<html><body>502 Bad Gateway</body></html>", b"", {"error": "no choices"}])
+def test_a_2xx_answer_that_is_not_the_api_is_one_line(scripted, body):
+    server = scripted([(200, body, 0, {"content-type": "text/html"})])
+    llm = load_llm(f"openai:m@{server.url}", backoff=0.01)
+    with pytest.raises(UserError, match="answered HTTP 200 without the expected JSON choices") as info:
+        llm.generate(["hello"], GREEDY, [0])
+    assert "\n" not in str(info.value)
+
+
+def test_plain_http_with_a_key_warns_unless_the_host_is_this_machine(scripted, capsys, monkeypatch):
+    from synthgen.llm.openai import warn_plain_http
+
+    warn_plain_http("http://llm.example.com/v1", "the API key in $K")
+    assert capsys.readouterr().err == ("warning: the API key in $K is sent unencrypted over http to llm.example.com; "
+                                       "use https\n")
+    warn_plain_http("http://user:pw@10.0.0.5:8000/v1", None)
+    assert "the credentials in the URL is sent unencrypted over http to 10.0.0.5" in capsys.readouterr().err
+    for quiet in (("https://llm.example.com/v1", "key"), ("http://127.0.0.1:8000/v1", "key"),
+                  ("http://localhost/v1", "key"), ("http://[::1]:80/v1", "key"), ("http://llm.example.com/v1", None)):
+        warn_plain_http(*quiet)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("OPENAI_API_KEY", "secret")
+    load_llm(f"openai:m@{scripted().url}")  # a key, plain http, but to this machine
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_credentials_in_the_url_never_reach_the_manifest(scripted, tmp_path):
+    from synthgen.cli import app
+
+    server = scripted(reply=CHAT)
+    url = server.url.replace("http://", "http://alice:hunter2@")
+    template = tmp_path / "t.j2"
+    template.write_text('[[user]]\n{{ passage }}\n[[assistant]]\n{"task": "t", "query": "{{ title }} {{ form }}"}\n')
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("Bees make honey from nectar in the hive.\n")
+    app(["generate", "--corpus", str(corpus), "--out", str(tmp_path / "run"), "--llm", f"openai:m@{url}",
+         "--prompt", str(template), "--quiet"], standalone_mode=False)
+    manifest = (tmp_path / "run" / "manifest.json").read_text()
+    assert "hunter2" not in manifest and "alice" not in manifest
+    assert json.loads(manifest)["generate"]["model"] == f"openai:m@{server.url.replace('http://', 'http://***@')}"
+    assert server.requests and server.requests[0][2]["Authorization"].startswith("Basic ")  # still sent to the server
 
 
 def test_persistent_5xx_gives_up_with_one_line_error(scripted):

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from synthgen.errors import UserError
 from synthgen.llm.base import LLM, Completion, Prompt, SamplingParams, ScoreRequest, Scores
+from synthgen.llm.spec import public_spec
 
-__all__ = ["LLM", "Completion", "Prompt", "SamplingParams", "ScoreRequest", "Scores", "load_llm", "parse_spec"]
+__all__ = ["LLM", "Completion", "Prompt", "SamplingParams", "ScoreRequest", "Scores", "load_llm", "parse_spec",
+           "public_spec"]
 
 BACKENDS = ("hf", "vllm", "openai")
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from synthgen.corpus import ChunkConfig, ingest
 from synthgen.errors import UserError
 from synthgen.generate import BatchLog, GenerateConfig, Item, QueryGenerator, check_template, plan
+from synthgen.llm import public_spec
 from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Query
@@ -78,7 +79,7 @@ def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, 
     if quiet_skips:
         print("skipped " + ", ".join(f"{n} {k} file{'s' * (n > 1)}" for k, n in sorted(quiet_skips.items())), file=sys.stderr)
     passages_sha = fingerprint([[p.id, p.title, p.text] for p in passages])
-    identity = json.loads(json.dumps({"llm": llm or "default", "template_sha256": template.sha256,
+    identity = json.loads(json.dumps({"llm": public_spec(llm) or "default", "template_sha256": template.sha256,
                                       "options": config.output_options(), "passages_sha256": passages_sha}))
     return GenerateRun(corpus, run_dir, llm, chunking, config, prompt, template, passages, report, identity, started,
                        cache_dir)

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from synthgen.errors import UserError
 from synthgen.judges import CONTEXT_TEMPLATE, LLM_JUDGES, TEMPLATES, Judgment, LLMJudges
+from synthgen.llm import public_spec
 from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Passage, Query, from_dict, iter_json_lines
@@ -85,7 +86,7 @@ class RelabelOptions:
         prompts = [self.judge_prompt or CONTEXT_TEMPLATE, *(TEMPLATES[j] for j in llm_names)] if llm_names else []
         identity = {
             "config": config,
-            "llm": (self.llm or "default") if llm_names else None,
+            "llm": (public_spec(self.llm) or "default") if llm_names else None,
             "prompts_sha256": [load_template(name).sha256 for name in prompts],
             "embedder": str(self.embedder or "default"),
             "second_embedder": str(self.second_embedder) if "dense2" in config["judges"] else None,
