@@ -300,3 +300,25 @@ def test_sphinx_sources_are_read_as_restructuredtext(tmp_path):
     assert passage.text.split("\n") == ["Coroutines and Tasks", "This section outlines high-level APIs such as "
                                          "asyncio.run.", "Tasks run coroutines concurrently."]
 
+
+@pytest.mark.parametrize("text, expected", [
+    ("Dr. Smith met the U.S. Army team. They agreed.", ["Dr. Smith met the U.S. Army team.", "They agreed."]),
+    ("See Fig. 2 for the result. It is clear.", ["See Fig. 2 for the result.", "It is clear."]),
+    ("Use a starter, e.g. this one. Feed it daily.", ["Use a starter, e.g. this one.", "Feed it daily."]),
+    ("The pH was 3.5 at 10 a.m. on Monday. Then it rose!", ["The pH was 3.5 at 10 a.m. on Monday.", "Then it rose!"]),
+])
+def test_sentences_are_not_cut_at_abbreviations(text, expected):
+    from synthgen.chunking import sentences
+
+    assert sentences(text) == expected
+
+
+def test_passages_are_not_cut_inside_an_abbreviation():
+    from synthgen.chunking import ChunkConfig, split_passages
+
+    text = " ".join(f"Dr. Smith of the U.S. Army measured sample {i} as in Fig. {i} and e.g. this one." for i in range(12))
+    passages = split_passages(text, ChunkConfig(size=40, overlap=0))
+    assert len(passages) > 3
+    for passage in passages:
+        assert passage.startswith("Dr. Smith") and passage.endswith("this one.")
+
