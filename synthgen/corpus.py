@@ -111,7 +111,10 @@ def list_files(root: Path, report: IngestReport) -> list[Path]:
     files = []
     for file in sorted(root.rglob("*")):
         rel = file.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not file.is_file():
+        if any(part.startswith(".") for part in rel.parts) or file.is_dir():
+            continue
+        if not file.is_file():  # a broken link, a FIFO (reading it would wait forever), a socket
+            report.skip("unreadable", f"{rel.as_posix()} (not a regular file)")
             continue
         if file.suffix.lower() in SUFFIXES:
             files.append(file)
@@ -136,12 +139,15 @@ def read_documents(file: Path, rel: str, report: IngestReport) -> list[Document]
         return None
     if suffix == ".pdf":
         return read_pdf(file, rel, report)
-    if b"\0" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if b"\0" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
         report.skip("binary", rel)
         return None
     text = decode(data)
     if text is None:
-        report.skip("undecodable", f"{rel} (not UTF-8 or UTF-16 text)")
+        report.skip("undecodable", f"{rel} (not UTF-8, UTF-16 or UTF-32 text)")
+        return None
+    if "\0" in text:  # NUL characters past the first 8 KB, or in decoded UTF-16/32: not a text document
+        report.skip("binary", rel)
         return None
     if suffix == ".jsonl":
         docs = read_jsonl(file, rel)
@@ -158,7 +164,8 @@ def read_documents(file: Path, rel: str, report: IngestReport) -> list[Document]
 
 
 def decode(data: bytes) -> str | None:
-    for bom, encoding in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+    for bom, encoding in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+                          (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
         if data.startswith(bom):
             break
     else:
