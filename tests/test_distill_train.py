@@ -182,7 +182,11 @@ def test_a_damaged_log_line_costs_that_line_only_on_resume(tmp_path, tiny_bert_p
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_warning_when_training_does_not_beat_the_base(tmp_path, tiny_bert_path, monkeypatch):
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_warning_when_training_does_not_beat_the_base(tmp_path, tiny_bert_path, seed):
+    """Steps of 1e-9 move no embedding far enough to reorder a ranking, so the trained model scores what the base
+    scores and cannot beat it, whatever the seed (the former test picked train.seed=3 so that training happened
+    to lose on this dev set)."""
     from distill.cli import app
 
     write_jsonl(tmp_path / "train.jsonl", records(48))
@@ -190,13 +194,13 @@ def test_warning_when_training_does_not_beat_the_base(tmp_path, tiny_bert_path, 
     (tmp_path / "r.yaml").write_text(
         f"model:\n  base: {tiny_bert_path}\n  max_query_length: 16\n  max_passage_length: 32\n"
         f"data:\n  train: {tmp_path / 'train.jsonl'}\n  dev: {tmp_path / 'dev.jsonl'}\n  hard_negatives: 1\n"
-        "train:\n  batch_size: 8\n  mini_batch_size: 16\n  lr: 3.0e-3\n  warmup_ratio: 0\n  max_steps: 8\n"
+        "train:\n  batch_size: 8\n  mini_batch_size: 16\n  lr: 1.0e-9\n  warmup_ratio: 0\n  max_steps: 8\n"
         f"eval:\n  every: 4\noutput: {tmp_path / 'out'}\n"
     )
-    run = CliRunner().invoke(app, ["train", str(tmp_path / "r.yaml"), "--quiet", "--set", "train.seed=3"])
+    run = CliRunner().invoke(app, ["train", str(tmp_path / "r.yaml"), "--quiet", "--set", f"train.seed={seed}"])
     assert run.exit_code == 0, run.output
     result = TrainResult(**json.loads((tmp_path / "out" / SUMMARY).read_text()))
-    assert result.beats_base is False and result.best_step in (4, 8)
+    assert result.beats_base is False and result.best_dev == result.base_dev
     assert "does not beat the base model" in result.warnings[0]
     assert "warning: the trained model does not beat the base model" in run.output
     assert "**Warning:**" in (tmp_path / "out" / "README.md").read_text()
