@@ -5,7 +5,8 @@ navigation, header, footer and aside).
 For each page: sentences of the page's own text that must come out (recall), boilerplate phrases that should not
 (navigation, footers), the title, and the time per page. Prints one table; `--json PATH` writes the figures.
 
-    .venv/bin/python bench/bench_html.py
+    pip install inscriptis trafilatura   # the two arms that are not the project's dependencies
+    .venv/bin/python bench/bench_html.py --json bench/results/html.json
 """
 
 from __future__ import annotations
@@ -73,7 +74,6 @@ def pages() -> list[tuple[str, str, list[str], list[str], str]]:
 
 def handwritten(html: str) -> tuple[str, str]:
     """The parser this project had before (html.parser, skipping head/nav/footer)."""
-    import html as _  # noqa: F401
     from bench_html_old import html_text
 
     return html_text(html)
