@@ -46,6 +46,7 @@ def main() -> None:
     from distill.evaluate import load_beir, search
     from distill.metrics import mean_metrics
     from distill.recipe import load_recipe, resolve_base_model
+    from synthgen.machine import resolve_precision
     from distill.train import train
 
     beir = load_beir(args.data, "test")
@@ -56,7 +57,7 @@ def main() -> None:
 
     def embed(model, texts, length):
         model.eval()
-        return enc.embed_rows(enc.embedder(model, "cpu", enc.resolve_precision("auto", "cpu")),
+        return enc.embed_rows(enc.embedder(model, "cpu", resolve_precision("auto", "cpu")),
                               enc.tokenize(model, texts, length), 64)
 
     def ndcg(queries, passages, relevant) -> float:

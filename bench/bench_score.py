@@ -1,24 +1,30 @@
 """Scoring throughput (the relabel judges' hot path): context reuse vs a plain forward pass per pair, one run.
 
-    .venv/bin/python bench/bench_score.py [--contexts 20 --per-context 10 --naive-contexts 5]
+    .venv/bin/python bench/bench_score.py [--contexts 20 --per-context 10 --naive-contexts 5] [--ref ba13d19]
 
 Contexts are SciFact passages (cut to ~110 words, ~150 tokens) in a query-likelihood prompt; continuations are
 SciFact claims (~20 tokens); every context is scored against `--per-context` claims, as the relabeler scores
 one passage against many queries. Arms, on the bundled SmolLM2 through the hf backend:
   naive          one forward pass per pair over context + continuation (what the reference probe did)
   naive batched  the same pairs, right-padded batches of 16
-  reuse          HFLLM.score: each context once, its KV cache shared by its continuations
+  reuse          HFLLM.score: each context once, its continuations packed beside it in the same row
+  reuse at REV   HFLLM.score as it was at commit REV (`--ref`; ba13d19: contexts first, then a gathered copy of
+                 their KV cache per continuation)
 The naive arms run the first `--naive-contexts` contexts only (they are slow); rates are pairs per second.
-Also checks that reuse gives the naive log-probs (max abs difference printed).
+Also checks that reuse gives the naive log-probs (max abs difference printed, in the model's dtype: bf16 on a CPU
+with AVX512-BF16, where batch shapes alone move a log-prob by ~1e-2), and prints the fraction of the machine's
+measured matmul peak each arm reaches.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "scifact"
 
 
@@ -65,6 +71,7 @@ def main() -> None:
     parser.add_argument("--contexts", type=int, default=20)
     parser.add_argument("--per-context", type=int, default=10)
     parser.add_argument("--naive-contexts", type=int, default=5)
+    parser.add_argument("--ref", default="", help="also time HFLLM.score as it was at this commit")
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads for the hf arms (0: torch's default); 1 is steadier on a busy machine")
     args = parser.parse_args()
@@ -95,14 +102,32 @@ def main() -> None:
     started = time.perf_counter()
     scores = llm.score(requests)
     rows.append(("reuse", len(requests), time.perf_counter() - started))
+    if args.ref:
+        from bench_decode import backend_at
+
+        ref = backend_at(args.ref)(llm.name.removeprefix("hf:"))
+        ref.score(requests[:5])  # warm-up, as the reuse arm's own first call is not the first forward
+        started = time.perf_counter()
+        ref_scores = ref.score(requests)
+        rows.append((f"reuse at {args.ref}", len(requests), time.perf_counter() - started))
+        ref_diff = max(abs(a - b) for s, r in zip(scores, ref_scores) for a, b in zip(s.token_logprobs, r.token_logprobs))
 
     diff = max(abs(a - b) for s, ref in zip(scores, reference) for a, b in zip(s.token_logprobs, ref))
-    print(f"\n{'arm':14} {'pairs':>6} {'seconds':>8} {'pairs/s':>8}")
+    from peak import decoder_flops, matmul_gflops, peak_line
+
+    dtype = str(llm.dtype).removeprefix("torch.")
+    peak = matmul_gflops(dtype)
+    per_pair = (decoder_flops(llm.model.config, ctx_len, ctx_len / 2, 0) / args.per_context
+                + decoder_flops(llm.model.config, cont_len, ctx_len + cont_len / 2, cont_len + 1))
+    print(f"\n{'arm':18} {'pairs':>6} {'seconds':>8} {'pairs/s':>8}  fraction of peak (each context once)")
     for name, pairs, seconds in rows:
-        print(f"{name:14} {pairs:6d} {seconds:8.1f} {pairs / seconds:8.2f}")
+        print(f"{name:18} {pairs:6d} {seconds:8.1f} {pairs / seconds:8.2f}  {peak_line(per_pair * pairs, seconds, peak, dtype)}")
     rate = {name: pairs / seconds for name, pairs, seconds in rows}
     print(f"\nreuse / naive x{rate['reuse'] / rate['naive']:.2f}; reuse / naive batched "
           f"x{rate['reuse'] / rate['naive batched']:.2f}; max |reuse - naive| log-prob {diff:.2e}")
+    if args.ref:
+        print(f"reuse / reuse at {args.ref} x{rate['reuse'] / rate[f'reuse at {args.ref}']:.2f}; "
+              f"max |reuse - reuse at {args.ref}| log-prob {ref_diff:.2e}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import typer
 
 from distill.logs import quiet_libraries
 from synthgen.errors import UserError, run_cli
+from synthgen.machine import THREADS_HELP, use_threads
 from synthgen.rundir import write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
@@ -21,19 +22,24 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 def train(
     recipe: Path = typer.Argument(..., help="The recipe YAML (see recipes/)."),
     set_: List[str] = typer.Option([], "--set", help="Override a recipe field, e.g. --set train.lr=1e-5 (repeatable)."),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Train a student encoder as the recipe says; the output folder loads with SentenceTransformer(path).
 
-    Run the same command again after an interruption to resume from the last checkpoint.
+    Run the same command again after an interruption to resume from the last checkpoint. Under torchrun
+    (`torchrun --nproc_per_node N -m distill train recipe.yaml`) each process trains its share of every batch.
     """
     from distill.recipe import load_recipe
 
     r = load_recipe(recipe, set_)
     quiet_libraries()
+    use_threads(threads)
     from distill.train import train as run
 
     result = run(r, progress=not quiet)
+    if result is None:  # a rank other than 0 under torchrun: rank 0 reports
+        return
     print(f"model: {result.output_dir} ({result.steps} steps, {result.examples_per_s:.1f} examples/s)")
     if result.base_dev and result.best_dev:
         m = result.metric
@@ -54,6 +60,8 @@ def eval_(
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="Another model folder, shown side by side."),
     out: Path = typer.Option(Path("metrics.json"), "--out", help="Where to write the metrics as JSON."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Texts per forward pass."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings); a model evaluated again on the same corpus encodes nothing."),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """nDCG@10, Recall@10/@100, MRR@10 and MAP@100 with exact cosine search; a table, and metrics.json."""
@@ -62,14 +70,16 @@ def eval_(
         if folder is not None and not folder.is_dir():
             raise UserError(f"{folder}: no such model folder")
     quiet_libraries()
+    use_threads(threads)
     from distill.evaluate import difference, evaluate, format_table
 
-    result = evaluate(model, data, split, sizes, batch_size, progress=not quiet)
+    result = evaluate(model, data, split, sizes, batch_size, progress=not quiet, cache_dir=cache_dir)
     if baseline is None:
         report = result
         print(format_table(result))
     else:
-        other = evaluate(baseline, data, split, sizes or [int(d) for d in result["dims"]], batch_size, progress=not quiet)
+        other = evaluate(baseline, data, split, sizes or [int(d) for d in result["dims"]], batch_size,
+                         progress=not quiet, cache_dir=cache_dir)
         report = {"model": result, "baseline": other, "difference": difference(result, other)}
         print(format_table(result, other))
     try:

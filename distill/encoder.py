@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 import numpy as np
 
 from synthgen.errors import UserError
-from synthgen.machine import cpu_has_native_bf16
+from synthgen.machine import autocast
 
 if TYPE_CHECKING:
     import torch
@@ -38,33 +38,6 @@ def resolve_device(name: str) -> str:
     if torch.cuda.is_available():
         return "cuda"
     return "cpu"
-
-
-def resolve_precision(name: str, device: str) -> str:
-    """fp32, bf16 or fp16 for autocast; the weights themselves stay fp32."""
-    import torch
-
-    on_cuda = device.startswith("cuda")
-    if name == "auto":
-        if on_cuda:
-            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if device == "cpu" and cpu_has_native_bf16() else "fp32"
-    if name == "bf16" and device == "cpu" and not cpu_has_native_bf16():
-        raise UserError("train.precision bf16: this CPU has no AVX512-BF16/AMX, so bf16 is emulated and far slower; use fp32 or auto")
-    if name == "fp16" and not on_cuda:
-        raise UserError(f"train.precision fp16 needs a CUDA device (device is {device}); use fp32 or auto")
-    return name
-
-
-def autocast(device: str, precision: str):
-    import contextlib
-
-    import torch
-
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
 
 
 def load_encoder(spec: "ModelConfig", device: str) -> "SentenceTransformer":

@@ -87,34 +87,46 @@ def evaluate(
     progress: bool = True,
     name: str | None = None,
     precision: str = "auto",
+    cache_dir: Path | None = None,
 ) -> dict[str, Any]:
     """nDCG@10, Recall@10/@100, MRR@10 and MAP@100 of `model` (a folder or a SentenceTransformer) per size.
 
-    `name` labels the model in the result (default: its folder).
+    `name` labels the model in the result (default: its folder). A folder's passage embeddings go through the
+    embedding cache (synthgen.retrieve.Embedder, under `cache_dir`), so relabel's encoding of the same corpus
+    with the base model, and any earlier evaluation of the same model, are not done again.
 
-    Returns {"model", "data", "split", "queries", "passages", "dims": {"384": {"ndcg@10": ...}, ...}}.
+    Returns {"model", "data", "split", "queries", "passages", "passages_encoded", "dims": {"384": {...}, ...}}.
     """
     from sentence_transformers import SentenceTransformer
+
+    from synthgen.machine import autocast, resolve_precision
+    from synthgen.records import Passage
+    from synthgen.retrieve import Embedder
 
     beir = load_beir(Path(data), split)
     if isinstance(model, SentenceTransformer):
         encoder, name = model, name or "model"
+        where = str(encoder.device)
+        # bf16 where the hardware computes it: 1.9x the texts/s of fp32 on a 2-core AVX512-BF16 CPU, and
+        # all-MiniLM-L6-v2's SciFact nDCG@10 moves by +0.0006 (bench/bench_encode.py)
+        with autocast(where, resolve_precision(precision, where)):
+            passage_embeddings = encoder.encode_document(beir.passages, batch_size=batch_size, convert_to_tensor=True,
+                                                         show_progress_bar=progress)
+        encoded = len(beir.passages)
     else:
         name = name or str(model)
         if not Path(model).is_dir():
             raise UserError(f"{model}: no such model folder")
-        try:
-            encoder = SentenceTransformer(str(model), device=device)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot load the model {model}: {str(exc).splitlines()[0]}") from None
-    from distill.encoder import autocast, resolve_precision
-
-    where = str(encoder.device)
-    # bf16 where the hardware computes it: 1.9x the texts/s of fp32 on a 2-core AVX512-BF16 CPU, and
-    # all-MiniLM-L6-v2's SciFact nDCG@10 moves by +0.0006 (bench/bench_encode.py)
+        embedder = Embedder(model, cache_dir, batch_size, precision, device)
+        encoder = embedder.model
+        passages = [Passage(id=i, text=t) for i, t in zip(beir.passage_ids, beir.passages)]
+        passage_embeddings = torch.from_numpy(embedder.encode_passages(passages, progress=progress))
+        encoded, where = embedder.encoded, str(encoder.device)
     with autocast(where, resolve_precision(precision, where)):
-        passage_embeddings = encoder.encode_document(beir.passages, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress)
-        query_embeddings = encoder.encode_query(beir.queries, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress)
+        query_embeddings = encoder.encode_query(beir.queries, batch_size=batch_size, convert_to_tensor=True,
+                                                show_progress_bar=progress)
+    query_embeddings = query_embeddings.float().cpu()
+    passage_embeddings = passage_embeddings.float().cpu()
     size = passage_embeddings.shape[1]
     dims = list(dims) if dims else [size]
     too_big = [d for d in dims if not 0 < d <= size]
@@ -125,7 +137,8 @@ def evaluate(
         ranked = search(query_embeddings, passage_embeddings, dim=d)
         runs = {q: [beir.passage_ids[i] for i in row] for q, row in zip(beir.query_ids, ranked)}
         scores[str(d)] = mean_metrics(runs, beir.qrels)
-    return {"model": name, "data": str(data), "split": split, "queries": len(beir.queries), "passages": len(beir.passages), "dims": scores}
+    return {"model": name, "data": str(data), "split": split, "queries": len(beir.queries), "passages": len(beir.passages),
+            "passages_encoded": encoded, "dims": scores}
 
 
 def difference(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, dict[str, float]]:

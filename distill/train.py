@@ -16,6 +16,7 @@ to disagree with real test queries (README, "The guard"), so it is a hint, not a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -23,46 +24,53 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+from distill.distributed import Ranks, Silent
 from distill.logbook import LOG, Logbook
 from distill.recipe import Recipe, check_recipe, resolve_base_model, save_recipe
 from distill.weights import interpolate, load_weights, save_weights
 from distill.result import STATE_DIR, SUMMARY, TrainResult, finished_result, recipe_fingerprint
 from synthgen.errors import UserError
 from synthgen.lock import hold
+from synthgen.machine import resolve_precision
 from synthgen.rundir import prepare_dir, remove_tree, write_json, write_text
 
 log = logging.getLogger("distill")
 
 
-def train(recipe: Recipe, *, progress: bool = True, on_step: Callable[[int], None] | None = None) -> TrainResult:
+def train(recipe: Recipe, *, progress: bool = True, on_step: Callable[[int], None] | None = None) -> TrainResult | None:
     """Train the student the recipe describes and save it to `recipe.output`; see the module docstring.
 
-    `on_step(step)` is called after every finished step (after its checkpoint, if any).
+    `on_step(step)` is called after every finished step (after its checkpoint, if any). Under torchrun each rank
+    trains its share (distill.distributed); rank 0 alone writes and returns the result, the others return None.
     """
     check_recipe(recipe)
     out = Path(recipe.output).expanduser()
-    with hold(out, "model folder"):  # the pipeline replaces a model folder only under this lock, too
+    writer = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 holds the folder for every rank
+    with hold(out, "model folder") if writer else contextlib.nullcontext():  # the pipeline replaces it under it too
         return _train(recipe, out, progress, on_step)
 
 
-def _train(recipe: Recipe, out: Path, progress: bool, on_step) -> TrainResult:
+def _train(recipe: Recipe, out: Path, progress: bool, on_step) -> TrainResult | None:
     digest = recipe_fingerprint(recipe)
     finished = finished_result(out, digest)
     if finished is not None:
         return finished
-    prepare_dir(out)
+    ranks = Ranks.join(recipe.train.device)
     state_dir = out / STATE_DIR
-    state_dir.mkdir(exist_ok=True)
-    write_text(state_dir / "fingerprint", digest)
-    return _Run(recipe, out, state_dir, digest, progress, on_step).run()
+    if ranks.writer:
+        prepare_dir(out)
+        state_dir.mkdir(exist_ok=True)
+        write_text(state_dir / "fingerprint", digest)
+    ranks.barrier()
+    return _Run(recipe, out, state_dir, digest, progress, on_step, ranks).run()
 
 
 class _Run:
     """One training run's state; methods are the steps of `train`, kept apart so each is short."""
 
-    def __init__(self, recipe: Recipe, out: Path, state_dir: Path, digest: str, progress: bool, on_step):
+    def __init__(self, recipe: Recipe, out: Path, state_dir: Path, digest: str, progress: bool, on_step, ranks):
         self.recipe, self.out, self.state_dir, self.digest = recipe, out, state_dir, digest
-        self.progress, self.on_step = progress, on_step
+        self.progress, self.on_step, self.ranks = progress and ranks.writer, on_step, ranks
         self.warnings: list[str] = []
 
     # -- setup -------------------------------------------------------------------------------------
@@ -87,8 +95,8 @@ class _Run:
         from distill import encoder as enc
 
         r = self.recipe
-        self.device = enc.resolve_device(r.train.device)
-        self.precision = enc.resolve_precision(r.train.precision, self.device)
+        self.device = self.ranks.device(enc.resolve_device(r.train.device))
+        self.precision = resolve_precision(r.train.precision, self.device)
         torch.manual_seed(r.train.seed)
         self.model = enc.load_encoder(r.model, self.device)
         self.dimension = self.model.get_embedding_dimension()
@@ -149,8 +157,9 @@ class _Run:
         objective = Objective(r.loss, self.dimension)
         self.step, self.best_step, self.best_value, self.base_dev, self.best_dev = 0, None, None, None, None
         resumed = self.restore()
-        self.logbook = Logbook(self.out / LOG, self.step if resumed else None)
-        has_dev = bool(self.dataset.dev)
+        self.ranks.same_start(self.params)
+        self.logbook = Logbook(self.out / LOG, self.step if resumed else None) if self.ranks.writer else Silent()
+        has_dev = bool(self.dataset.dev) and self.ranks.writer
         if has_dev and self.base_dev is None:
             self.base_dev = self.dev_metrics()
             self.logbook.write({"event": "dev", "step": 0, **self.base_dev, "base": True})
@@ -164,14 +173,16 @@ class _Run:
                 batches = {epoch: epoch_batches(self.dataset.train, epoch, r.train.seed, r.train.batch_size, r.data.hard_negatives)}
             batch = batches[epoch][index]
             tensors = BatchTensors.from_batch(batch, self.device)
+            (queries, q_sizes), (passages, p_sizes) = self.ranks.share(batch.queries), self.ranks.share(batch.passages)
             parts = forward_backward(
                 self.embed,
-                [[self.query_tokens[i] for i in batch.queries], [self.passage_tokens[i] for i in batch.passages]],
+                [[self.query_tokens[i] for i in queries], [self.passage_tokens[i] for i in passages]],
                 r.train.mini_batch_size,
-                lambda q, p: objective(q, p, tensors),
+                lambda q, p: objective(self.ranks.gather(q, q_sizes), self.ranks.gather(p, p_sizes), tensors),
                 self.device,
                 scale=self.scaler.scale if self.scaler else None,
             )
+            self.ranks.sum_gradients(self.params)  # this rank's share of the whole-batch gradient -> the whole
             self.optimizer_step()
             self.step += 1
             examples += len(batch.queries)
@@ -190,13 +201,15 @@ class _Run:
             last = self.step == self.total_steps
             if has_dev and (last or (r.eval.every and self.step % r.eval.every == 0)):
                 self.evaluate_dev()
-            if last or self.step % r.train.checkpoint_every == 0:
+            if self.ranks.writer and (last or self.step % r.train.checkpoint_every == 0):
                 self.save_checkpoint()
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
             if self.on_step is not None:
                 self.on_step(self.step)
         bar.close()
+        if not self.ranks.writer:
+            return None
         seconds = time.perf_counter() - started
         return self.finish(seconds, examples / seconds if seconds > 0 and examples else 0.0)
 

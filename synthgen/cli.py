@@ -13,7 +13,9 @@ import typer
 
 from synthgen.corpus import ChunkConfig
 from synthgen.errors import run_cli
+from synthgen.executors import ExecutorConfig
 from synthgen.generate import GenerateConfig
+from synthgen.machine import THREADS_HELP, use_threads
 from synthgen.pipeline import DEFAULT_MAX_PASSAGES, PipelineOptions, run_pipeline
 from synthgen.stages import generate as generate_stage
 from synthgen.stages import relabel as relabel_stage
@@ -61,6 +63,11 @@ def generate(
     passage_overlap: int = typer.Option(ChunkConfig.overlap, "--passage-overlap", help="Words (or tokens) repeated between consecutive passages."),
     passage_tokenizer: Optional[Path] = typer.Option(None, "--passage-tokenizer", help="A tokenizer folder (e.g. the student's): passage sizes count its tokens."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard queries from an earlier run with other settings."),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
+    executor: str = typer.Option("local", "--executor", help="Where the LLM runs: local (this process) or ray (Ray Data over the cluster `ray.init` finds; pip install 'synthgen[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: the cluster to join (default: RAY_ADDRESS, else a Ray started for this run)."),
+    replicas: int = typer.Option(1, "--replicas", help="With --executor ray: LLM engines working at once, one per Ray actor."),
+    tensor_parallel: int = typer.Option(1, "--tensor-parallel", help="GPUs per LLM engine (vLLM's tensor_parallel_size; --llm vllm:PATH)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Split a corpus into passages and have an LLM write a search query (and its task) for sampled passages.
@@ -76,7 +83,9 @@ def generate(
         min_query_words=min_query_words, max_query_words=max_query_words, max_copied_words=max_copied_words,
         min_overlap=min_overlap, near_duplicate=near_duplicate,
     )
-    prepared = generate_stage.prepare(corpus, out, llm, chunking, config, prompt, cache_dir)
+    use_threads(threads)
+    prepared = generate_stage.prepare(corpus, out, llm, chunking, config, prompt, cache_dir,
+                                      ExecutorConfig(executor, ray_address, replicas, tensor_parallel))
     print(generate_stage.summary(generate_stage.run_stage(prepared, overwrite=overwrite, quiet=quiet), out))
 
 
@@ -92,7 +101,7 @@ def relabel(
     judge_prompt: Optional[Path] = typer.Option(None, "--judge-prompt", help="A custom Jinja2 template for the judges' passage context (default: prompts/judge_passage.j2)."),
     embedder: Optional[Path] = typer.Option(None, "--embedder", help="Sentence-transformers folder for dense retrieval (default: the bundled all-MiniLM-L6-v2)."),
     second_embedder: Optional[Path] = typer.Option(None, "--second-embedder", help="Another sentence-transformers folder, for the dense2 judge."),
-    index: str = typer.Option(RelabelOptions.index, "--index", help="faiss index: flat (exact), hnsw or ivf (approximate, for large corpora)."),
+    index: str = typer.Option(RelabelOptions.index, "--index", help="faiss index: flat (exact), hnsw or ivf (approximate, for large corpora: built once per corpus and embedder, kept in --cache-dir)."),
     positive: str = typer.Option(RelabelOptions.positive, "--positive", help="fused: the top of the fused ranking; seed: the passage the query was written from."),
     negatives: int = typer.Option(RelabelOptions.negatives, "--negatives", help="Hard negatives per query (fewer when fewer are safe)."),
     negative_strategy: str = typer.Option(RelabelOptions.negative_strategy, "--negative-strategy", help="Within --negative-ranks: random (seeded), top (hardest first) or lowest (Gecko)."),
@@ -103,6 +112,11 @@ def relabel(
     seed: int = typer.Option(RelabelOptions.seed, "--seed", help="Decides the random choice of negatives."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings)."),
     batch_pairs: int = typer.Option(RelabelOptions.batch_pairs, "--batch-pairs", help="Pairs per LLM call; finished batches are saved."),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
+    executor: str = typer.Option("local", "--executor", help="Where the LLM runs: local (this process) or ray (Ray Data over the cluster `ray.init` finds; pip install 'synthgen[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: the cluster to join (default: RAY_ADDRESS, else a Ray started for this run)."),
+    replicas: int = typer.Option(1, "--replicas", help="With --executor ray: LLM engines working at once, one per Ray actor."),
+    tensor_parallel: int = typer.Option(1, "--tensor-parallel", help="GPUs per LLM engine (vLLM's tensor_parallel_size; --llm vllm:PATH)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Judge candidates from the whole corpus for every query and choose its positive and hard negatives.
@@ -114,8 +128,9 @@ def relabel(
         judge_prompt=judge_prompt, embedder=embedder, second_embedder=second_embedder, index=index, positive=positive,
         negatives=negatives, negative_strategy=negative_strategy, negative_ranks=negative_ranks, margin=margin,
         duplicate_overlap=duplicate_overlap, round_trip=round_trip, seed=seed, cache_dir=cache_dir,
-        batch_pairs=batch_pairs,
+        batch_pairs=batch_pairs, executor=ExecutorConfig(executor, ray_address, replicas, tensor_parallel),
     )
+    use_threads(threads)
     print(relabel_stage.summary(relabel_stage.run_stage(run, options, quiet=quiet), run))
 
 
@@ -136,6 +151,11 @@ def pipeline(
     judges: str = typer.Option(RelabelOptions.judges, "--judges", help="Relabel judges, fused by reciprocal rank: ql, yesno, dense, bm25."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe field, e.g. --set train.lr=1e-5 (repeatable); --set output=DIR puts the model elsewhere."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings)."),
+    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
+    executor: str = typer.Option("local", "--executor", help="Where the LLM runs: local (this process) or ray (Ray Data over the cluster `ray.init` finds; pip install 'synthgen[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: the cluster to join (default: RAY_ADDRESS, else a Ray started for this run)."),
+    replicas: int = typer.Option(1, "--replicas", help="With --executor ray: LLM engines working at once, one per Ray actor."),
+    tensor_parallel: int = typer.Option(1, "--tensor-parallel", help="GPUs per LLM engine (vLLM's tensor_parallel_size; --llm vllm:PATH)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Generate, relabel and train in one run folder, then report (report.md) and plot (plot.png).
@@ -143,9 +163,10 @@ def pipeline(
     Run it again to redo only what changed: a stage whose options and inputs are those recorded in manifest.json
     is skipped, and a killed run resumes inside the stage it was in.
     """
+    use_threads(threads)
     run_pipeline(PipelineOptions(
         corpus=corpus, out=out, recipe=recipe, eval=eval_, dims=dims, llm=llm, max_passages=max_passages,
         queries_per_passage=queries_per_passage, sample=sample, max_tokens=max_tokens, seed=seed, prompt=prompt, judges=judges,
         overrides=list(set_),
-        cache_dir=cache_dir, quiet=quiet,
+        cache_dir=cache_dir, executor=ExecutorConfig(executor, ray_address, replicas, tensor_parallel), quiet=quiet,
     ))

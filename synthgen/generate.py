@@ -22,6 +22,11 @@ in a batch. A resumed run therefore writes exactly what an uninterrupted one wou
 
 Answers are parsed strictly: the first JSON object in the text, through `json`, never eval. A malformed or
 filtered answer is asked again with a new seed, up to `max_attempts`; then the query is dropped and counted.
+
+Why a batch is settled on its own: so that any number of workers can write batches at once (synthgen.executors)
+and still give the records one process gives. Inside a batch a query repeating another is asked again, like any
+filtered answer; a query repeating one kept by an earlier batch is dropped afterwards (`RepeatFilter`, in batch
+order), since asking again would make a batch wait for every batch before it.
 """
 
 from __future__ import annotations
@@ -291,16 +296,14 @@ class BatchResult:
 
 
 class QueryGenerator:
-    """Runs batches of items through the LLM; holds the run's filter state (earlier queries) across batches."""
+    """Runs batches of items through the LLM, each batch on its own (see the module docstring)."""
 
-    def __init__(self, llm: LLM, template: Template, config: GenerateConfig, earlier: Iterable[Query] = ()):
+    def __init__(self, llm: LLM, template: Template, config: GenerateConfig):
         self.llm = llm
         self.template = template
         self.config = config
         self.params = self.sampling_for(template, config)
-        self.filter = QueryFilter(config, check_template(template, config))
-        for query in earlier:
-            self.filter.keep(query.query)
+        self.examples = check_template(template, config)
 
     @staticmethod
     def sampling_for(template: Template, config: GenerateConfig) -> SamplingParams:
@@ -311,6 +314,7 @@ class QueryGenerator:
     def run(self, items: Sequence[Item]) -> BatchResult:
         """Queries for a batch of items; items are settled in their order, so results do not depend on timing."""
         started = time.perf_counter()
+        query_filter = QueryFilter(self.config, self.examples)
         counts: Counter[str] = Counter(prompted=len(items))
         log = BatchLog(items=[item.id for item in items])
         prompts = {item.id: render(self.template, item, self.config) for item in items}
@@ -335,12 +339,12 @@ class QueryGenerator:
                     retry.append(item)
                     continue
                 task, query = answer
-                reason = self.filter.reason(query, item.passage)
+                reason = query_filter.reason(query, item.passage)
                 if reason:
                     counts[f"filtered_{reason}"] += 1
                     retry.append(item)
                     continue
-                self.filter.keep(query)
+                query_filter.keep(query)
                 accepted[item.id] = Query(id=item.id, passage_id=item.passage.id, task=task, query=query, form=item.form)
             pending = retry
         counts["dropped"] += len(pending)
@@ -348,3 +352,26 @@ class QueryGenerator:
         log.counts = dict(counts)
         log.seconds = time.perf_counter() - started
         return BatchResult([accepted[item.id] for item in items if item.id in accepted], log)
+
+
+class RepeatFilter:
+    """Drops, in batch order, the queries that repeat one kept by an earlier batch or an earlier run."""
+
+    def __init__(self, config: GenerateConfig, earlier: Iterable[Query] = ()):
+        self.seen = NearDuplicateIndex(config.near_duplicate)
+        for query in earlier:
+            self.seen.add(query.query)
+
+    def __call__(self, result: BatchResult) -> BatchResult:
+        kept = []
+        for query in result.queries:
+            if self.seen.find(query.query) is None:
+                self.seen.add(query.query)
+                kept.append(query)
+        repeats = len(result.queries) - len(kept)
+        if repeats:
+            counts = Counter(result.log.counts)
+            counts.update(filtered_duplicate=repeats, dropped=repeats)
+            counts["written"] -= repeats
+            result = BatchResult(kept, dataclasses.replace(result.log, counts=dict(counts)))
+        return result

@@ -32,6 +32,7 @@ YES = (" yes", " Yes")
 NO = (" no", " No")
 CONTEXT_TEMPLATE = "judge_passage.j2"
 TEMPLATES = {"ql": "judge_query_likelihood.j2", "yesno": "judge_relevance.j2"}
+JudgeBatch = list[tuple[Query, Passage, tuple[str, ...]]]  # pairs, each with the judges it still lacks
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,9 @@ def _logsumexp(values: Sequence[float]) -> float:
 class LLMJudges:
     """The LLM judges of one run; they share the passage context of their prompts."""
 
-    def __init__(self, llm: LLM, judges: Sequence[str], words: int = 100, context_template: str | Path | None = None):
+    def __init__(self, llm: LLM | None, judges: Sequence[str], words: int = 100,
+                 context_template: str | Path | None = None, llm_name: str | None = None):
+        """`llm` None (with `llm_name`): judgment keys only, for a driver whose judging runs elsewhere."""
         unknown = [j for j in judges if j not in LLM_JUDGES]
         if unknown:
             raise ValueError(f"not LLM judges: {unknown}")
@@ -68,7 +71,8 @@ class LLMJudges:
         self.context: Template = load_template(context_template or CONTEXT_TEMPLATE)
         self.templates: dict[str, Template] = {j: load_template(TEMPLATES[j]) for j in self.judges}
         # what a judge's scores depend on, besides the texts: judgments made under other settings are not reused
-        self.settings = {j: fingerprint([llm.name, words, self.context.sha256, t.sha256]) for j, t in self.templates.items()}
+        name = llm_name or llm.name
+        self.settings = {j: fingerprint([name, words, self.context.sha256, t.sha256]) for j, t in self.templates.items()}
 
     def prompt_hashes(self) -> dict[str, str]:
         return {self.context.name: self.context.sha256, **{t.name: t.sha256 for t in self.templates.values()}}
@@ -103,3 +107,15 @@ class LLMJudges:
                 lp = scores.choice_logprobs
                 results[i][judge] = _logsumexp([lp[c] for c in YES]) - _logsumexp([lp[c] for c in NO])
         return results
+
+
+def judge_batch(judges: LLMJudges, batch: JudgeBatch) -> list[Judgment]:
+    """The judgments of a batch of pairs, each with the judges it still lacks, in one backend call per set of judges
+    (usually one set: all of them)."""
+    made = []
+    for missing in dict.fromkeys(m for _, _, m in batch):
+        part = [(query, passage) for query, passage, m in batch if m == missing]
+        for (query, passage), by_judge in zip(part, judges.score(part, missing)):
+            made.extend(Judgment(query.id, passage.id, j, score, judges.key(j, query, passage))
+                        for j, score in by_judge.items())
+    return made

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from synthgen.errors import UserError
+from synthgen.executors import ExecutorConfig
 from synthgen.generate import GenerateConfig
 
 # Passages sampled for queries when the user names no number: on a 2-core CPU with the bundled models this is
@@ -42,6 +43,7 @@ class PipelineOptions:
     judges: str = RelabelOptions.judges
     overrides: list[str] = field(default_factory=list)  # recipe KEY=VALUE
     cache_dir: Optional[Path] = None
+    executor: ExecutorConfig = ExecutorConfig()  # where generate's and relabel's LLM work runs
     quiet: bool = False
 
 
@@ -74,12 +76,12 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     train.check_model_folder(recipe, run_dir)
     train.check_dims(recipe)
     relabel_options = RelabelOptions(llm=options.llm, judges=options.judges, seed=options.seed,
-                                     cache_dir=options.cache_dir)
+                                     cache_dir=options.cache_dir, executor=options.executor)
     relabel_options.resolve()
     config = GenerateConfig(queries_per_passage=options.queries_per_passage, max_passages=options.max_passages,
                             seed=options.seed, sample=options.sample, max_tokens=options.max_tokens)
     prepared = generate.prepare(options.corpus, run_dir, options.llm, ChunkConfig(), config, options.prompt,
-                                options.cache_dir)
+                                options.cache_dir, options.executor)
 
     quiet_libraries()  # distill's warnings as `warning: ...` lines, without the libraries' loading chatter
     train_stage = train.TrainStage(recipe, run_dir, options.quiet)

@@ -33,6 +33,10 @@ class Template:
     sha256: str
     _compiled: jinja2.Template
 
+    def __reduce__(self):
+        # the compiled Jinja2 template does not pickle, and its text rebuilds it (executors send work to workers)
+        return (_from_text, (self.name, self.text))
+
     def render(self, **values: object) -> str:
         try:
             return self._compiled.render(**values)
@@ -64,3 +68,7 @@ def load_template(name_or_path: str | Path) -> Template:
     except jinja2.TemplateSyntaxError as exc:
         raise UserError(f"{path}:{exc.lineno}: template syntax error ({exc.message})") from None
     return Template(path.name, text, hashlib.sha256(text.encode("utf-8")).hexdigest(), compiled)
+
+
+def _from_text(name: str, text: str) -> Template:
+    return Template(name, text, hashlib.sha256(text.encode("utf-8")).hexdigest(), _ENV.from_string(text))

@@ -22,12 +22,12 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
 from synthgen.errors import UserError
-from synthgen.judges import Judgment, LLMJudges
+from synthgen.judges import JudgeBatch, Judgment, LLMJudges, judge_batch
 from synthgen.records import Passage, Query, TrainingExample
 from synthgen.retrieve import METHODS, RRF_K, BM25Retriever, DenseRetriever, Embedder, HybridRetriever, fuse_ranks
 from synthgen.text import words
@@ -176,10 +176,14 @@ def llm_pairs(candidates: Sequence[Candidates], depth: int) -> list[tuple[int, i
 
 
 def llm_judge(candidates: Sequence[Candidates], passages: Sequence[Passage], judges: LLMJudges, depth: int,
-              known: dict[str, float], batch_pairs: int = 128, progress: bool = True) -> Iterator[list[Judgment]]:
+              known: dict[str, float], batch_pairs: int = 128, progress: bool = True,
+              run: Callable[[list[JudgeBatch]], Iterator[list[Judgment]]] | None = None) -> Iterator[list[Judgment]]:
     """Run the LLM judges over the pairs `known` (judgment key -> score) lacks, in passage-major batches, and
     yield each batch's judgments for the caller to store; once exhausted, every candidate list holds the LLM
-    judges' scores (None where a candidate was below `depth`)."""
+    judges' scores (None where a candidate was below `depth`).
+
+    `run` judges the batches elsewhere (synthgen.executors), giving back each batch's judgments in order; by
+    default `judges` scores them here."""
     from tqdm import tqdm
 
     pairs = llm_pairs(candidates, depth)
@@ -188,27 +192,21 @@ def llm_judge(candidates: Sequence[Candidates], passages: Sequence[Passage], jud
         missing = tuple(j for j in judges.judges if judges.key(j, candidates[n].query, passages[i]) not in known)
         if missing:
             todo.append((n, i, missing))
-    bar = tqdm(total=len(todo), desc="judging", unit="pair", disable=not progress or not todo)
+    batches: list[JudgeBatch] = []
     start = 0
     while start < len(todo):
         end = min(start + batch_pairs, len(todo))
         while end < len(todo) and todo[end][1] == todo[end - 1][1]:  # never split one passage's pairs
             end += 1
-        batch = todo[start:end]
-        made = []
-        for missing in dict.fromkeys(m for _, _, m in batch):  # usually one set: all the judges
-            part = [(n, i) for n, i, m in batch if m == missing]
-            scores = judges.score([(candidates[n].query, passages[i]) for n, i in part], missing)
-            for (n, i), by_judge in zip(part, scores):
-                for j, score in by_judge.items():
-                    made.append(Judgment(candidates[n].query.id, passages[i].id, j, score,
-                                         judges.key(j, candidates[n].query, passages[i])))
-        for judged in made:
-            known[judged.key] = judged.score
-        yield made
-        bar.update(len(batch))
+        batches.append([(candidates[n].query, passages[i], missing) for n, i, missing in todo[start:end]])
         start = end
-    bar.close()
+    results = run(batches) if run is not None else (judge_batch(judges, batch) for batch in batches)
+    with tqdm(total=len(todo), desc="judging", unit="pair", disable=not progress or not todo) as bar:
+        for batch, made in zip(batches, results):
+            for judged in made:
+                known[judged.key] = judged.score
+            yield made
+            bar.update(len(batch))
     judged_at: dict[int, set[int]] = {}
     for n, i in pairs:
         judged_at.setdefault(n, set()).add(i)

@@ -87,17 +87,17 @@ def test_evaluate_and_cli_with_baseline(tmp_path, tiny_bert_path, minilm_path, m
     from distill.evaluate import evaluate
 
     folder = write_beir(tmp_path / "beir", [f"q{i}\td{i}\t1" for i in range(8)])
-    result = evaluate(tiny_bert_path, folder, dims=[32, 16], progress=False)
+    result = evaluate(tiny_bert_path, folder, dims=[32, 16], progress=False, cache_dir=tmp_path / "cache")
     assert set(result["dims"]) == {"32", "16"} and result["queries"] == 8 and result["passages"] == 8
     for values in result["dims"].values():
         assert set(values) == set(NAMES) and all(0.0 <= v <= 1.0 for v in values.values())
         assert values["recall@100"] == 1.0  # 8 passages: everything is retrieved
     with pytest.raises(UserError, match="--dims 64 is not in 1..32"):
-        evaluate(tiny_bert_path, folder, dims=[64], progress=False)
+        evaluate(tiny_bert_path, folder, dims=[64], progress=False, cache_dir=tmp_path / "cache")
 
     monkeypatch.chdir(tmp_path)
     run = CliRunner().invoke(app, ["eval", str(minilm_path), "--data", str(folder), "--baseline", str(tiny_bert_path),
-                                   "--dims", "32", "--quiet"])
+                                   "--dims", "32", "--quiet", "--cache-dir", str(tmp_path / "cache")])
     assert run.exit_code == 0, run.output
     report = json.loads((tmp_path / "metrics.json").read_text())
     model, base = report["model"]["dims"]["32"], report["baseline"]["dims"]["32"]
@@ -117,6 +117,26 @@ def test_cli_eval_user_errors(tmp_path, tiny_bert_path):
     ):
         with pytest.raises(UserError, match=message):
             CliRunner().invoke(app, args, catch_exceptions=False, standalone_mode=False)
+
+
+def test_a_second_evaluation_of_a_model_encodes_no_passage_and_scores_the_same(tmp_path, tiny_bert_path):
+    from distill.evaluate import evaluate, load_beir
+    from synthgen.records import Passage
+    from synthgen.retrieve import Embedder
+
+    folder = write_beir(tmp_path / "beir", [f"q{i}\td{i}\t1" for i in range(8)])
+    first = evaluate(tiny_bert_path, folder, progress=False, cache_dir=tmp_path / "cache")
+    again = evaluate(tiny_bert_path, folder, progress=False, cache_dir=tmp_path / "cache")
+    assert first["passages_encoded"] == 8 and again["passages_encoded"] == 0
+    assert again["dims"] == first["dims"]
+    # what relabel's embedder stored for the same texts is what evaluation reads (one cache, one key per text)
+    beir = load_beir(folder)
+    embedder = Embedder(tiny_bert_path, tmp_path / "cache")
+    embedder.encode_passages([Passage(id="x", text=t) for t in beir.passages], progress=False)
+    assert embedder.encoded == 0
+    in_memory = evaluate(embedder.model, folder, progress=False)  # a loaded model: encoded, nothing cached
+    assert in_memory["passages_encoded"] == 8
+    assert in_memory["dims"]["32"]["ndcg@10"] == pytest.approx(first["dims"]["32"]["ndcg@10"], abs=0.02)
 
 
 @pytest.mark.slow

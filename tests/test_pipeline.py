@@ -176,6 +176,7 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
         (["--set", "data.train=x.jsonl"], "--set data.train: the pipeline sets it"),
         (["--dims", "384,x"], "eval.dims[1] must be a whole number"),
         (["--dims", "384,512"], "--dims 512 is larger than the embedding size of all-MiniLM-L6-v2 (384)"),
+        (["--executor", "ray", "--tensor-parallel", "2"], "--tensor-parallel needs a vLLM engine (--llm vllm:PATH)"),
     ],
 )
 def test_user_mistakes_are_one_line_errors_before_any_stage(tmp_path, extra, message):

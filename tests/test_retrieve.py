@@ -30,6 +30,19 @@ def test_each_retriever_finds_the_known_answer(minilm):
         assert top1(DenseRetriever(corpus, minilm, index=kind, progress=False), corpus, texts) == expected
 
 
+def test_an_approximate_index_is_built_once_and_read_back(minilm, tmp_path):
+    minilm = Embedder(minilm.path, cache_dir=tmp_path)  # a cache of its own: no index built by another test
+    corpus, texts = passages(), [q.query for q in queries()]
+    for kind in ("hnsw", "ivf"):
+        first = DenseRetriever(corpus, minilm, index=kind, progress=False)
+        again = DenseRetriever(corpus, minilm, index=kind, progress=False)
+        assert first.index_built and not again.index_built
+        assert len(list(minilm.cache_dir.glob(f"index-{kind}-*.faiss"))) == 1
+        assert again.search(texts, 5) == first.search(texts, 5)
+        edited = [Passage(id=p.id, title=p.title, text=p.text + " Edited.") if n == 0 else p for n, p in enumerate(corpus)]
+        assert DenseRetriever(edited, minilm, index=kind, progress=False).index_built  # another corpus: built again
+
+
 def test_scores_are_cosines_and_bm25_scores_of_the_candidates(minilm):
     corpus = passages()
     dense = DenseRetriever(corpus, minilm, progress=False)

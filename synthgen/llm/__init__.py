@@ -15,7 +15,7 @@ from synthgen.errors import UserError
 from synthgen.llm.base import LLM, Completion, Prompt, SamplingParams, ScoreRequest, Scores
 from synthgen.llm.spec import public_spec
 
-__all__ = ["LLM", "Completion", "Prompt", "SamplingParams", "ScoreRequest", "Scores", "load_llm", "parse_spec",
+__all__ = ["LLM", "Completion", "Prompt", "SamplingParams", "ScoreRequest", "Scores", "llm_name", "load_llm", "parse_spec",
            "public_spec"]
 
 BACKENDS = ("hf", "vllm", "openai")
@@ -54,3 +54,21 @@ def load_llm(spec: str | None = None, **options) -> LLM:
     if not sep or not model or not base_url.startswith(("http://", "https://")):
         raise UserError(f"bad --llm '{spec}': expected openai:MODEL@http://host:port/v1")
     return OpenAILLM(model, base_url, **options)
+
+
+def llm_name(spec: str | None = None) -> str:
+    """The `name` that `load_llm(spec)` gives its backend, without loading it: judgment keys are made from it,
+    and a driver that sends its LLM work to other machines (synthgen.executors) never loads the model."""
+    from pathlib import Path
+
+    if spec is None:
+        from synthgen.llm.models import default_model_path
+
+        return f"hf:{default_model_path()}"
+    backend, target = parse_spec(spec)
+    if backend == "vllm":
+        return f"vllm:{Path(target)}"
+    if backend == "openai":
+        model, _, base_url = target.partition("@")
+        return f"openai:{model}@{public_spec(base_url.rstrip('/'))}"  # as OpenAILLM names itself: no credentials
+    return f"hf:{target}"

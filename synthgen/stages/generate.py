@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from synthgen.corpus import ChunkConfig, ingest
 from synthgen.errors import UserError
-from synthgen.generate import BatchLog, GenerateConfig, Item, QueryGenerator, check_template, plan
+from synthgen.executors import ExecutorConfig
+from synthgen.generate import BatchLog, GenerateConfig, Item, QueryGenerator, RepeatFilter, check_template, plan
 from synthgen.llm import public_spec
 from synthgen.lock import hold
 from synthgen.prompts import load_template
@@ -54,6 +55,7 @@ class GenerateRun:
     identity: dict  # what decides the queries written; another identity makes earlier queries stale
     started: float
     cache_dir: Optional[Path] = None  # passage embeddings, for the cluster sample
+    executor: ExecutorConfig = ExecutorConfig()  # where the LLM work runs; never part of the identity
     _clusters: Optional[list[int]] = dataclasses.field(default=None, repr=False)
 
     def items(self) -> list[Item]:
@@ -64,9 +66,12 @@ class GenerateRun:
 
 
 def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, config: GenerateConfig,
-            prompt: Optional[Path], cache_dir: Optional[Path] = None) -> GenerateRun:
+            prompt: Optional[Path], cache_dir: Optional[Path] = None,
+            executor: ExecutorConfig = ExecutorConfig()) -> GenerateRun:
     """Read the corpus and the template and check them: every mistake here costs seconds, not an LLM run."""
     started = time.perf_counter()
+    executor.check()
+    executor.llm_options(llm)
     run_dir = prepare_dir(out)
     template = load_template(prompt or "generate.j2")
     check_template(template, config)
@@ -82,7 +87,7 @@ def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, 
     identity = json.loads(json.dumps({"llm": public_spec(llm) or "default", "template_sha256": template.sha256,
                                       "options": config.output_options(), "passages_sha256": passages_sha}))
     return GenerateRun(corpus, run_dir, llm, chunking, config, prompt, template, passages, report, identity, started,
-                       cache_dir)
+                       cache_dir, executor=executor)
 
 
 def summary(section: dict, run_dir: Path) -> str:
@@ -183,30 +188,29 @@ def _run_stage(run: GenerateRun, overwrite: bool, quiet: bool) -> dict:
     if todo:
         from tqdm import tqdm
 
-        from synthgen.llm import load_llm
+        from synthgen.executors import run_units
+        from synthgen.llm import llm_name
+        from synthgen.work import GenerateWork
 
-        model = load_llm(run.llm)
-        section["model"] = model.name
-        try:
-            generator = QueryGenerator(model, run.template, config, earlier=[q for q in existing if q.id in done])
-            session_start, session_tokens, session_passages = time.perf_counter(), 0, set()
-            with Appender(queries_path) as queries_out, Appender(progress_path) as progress_out, \
-                    tqdm(total=len(items), initial=len(items) - len(todo), unit="query", desc="generating",
-                         disable=quiet, dynamic_ncols=True) as bar:
-                for start in range(0, len(todo), config.batch_size):
-                    batch = todo[start : start + config.batch_size]
-                    result = generator.run(batch)
-                    queries_out.write([q for q in result.queries if q.id not in present])
-                    progress_out.write([result.log])
-                    logs.append(result.log)
-                    session_tokens += result.log.prompt_tokens + result.log.completion_tokens
-                    session_passages.update(item.passage.id for item in batch)
-                    elapsed = time.perf_counter() - session_start
-                    bar.set_postfix_str(f"{len(session_passages) / elapsed:.2f} passages/s, "
-                                        f"{session_tokens / elapsed:.0f} tok/s", refresh=False)
-                    bar.update(len(batch))
-        finally:
-            model.close()
+        section["model"] = llm_name(run.llm)
+        work = GenerateWork(run.llm, run.template, config, run.executor.llm_options(run.llm))
+        batches = [todo[start : start + config.batch_size] for start in range(0, len(todo), config.batch_size)]
+        repeats = RepeatFilter(config, [q for q in existing if q.id in done])
+        session_start, session_tokens, session_passages = time.perf_counter(), 0, set()
+        with Appender(queries_path) as queries_out, Appender(progress_path) as progress_out, \
+                tqdm(total=len(items), initial=len(items) - len(todo), unit="query", desc="generating",
+                     disable=quiet, dynamic_ncols=True) as bar:
+            for batch, result in zip(batches, run_units(run.executor, work, batches)):
+                result = repeats(result)
+                queries_out.write([q for q in result.queries if q.id not in present])
+                progress_out.write([result.log])
+                logs.append(result.log)
+                session_tokens += result.log.prompt_tokens + result.log.completion_tokens
+                session_passages.update(item.passage.id for item in batch)
+                elapsed = time.perf_counter() - session_start
+                bar.set_postfix_str(f"{len(session_passages) / elapsed:.2f} passages/s, "
+                                    f"{session_tokens / elapsed:.0f} tok/s", refresh=False)
+                bar.update(len(batch))
     section["complete"] = True
     totals = _generate_totals(logs, len(passages), queries_path)
     totals["wall_seconds"] = round(time.perf_counter() - run.started, 2)

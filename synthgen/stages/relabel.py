@@ -12,9 +12,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from synthgen.errors import UserError
+from synthgen.executors import ExecutorConfig
 from synthgen.judges import CONTEXT_TEMPLATE, LLM_JUDGES, TEMPLATES, Judgment, LLMJudges
 from synthgen.llm import public_spec
 from synthgen.lock import hold
@@ -54,6 +55,7 @@ class RelabelOptions:
     seed: int = SelectionConfig.seed  # of the random choice of negatives
     cache_dir: Optional[Path] = None
     batch_pairs: int = 128
+    executor: ExecutorConfig = ExecutorConfig()  # where the LLM judges run; never part of the identity
 
     def resolve(self) -> tuple[tuple[str, ...], SelectionConfig]:
         """The judge names and the selection the options describe, checked before any file or model is read."""
@@ -69,6 +71,8 @@ class RelabelOptions:
             raise UserError("--judge-depth, --judge-words and --batch-pairs must be at least 1")
         if "dense2" in names and self.second_embedder is None:
             raise UserError("the dense2 judge needs --second-embedder PATH")
+        self.executor.check()
+        self.executor.llm_options(self.llm)
         if self.judge_prompt is not None and not self.judge_prompt.is_file():
             raise UserError(f"judge prompt not found: {self.judge_prompt}")
         return names, selection
@@ -150,25 +154,18 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     fresh = reused = corrupt = 0
     judging_seconds = 0.0
     if llm_names:
-        from synthgen.llm import load_llm
-
         store = run_dir / JUDGMENTS
         known, corrupt = _known_judgments(store)
-        model = load_llm(options.llm)
-        try:
-            llm_judges = LLMJudges(model, llm_names, words=options.judge_words, context_template=options.judge_prompt)
-            section["models"]["llm"] = model.name
-            section["prompts"] = llm_judges.prompt_hashes()
-            t0 = time.perf_counter()
-            with Appender(store) as out:
-                for made in llm_judge(candidates, passages, llm_judges, options.judge_depth, known,
-                                      options.batch_pairs, not quiet):
-                    out.write(made)
-                    fresh += len(made)
-            judging_seconds = time.perf_counter() - t0
-            reused = sum(1 for c in candidates for j in llm_names for s in c.scores[j] if s is not None) - fresh
-        finally:
-            model.close()
+        section["models"]["llm"], judges, run_batches = _judging(options, llm_names)
+        section["prompts"] = judges.prompt_hashes()
+        t0 = time.perf_counter()
+        with Appender(store) as out:
+            for made in llm_judge(candidates, passages, judges, options.judge_depth, known, options.batch_pairs,
+                                  not quiet, run_batches):
+                out.write(made)
+                fresh += len(made)
+        judging_seconds = time.perf_counter() - t0
+        reused = sum(1 for c in candidates for j in llm_names for s in c.scores[j] if s is not None) - fresh
 
     selections = [select(c, passages, names, selection) for c in candidates]
     write_jsonl(run_dir / "train.jsonl", [s.example for s in selections if s.example is not None])
@@ -259,3 +256,17 @@ class RelabelStage:
 
     def summary(self, section: dict) -> str:
         return summary(section, self.run_dir)
+
+
+def _judging(options: RelabelOptions, names: list[str]) -> tuple[str, LLMJudges, Callable]:
+    """The LLM's name, judges that make the judgment keys without a model, and what judges batches: the
+    executor, which loads the model where the judging runs (here, or on Ray workers) only if there is any."""
+    from synthgen.executors import run_units
+    from synthgen.llm import llm_name
+    from synthgen.work import JudgeWork
+
+    name = llm_name(options.llm)
+    judges = LLMJudges(None, names, words=options.judge_words, context_template=options.judge_prompt, llm_name=name)
+    work = JudgeWork(options.llm, tuple(names), options.judge_words, options.judge_prompt, judges.settings,
+                     options.executor.llm_options(options.llm))
+    return name, judges, lambda batches: run_units(options.executor, work, batches)
