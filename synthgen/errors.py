@@ -6,6 +6,11 @@ Everything else is a bug and keeps its traceback.
 """
 
 
+import errno
+
+_DISK_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS}
+
+
 class UserError(Exception):
     """A mistake the user can fix; shown as one line, exit code 2."""
 
@@ -20,6 +25,12 @@ def run_cli(app) -> None:
             sys.exit(code)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRORS:
+            raise
+        # a full disk or a file too large, met by a library's own write (a model's weights, a tokenizer)
+        print(f"error: cannot write {exc.filename or 'a file'}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: finished records are kept; run the same command again to resume", file=sys.stderr)

@@ -49,14 +49,9 @@ class PipelineOptions:
 
 def run_pipeline(options: PipelineOptions) -> dict[str, Any]:
     """Run the stages that are out of date, then write report.md and plot.png; returns the pipeline section."""
-    from distill.logs import quiet_libraries
-    from distill.train import LOG
-    from synthgen.corpus import ChunkConfig
     from synthgen.llm import parse_spec
-    from synthgen.report import PLOT, REPORT, eval_table, format_report, plot
-    from synthgen.rundir import prepare_dir, write_manifest_section, write_text
-    from synthgen.stages import generate, train
-    from synthgen.stages.relabel import RelabelStage
+    from synthgen.lock import hold
+    from synthgen.rundir import prepare_dir
 
     started = time.perf_counter()
     if not options.corpus.exists():
@@ -64,6 +59,19 @@ def run_pipeline(options: PipelineOptions) -> dict[str, Any]:
     if options.llm is not None:
         parse_spec(options.llm)
     run_dir = prepare_dir(options.out)
+    with hold(run_dir):  # the whole pipeline: its stages, the model folder it may replace, the report
+        return _run_locked(options, run_dir, started)
+
+
+def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict[str, Any]:
+    from distill.logs import quiet_libraries
+    from distill.logbook import LOG
+    from synthgen.corpus import ChunkConfig
+    from synthgen.report import PLOT, REPORT, eval_table, format_report, plot
+    from synthgen.rundir import write_manifest_section, write_text
+    from synthgen.stages import generate, train
+    from synthgen.stages.relabel import RelabelStage
+
     recipe = train.build_recipe(options.recipe, options.overrides, run_dir, options.eval, options.dims)
     train.check_model_folder(recipe, run_dir)
     train.check_dims(recipe)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
 from synthgen.errors import UserError
 
@@ -41,9 +42,13 @@ class Template:
             return self._compiled.render(**values)
         except jinja2.UndefinedError as exc:
             raise UserError(f"template {self.name}: {exc.message}") from None
+        except jinja2.exceptions.SecurityError as exc:
+            raise UserError(f"template {self.name}: not allowed in a prompt template ({exc})") from None
 
 
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+# Sandboxed: a template (a user's --prompt or --judge-prompt, perhaps from someone else) reads the values it is
+# given and cannot reach Python internals (`__class__`, `__globals__`, ...) through them.
+_ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
 
 
 def load_template(name_or_path: str | Path) -> Template:

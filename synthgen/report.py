@@ -6,7 +6,6 @@ matplotlib is imported only when the plot is drawn.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -71,7 +70,9 @@ def plot(path: Path, log_path: Path, result: TrainResult) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from distill.logbook import read_log
+
+    records, _ = read_log(log_path)
     train_points = [(r["step"], r["loss"]) for r in records if r.get("event") == "train"]
     dev_points = [(r["step"], r[result.metric]) for r in records if r.get("event") == "dev"]
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -174,8 +176,11 @@ class Embedder:
                 try:
                     with np.load(shard, allow_pickle=False) as data:
                         self._cache.update(zip(data["keys"].tolist(), data["vectors"]))
-                except (OSError, ValueError, KeyError):
-                    shard.unlink(missing_ok=True)  # a damaged shard is only lost work: encode again
+                except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                    # a damaged shard is only lost work: said, removed, and its passages encoded again
+                    print(f"warning: damaged embedding cache shard {shard} ({type(exc).__name__}: {exc}); its "
+                          "passages are encoded again", file=sys.stderr)
+                    shard.unlink(missing_ok=True)
         return self._cache
 
     def _write_shard(self, keys: list[str], vectors: np.ndarray) -> None:

@@ -37,46 +37,66 @@ def prepare_dir(path: Path) -> Path:
     return path
 
 
-def resume_records(path: Path, cls: type[R]) -> list[R]:
-    """Records already in an output file from an earlier run; a torn last line is cut off the file."""
+def resume_lines(path: Path, cls: type[R]) -> list[R | None]:
+    """One entry per line of an output file from an earlier run: its record, or None where the line is corrupt
+    (not JSON, or not a record); a torn last line is cut off the file. Bytes that are not UTF-8 are an error
+    naming file and line: they mean a damaged disk or a foreign file, which no stage should guess about."""
     if not path.exists():
         return []
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     if end < len(data):
-        with open(path, "r+b") as handle:
-            handle.truncate(end)
+        try:
+            with open(path, "r+b") as handle:
+                handle.truncate(end)
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
         data = data[:end]
-    records = []
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+    entries: list[R | None] = []
+    for number, raw in enumerate(data.split(b"\n")[:-1], start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{path}:{number}: bytes that are not UTF-8 in an earlier output; delete the file "
+                            "to start over") from None
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}:{number}: malformed JSON in an earlier output ({exc.msg}); delete the file to start over") from None
-        records.append(from_dict(cls, obj, f"{path}:{number}"))
-    return records
+            entries.append(from_dict(cls, json.loads(line), f"{path}:{number}"))
+        except (json.JSONDecodeError, UserError):
+            entries.append(None)
+    return entries
+
+
+def resume_records(path: Path, cls: type[R]) -> list[R]:
+    """The sound records of an earlier output file (see `resume_lines`); corrupt lines are left out."""
+    return [record for record in resume_lines(path, cls) if record is not None]
 
 
 class Appender:
-    """Appends records as JSON lines and forces each batch to disk, so finished work survives a kill."""
+    """Appends records as JSON lines and forces each batch to disk, so finished work survives a kill.
+
+    Unbuffered: a write that fails (a full disk) leaves nothing pending that a later close would try again, and
+    what reached the file is at worst a torn last line, which resuming cuts off."""
 
     def __init__(self, path: Path):
+        self.path = path
         try:
-            self._handle = open(path, "a", encoding="utf-8")
+            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
 
     def write(self, records: Iterable[Any]) -> None:
-        lines = "".join(dumps(record) + "\n" for record in records)
-        if lines:
-            self._handle.write(lines)
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+        data = memoryview("".join(dumps(record) + "\n" for record in records).encode("utf-8"))
+        try:
+            while data:
+                data = data[os.write(self._fd, data):]
+            os.fsync(self._fd)
+        except OSError as exc:
+            raise UserError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
     def close(self) -> None:
-        self._handle.close()
+        os.close(self._fd)
 
     def __enter__(self) -> "Appender":
         return self
@@ -105,13 +125,19 @@ def write_manifest_section(run_dir: Path, stage: str, section: dict[str, Any]) -
 @contextmanager
 def atomic_file(path: Path, binary: bool = False) -> Iterator[IO]:
     """A handle on a temporary file beside `path` that replaces `path` only once written and synced."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk, a file too large: the old file stays, the temporary one goes
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -131,6 +157,18 @@ def write_json(path: Path, value: Any) -> None:
 def write_text(path: Path, text: str) -> None:
     with atomic_file(path) as handle:
         handle.write(text)
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a folder if it is there; a failure is an error naming it (a half-deleted checkpoint must not pass)."""
+    import shutil
+
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise UserError(f"cannot remove {exc.filename or path}: {exc.strerror or exc}") from None
 
 
 def fingerprint(value: Any) -> str:

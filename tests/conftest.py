@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,31 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+REPO = Path(__file__).resolve().parents[1]
+# CI sets this where it built the vLLM venv: a vLLM test that cannot run is then a failure, never a skip.
+REQUIRE_VLLM = os.environ.get("SYNTHGEN_REQUIRE_VLLM") == "1"
+
+
+def vllm_python() -> str | None:
+    """A Python that has vllm: SYNTHGEN_VLLM_PYTHON, this interpreter, or the repository's .venv-vllm."""
+    named = os.environ.get("SYNTHGEN_VLLM_PYTHON")
+    if named:
+        return named
+    if importlib.util.find_spec("vllm"):
+        return sys.executable
+    venv = REPO / ".venv-vllm" / "bin" / "python"
+    return str(venv) if venv.exists() else None
+
+
+def logprob_tolerance(*dtypes: str) -> float:
+    """How far two engines' log-probs of the same tokens may differ, from the dtypes they compute in.
+
+    In float32 both differ only in kernels' summation order (about 1e-5 on the tiny models' log-probs of about -11);
+    1e-3 leaves room. A bfloat16 side rounds every activation to 8 bits of mantissa (relative 4e-3), which on
+    log-probs of about -11 moves them by up to a few 1e-2: 5e-2."""
+    return 1e-3 if all(str(d).removeprefix("torch.") == "float32" for d in dtypes) else 5e-2
 
 
 def shared_dataset(name: str) -> Path:

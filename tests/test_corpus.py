@@ -259,3 +259,66 @@ def test_passages_file_is_written_before_any_model_loads(tmp_path):
     assert_one_line_error(result, "bad --llm 'nope:x'")
     passages = list(read_records(tmp_path / "run" / "passages.jsonl", Passage))
     assert len(passages) == len(ingest(REPO / "examples" / "corpus")[0])
+
+
+# ---- HTML through an HTML5 parser, Sphinx sources ------------------------------------------------------
+
+
+def test_an_html5_page_without_its_head_end_tag_keeps_its_body(tmp_path):
+    # valid HTML5: </head> and <body> may be omitted; the former hand-written reader dropped the whole body
+    page = tmp_path / "retard.html"
+    page.write_text("<!doctype html><html lang=en><head><meta charset=utf-8><title>Cold retard</title>"
+                    "<link rel=stylesheet href=site.css>\n<h1>Cold retard</h1><p>Proofing shaped loaves in the fridge "
+                    "slows the yeast.<p>A cold loaf is easier to score.")
+    (passage,), report = ingest(page)
+    assert passage.title == "Cold retard" and not report.skipped
+    assert passage.text.split("\n") == ["Cold retard", "Proofing shaped loaves in the fridge slows the yeast.",
+                                         "A cold loaf is easier to score."]
+
+
+def test_an_html_page_is_read_without_its_frame(tmp_path):
+    page = tmp_path / "swarm.html"
+    page.write_text(
+        "<html><head><title>Swarm control</title><script>var x = 1;</script></head><body>"
+        "<header><a href='/'>Bee Notes</a></header><nav><ul><li>Archive of all posts</li></ul></nav>"
+        "<div role='navigation'>Previous topic</div><main><article><h1>Swarm control</h1>"
+        "<p>A colony preparing to swarm builds <b>queen</b> cells.</p><table><tr><td>May</td><td>high</td></tr></table>"
+        "</article></main><aside>Related posts</aside><footer>All rights reserved.</footer></body></html>")
+    (passage,), _ = ingest(page)
+    assert passage.text.split("\n") == ["Swarm control", "A colony preparing to swarm builds queen cells.", "May high"]
+
+
+def test_sphinx_sources_are_read_as_restructuredtext(tmp_path):
+    source = tmp_path / "_sources" / "asyncio-task.rst.txt"
+    source.parent.mkdir()
+    source.write_text(".. currentmodule:: asyncio\n\n\n====================\nCoroutines and Tasks\n"
+                      "====================\n\nThis section outlines :ref:`high-level APIs <coro>` such as "
+                      ":func:`asyncio.run`.\n\n.. contents::\n   :depth: 1\n   :local:\n\nTasks run coroutines "
+                      "``concurrently``.\n")
+    (passage,), _ = ingest(tmp_path)
+    assert passage.title == "Coroutines and Tasks" and passage.id == "_sources/asyncio-task.rst.txt#0"
+    assert passage.text.split("\n") == ["Coroutines and Tasks", "This section outlines high-level APIs such as "
+                                         "asyncio.run.", "Tasks run coroutines concurrently."]
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Dr. Smith met the U.S. Army team. They agreed.", ["Dr. Smith met the U.S. Army team.", "They agreed."]),
+    ("See Fig. 2 for the result. It is clear.", ["See Fig. 2 for the result.", "It is clear."]),
+    ("Use a starter, e.g. this one. Feed it daily.", ["Use a starter, e.g. this one.", "Feed it daily."]),
+    ("The pH was 3.5 at 10 a.m. on Monday. Then it rose!", ["The pH was 3.5 at 10 a.m. on Monday.", "Then it rose!"]),
+])
+def test_sentences_are_not_cut_at_abbreviations(text, expected):
+    from synthgen.chunking import sentences
+
+    assert sentences(text) == expected
+
+
+def test_passages_are_not_cut_inside_an_abbreviation():
+    from synthgen.chunking import ChunkConfig, split_passages
+
+    text = " ".join(f"Dr. Smith of the U.S. Army measured sample {i} as in Fig. {i} and e.g. this one." for i in range(12))
+    passages = split_passages(text, ChunkConfig(size=40, overlap=0))
+    assert len(passages) > 3
+    for passage in passages:
+        assert passage.startswith("Dr. Smith") and passage.endswith("this one.")
+

@@ -126,6 +126,14 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
         load_recipe(write(tmp_path, "train:\n  lr: 0.1\n    batch_size: 4\n"))
 
 
+@pytest.mark.parametrize("item", ["loss.matryoshka_dims=[384, 256", "train.lr={1e-5", "lora.enabled='yes"])
+def test_a_yaml_error_in_set_is_reported(item):
+    # before: the text was kept as a string, and the message (if any) spoke of a type, not of the typo
+    key = item.partition("=")[0]
+    with pytest.raises(UserError, match=rf"^--set {key}: '.*' is not valid YAML \(.+\)$"):
+        load_recipe(None, [item], check_files=False)
+
+
 def test_overrides(tmp_path, train_file):
     recipe = load_recipe(
         write(tmp_path, f"data:\n  train: {train_file}\n"),

@@ -153,7 +153,40 @@ def test_resume_after_a_kill_ends_as_an_uninterrupted_run(tmp_path, tiny_bert_pa
     assert (resumed.best_step, resumed.best_dev, resumed.base_dev) == (whole.best_step, whole.best_dev, whole.base_dev)
 
 
-def test_warning_when_training_does_not_beat_the_base(tmp_path, tiny_bert_path, monkeypatch):
+def test_a_damaged_log_line_costs_that_line_only_on_resume(tmp_path, tiny_bert_path):
+    whole = make_recipe(tmp_path, tiny_bert_path, "whole", "train.max_steps=5", "eval.every=2", "train.log_every=1")
+    train(whole, progress=False)
+
+    def killed(step: int) -> None:
+        if step == 5:  # the last checkpoint is step 4
+            raise KeyboardInterrupt
+
+    recipe = make_recipe(tmp_path, tiny_bert_path, "resumed", "train.max_steps=5", "eval.every=2", "train.log_every=1")
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, progress=False, on_step=killed)
+    log = tmp_path / "resumed" / "log.jsonl"
+    rows = log.read_text().splitlines()
+    damaged = next(i for i, row in enumerate(rows) if json.loads(row)["step"] == 2)
+    rows[damaged] = rows[damaged][: len(rows[damaged]) // 2]  # a line cut in the middle of the file
+    log.write_text("\n".join(rows) + "\n")
+    train(recipe, progress=False)
+    expected = log_lines(tmp_path / "whole")
+    del expected[damaged]
+    assert log_lines(tmp_path / "resumed") == expected  # every later line kept (before: all dropped)
+
+    from synthgen.report import plot
+
+    result = TrainResult(**json.loads((tmp_path / "resumed" / SUMMARY).read_text()))
+    log.write_text(log.read_text() + "{not json\n[1, 2]\n")
+    plot(tmp_path / "plot.png", log, result)  # the report's reader skips what it cannot read
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_warning_when_training_does_not_beat_the_base(tmp_path, tiny_bert_path, seed):
+    """Steps of 1e-9 move no embedding far enough to reorder a ranking, so the trained model scores what the base
+    scores and cannot beat it, whatever the seed (the former test picked train.seed=3 so that training happened
+    to lose on this dev set)."""
     from distill.cli import app
 
     write_jsonl(tmp_path / "train.jsonl", records(48))
@@ -161,13 +194,13 @@ def test_warning_when_training_does_not_beat_the_base(tmp_path, tiny_bert_path, 
     (tmp_path / "r.yaml").write_text(
         f"model:\n  base: {tiny_bert_path}\n  max_query_length: 16\n  max_passage_length: 32\n"
         f"data:\n  train: {tmp_path / 'train.jsonl'}\n  dev: {tmp_path / 'dev.jsonl'}\n  hard_negatives: 1\n"
-        "train:\n  batch_size: 8\n  mini_batch_size: 16\n  lr: 3.0e-3\n  warmup_ratio: 0\n  max_steps: 8\n"
+        "train:\n  batch_size: 8\n  mini_batch_size: 16\n  lr: 1.0e-9\n  warmup_ratio: 0\n  max_steps: 8\n"
         f"eval:\n  every: 4\noutput: {tmp_path / 'out'}\n"
     )
-    run = CliRunner().invoke(app, ["train", str(tmp_path / "r.yaml"), "--quiet", "--set", "train.seed=3"])
+    run = CliRunner().invoke(app, ["train", str(tmp_path / "r.yaml"), "--quiet", "--set", f"train.seed={seed}"])
     assert run.exit_code == 0, run.output
     result = TrainResult(**json.loads((tmp_path / "out" / SUMMARY).read_text()))
-    assert result.beats_base is False and result.best_step in (4, 8)
+    assert result.beats_base is False and result.best_dev == result.base_dev
     assert "does not beat the base model" in result.warnings[0]
     assert "warning: the trained model does not beat the base model" in run.output
     assert "**Warning:**" in (tmp_path / "out" / "README.md").read_text()

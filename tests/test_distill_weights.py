@@ -40,3 +40,19 @@ def test_lora_scales_only_the_b_matrices_so_the_update_scales_exactly():
 def test_interpolation_out_of_range_is_a_user_error(value):
     with pytest.raises(UserError, match="train.interpolation"):
         load_recipe(None, [f"train.interpolation={value}"], check_files=False)
+
+
+def test_a_folder_that_cannot_be_removed_is_an_error_not_ignored(tmp_path):
+    # checkpoints and train_state were removed with ignore_errors=True: a half-removed one passed silently
+    from synthgen.errors import UserError
+    from synthgen.rundir import remove_tree
+
+    remove_tree(tmp_path / "missing")  # nothing there: nothing to do
+    folder = tmp_path / "ckpt"
+    (folder / "inner").mkdir(parents=True)
+    remove_tree(folder)
+    assert not folder.exists()
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(UserError, match=f"cannot remove {not_a_folder}"):
+        remove_tree(not_a_folder)

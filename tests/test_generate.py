@@ -114,6 +114,18 @@ def test_template_errors_are_user_errors(tmp_path):
         load_template(tmp_path / "missing.j2")
 
 
+@pytest.mark.parametrize("reach", [
+    "{{ passage.__class__.__mro__[1].__subclasses__() }}",  # every class in the interpreter, from a str
+    "{{ cycler.__init__.__globals__.os.system('echo owned') }}",  # a shell, the classic escape
+    "{{ ''.__class__.__base__ }}",
+])
+def test_user_templates_cannot_reach_python_internals(tmp_path, reach):
+    custom = tmp_path / "evil.j2"
+    custom.write_text(f"[[user]]\n{{{{ passage }}}} {reach}\n")
+    with pytest.raises(UserError, match="evil.j2: not allowed in a prompt template"):
+        load_template(custom).render(passage="text", title="", form="question")
+
+
 # ---- plan and seeds ------------------------------------------------------------------------------------
 
 

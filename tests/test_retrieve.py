@@ -105,3 +105,18 @@ def test_bad_embedder_and_method_are_user_errors(tmp_path):
         Embedder(tmp_path)
     with pytest.raises(UserError, match="unknown retrieval method"):
         Retrievers(passages(), None).retriever("sparse")
+
+
+def test_a_damaged_cache_shard_is_reported_and_rebuilt(minilm_path, tmp_path, capsys):
+    corpus = passages()[:3]
+    vectors = Embedder(minilm_path, cache_dir=tmp_path).encode_passages(corpus, progress=False)
+    shards = list(tmp_path.rglob("shard-*.npz"))
+    assert len(shards) == 1
+    shards[0].write_bytes(shards[0].read_bytes()[:100])  # a torn shard (a copy cut short, a bad disk)
+    again = Embedder(minilm_path, cache_dir=tmp_path)
+    np.testing.assert_allclose(again.encode_passages(corpus, progress=False), vectors, atol=1e-6)
+    assert again.encoded == 3
+    err = capsys.readouterr().err
+    assert "warning: damaged embedding cache shard" in err and shards[0].name in err
+    assert len(list(tmp_path.rglob("shard-*.npz"))) == 1  # rebuilt
+    assert Embedder(minilm_path, cache_dir=tmp_path).encode_passages(corpus, progress=False).shape == (3, 384)

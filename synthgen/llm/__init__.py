@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from synthgen.errors import UserError
 from synthgen.llm.base import LLM, Completion, Prompt, SamplingParams, ScoreRequest, Scores
+from synthgen.llm.spec import public_spec
 
-__all__ = ["LLM", "Completion", "Prompt", "SamplingParams", "ScoreRequest", "Scores", "llm_name", "load_llm", "parse_spec"]
+__all__ = ["LLM", "Completion", "Prompt", "SamplingParams", "ScoreRequest", "Scores", "llm_name", "load_llm", "parse_spec",
+           "public_spec"]
 
 BACKENDS = ("hf", "vllm", "openai")
 
@@ -68,5 +70,5 @@ def llm_name(spec: str | None = None) -> str:
         return f"vllm:{Path(target)}"
     if backend == "openai":
         model, _, base_url = target.partition("@")
-        return f"openai:{model}@{base_url.rstrip('/')}"
+        return f"openai:{model}@{public_spec(base_url.rstrip('/'))}"  # as OpenAILLM names itself: no credentials
     return f"hf:{target}"

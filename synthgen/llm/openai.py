@@ -27,7 +27,51 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from synthgen.errors import UserError
+from synthgen.llm.spec import public_spec
 from synthgen.llm.base import Completion, Prompt, SamplingParams, ScoreRequest, Scores
+
+MAX_RETRY_AFTER = 600.0  # seconds: a longer wait asked by a server is cut to this
+
+
+def retry_after(value: str) -> float | None:
+    """Seconds a Retry-After header asks for, in either of its forms (RFC 9110): a number of seconds, or an
+    HTTP date; None when absent or unreadable."""
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        from datetime import datetime, timezone
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+def warn_plain_http(url: str, secret: str | None) -> None:
+    """Say so when a secret (an API key, or credentials in the URL) would cross the network unencrypted."""
+    import ipaddress
+    import sys
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    secret = secret or ("the credentials in the URL" if parts.password or parts.username else None)
+    if parts.scheme != "http" or secret is None:
+        return
+    host = parts.hostname or ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        print(f"warning: {secret} is sent unencrypted over http to {host}; use https", file=sys.stderr)
 
 
 class OpenAILLM:
@@ -46,11 +90,13 @@ class OpenAILLM:
 
         self.model = model
         self.base_url = base_url.rstrip("/")
-        self.name = f"openai:{model}@{self.base_url}"
+        self.shown_url = public_spec(self.base_url)  # what messages and the manifest say: no credentials
+        self.name = f"openai:{model}@{self.shown_url}"
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.backoff = backoff  # seconds before the first retry; doubled after each
         key = os.environ.get(api_key_env)
+        warn_plain_http(self.base_url, f"the API key in ${api_key_env}" if key else None)
         self.client = httpx.Client(
             base_url=self.base_url + "/",
             timeout=timeout,
@@ -60,7 +106,7 @@ class OpenAILLM:
         try:  # fail at once, in one line, when nothing answers there
             self.client.get("models", timeout=min(timeout, 10.0))
         except httpx.TransportError as exc:
-            raise UserError(f"cannot reach the LLM server at {self.base_url} ({type(exc).__name__}: {exc})") from None
+            raise UserError(f"cannot reach the LLM server at {self.shown_url} ({type(exc).__name__}: {exc})") from None
 
     def close(self) -> None:
         self.client.close()
@@ -77,20 +123,31 @@ class OpenAILLM:
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
-                if response.status_code < 400:
-                    return response.json()
                 detail = " ".join(response.text.split())[:300]
+                if response.status_code < 400:
+                    return self._json(response, path, detail)
                 problem = f"HTTP {response.status_code}: {detail}"
                 if response.status_code != 429 and response.status_code < 500:
-                    raise UserError(f"LLM server {self.base_url}/{path} refused the request ({problem})")
-                retry_after = response.headers.get("retry-after", "")
-                if retry_after.replace(".", "", 1).isdigit():
-                    wait = max(wait, float(retry_after))
+                    raise UserError(f"LLM server {self.shown_url}/{path} refused the request ({problem})")
+                asked = retry_after(response.headers.get("retry-after", ""))
+                if asked is not None:  # the server's own wait, jittered upward only
+                    wait = max(wait, asked / 0.8)
             if attempt == self.max_retries:
                 break
             time.sleep(wait * random.uniform(0.8, 1.2))  # jitter: concurrent threads do not retry in step
             delay *= 2
-        raise UserError(f"LLM server {self.base_url}/{path} failed {self.max_retries + 1} times ({problem})")
+        raise UserError(f"LLM server {self.shown_url}/{path} failed {self.max_retries + 1} times ({problem})")
+
+    def _json(self, response, path: str, detail: str) -> dict:
+        """A success's body, which must be a JSON object with choices: a proxy's HTML page is one line, not a crash."""
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list) or not body["choices"]:
+            raise UserError(f"LLM server {self.shown_url}/{path} answered HTTP {response.status_code} without the "
+                            f"expected JSON choices ({detail[:120] or 'empty body'})")
+        return body
 
     def _map(self, fn, items: list) -> list:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
@@ -144,7 +201,7 @@ class OpenAILLM:
         lp = reply["choices"][0].get("logprobs") or {}
         offsets, values = lp.get("text_offset"), lp.get("token_logprobs")
         if not offsets or not values or len(offsets) != len(values):
-            raise UserError(f"LLM server {self.base_url} does not return prompt log-probs (/completions with "
+            raise UserError(f"LLM server {self.shown_url} does not return prompt log-probs (/completions with "
                             "echo and logprobs), which scoring needs; vllm serve does")
         start, end = len(request.context), len(request.context) + len(request.continuation)
         prompt_part = [(o, v) for o, v in zip(offsets, values) if o < len(prompt)]

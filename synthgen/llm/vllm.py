@@ -72,6 +72,7 @@ class VLLMLLM:
         )
         self.tokenizer = self.engine.get_tokenizer()
         self.name = f"vllm:{path}"
+        self.dtype = dtype  # what the engine computes in ("auto" resolved on a CPU)
 
     def close(self) -> None:
         engine, self.engine = self.engine, None

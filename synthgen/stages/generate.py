@@ -12,6 +12,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -20,10 +21,12 @@ from synthgen.errors import UserError
 from synthgen.machine import torch_threads
 from synthgen.executors import ExecutorConfig
 from synthgen.generate import BatchLog, GenerateConfig, Item, QueryGenerator, RepeatFilter, check_template, plan
+from synthgen.llm import public_spec
+from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Query
 from synthgen.sampling import passage_clusters
-from synthgen.rundir import (Appender, fingerprint, prepare_dir, read_manifest, resume_records, write_jsonl,
+from synthgen.rundir import (Appender, fingerprint, prepare_dir, read_manifest, resume_lines, write_jsonl,
                              write_manifest_section)
 from synthgen.stages import is_current as _is_current
 
@@ -82,7 +85,7 @@ def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, 
     if quiet_skips:
         print("skipped " + ", ".join(f"{n} {k} file{'s' * (n > 1)}" for k, n in sorted(quiet_skips.items())), file=sys.stderr)
     passages_sha = fingerprint([[p.id, p.title, p.text] for p in passages])
-    identity = json.loads(json.dumps({"llm": llm or "default", "template_sha256": template.sha256,
+    identity = json.loads(json.dumps({"llm": public_spec(llm) or "default", "template_sha256": template.sha256,
                                       "options": config.output_options(), "passages_sha256": passages_sha}))
     return GenerateRun(corpus, run_dir, llm, chunking, config, prompt, template, passages, report, identity, started,
                        cache_dir, executor=executor)
@@ -110,6 +113,11 @@ def is_current(section: dict, run: GenerateRun) -> bool:
 def rerun(run: GenerateRun, quiet: bool = False) -> dict:
     """Run the stage inside a pipeline, which owns its folder: queries of another identity are replaced, and
     a smaller sample keeps the queries it still plans."""
+    with hold(run.run_dir):
+        return _rerun(run, quiet)
+
+
+def _rerun(run: GenerateRun, quiet: bool) -> dict:
     previous = read_manifest(run.run_dir).get("generate", {})
     before, wanted = previous.get("config", {}).get("max_passages"), run.config.max_passages
     if previous.get("identity") == run.identity and not (wanted is None or (before is not None and wanted >= before)):
@@ -135,9 +143,10 @@ def keep_queries(run_dir: Path, item_ids: set[str]) -> None:
 
     A smaller --max-passages plans a prefix of the same seeded sample, so that work stays valid; a batch that
     straddles the new end is dropped and redone (same seeds, same queries)."""
-    logs = [log for log in resume_records(run_dir / PROGRESS, BatchLog) if set(log.items) <= item_ids]
+    logs, queries = recover(run_dir)
+    logs = [log for log in logs if set(log.items) <= item_ids]
     done = {item for log in logs for item in log.items}
-    queries = [q for q in resume_records(run_dir / "queries.jsonl", Query) if q.id in done]
+    queries = [q for q in queries if q.id in done]
     write_jsonl(run_dir / PROGRESS, logs)
     write_jsonl(run_dir / "queries.jsonl", queries)
 
@@ -146,6 +155,11 @@ def run_stage(run: GenerateRun, overwrite: bool = False, quiet: bool = False) ->
     """Write passages.jsonl and the queries still missing; returns the manifest's generate section.
 
     Queries made under another identity are refused, or with `overwrite` discarded."""
+    with hold(run.run_dir):
+        return _run_stage(run, overwrite, quiet)
+
+
+def _run_stage(run: GenerateRun, overwrite: bool, quiet: bool) -> dict:
     run_dir, config, passages, identity, report = run.run_dir, run.config, run.passages, run.identity, run.report
     queries_path, progress_path = run_dir / "queries.jsonl", run_dir / PROGRESS
     previous = read_manifest(run_dir).get("generate", {}).get("identity")
@@ -157,9 +171,8 @@ def run_stage(run: GenerateRun, overwrite: bool = False, quiet: bool = False) ->
         discard_queries(run_dir)
     write_jsonl(run_dir / "passages.jsonl", passages)
 
-    logs = resume_records(progress_path, BatchLog)
+    logs, existing = recover(run_dir)
     done = {item for log in logs for item in log.items}
-    existing = resume_records(queries_path, Query)
     present = {q.id for q in existing}
     items = run.items()
     todo = [item for item in items if item.id not in done]
@@ -205,6 +218,42 @@ def run_stage(run: GenerateRun, overwrite: bool = False, quiet: bool = False) ->
     section = {**section, **totals}
     write_manifest_section(run_dir, "generate", section)
     return section
+
+
+def recover(run_dir: Path) -> tuple[list[BatchLog], list[Query]]:
+    """The finished batches of an earlier run and their queries, with at most one batch lost per corrupt line.
+
+    Queries are appended a batch at a time before the batch's progress line, so the file is the finished batches'
+    queries in order, then perhaps those of a batch cut short (dropped here and redone: the same seeds give the
+    same queries in the same place). A corrupt query line costs the batch it sits in: a neighbouring batch short
+    of the queries its log counts. A corrupt progress line costs its own batch. The files are rewritten when
+    anything was dropped, so what is on disk is what the run goes on from."""
+    queries_path, progress_path = run_dir / "queries.jsonl", run_dir / PROGRESS
+    log_lines, query_lines = resume_lines(progress_path, BatchLog), resume_lines(queries_path, Query)
+    logs = [log for log in log_lines if log is not None]
+    batch_of = {item: k for k, log in enumerate(logs) for item in log.items}
+    where = [None if q is None else batch_of.get(q.id, -1) for q in query_lines]  # -1: no finished batch
+    found = Counter(k for k in where if k is not None)
+    short = {k for k, log in enumerate(logs)
+             if found[k] < log.counts.get("written", len(log.items) - log.counts.get("dropped", 0))}
+    lost: set[int] = set()
+    for i, k in enumerate(where):
+        if k is None:  # the batch of a corrupt line: the nearest sound neighbours that lack a query
+            before = next((b for b in reversed(where[:i]) if b is not None), -1)
+            after = next((b for b in where[i + 1:] if b is not None), -1)
+            lost |= {before, after} & short
+    kept = [log for k, log in enumerate(logs) if k not in lost]
+    queries = [q for q, k in zip(query_lines, where) if k is not None and k >= 0 and k not in lost]
+    dropped_lines = len(query_lines) - len(queries) + len(log_lines) - len(kept)
+    if dropped_lines:
+        write_jsonl(queries_path, queries)
+        write_jsonl(progress_path, kept)
+    corrupt = sum(x is None for x in log_lines) + where.count(None)
+    if corrupt:
+        print(f"warning: {run_dir}: {corrupt} corrupt line{'s' * (corrupt > 1)} in queries.jsonl or {PROGRESS}; "
+              f"{len(logs) - len(kept) + sum(x is None for x in log_lines)} batch(es) are generated again",
+              file=sys.stderr)
+    return kept, queries
 
 
 def _differences(previous: dict | None, current: dict) -> str:

@@ -8,6 +8,7 @@ re-judges only what it changes; train.jsonl is rewritten whole from the judgment
 from __future__ import annotations
 
 import json
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,12 +18,14 @@ from synthgen.errors import UserError
 from synthgen.machine import torch_threads
 from synthgen.executors import ExecutorConfig
 from synthgen.judges import CONTEXT_TEMPLATE, LLM_JUDGES, TEMPLATES, Judgment, LLMJudges
+from synthgen.llm import public_spec
+from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Passage, Query, from_dict, iter_json_lines
 from synthgen.relabel import (Retrievers, SelectionConfig, llm_judge, parse_judges, retrieve_candidates,
                               score_retrieval_judges, select, summarize)
 from synthgen.retrieve import Embedder
-from synthgen.rundir import Appender, file_fingerprint, prepare_dir, resume_records, write_jsonl, write_manifest_section
+from synthgen.rundir import Appender, file_fingerprint, prepare_dir, resume_lines, write_jsonl, write_manifest_section
 from synthgen.stages import is_current as _is_current
 
 JUDGMENTS = "judgments.jsonl"
@@ -88,7 +91,7 @@ class RelabelOptions:
         prompts = [self.judge_prompt or CONTEXT_TEMPLATE, *(TEMPLATES[j] for j in llm_names)] if llm_names else []
         identity = {
             "config": config,
-            "llm": (self.llm or "default") if llm_names else None,
+            "llm": (public_spec(self.llm) or "default") if llm_names else None,
             "prompts_sha256": [load_template(name).sha256 for name in prompts],
             "embedder": str(self.embedder or "default"),
             "second_embedder": str(self.second_embedder) if "dense2" in config["judges"] else None,
@@ -126,6 +129,11 @@ def counts(section: dict) -> dict[str, Any]:
 
 def run_stage(run: Path, options: RelabelOptions, quiet: bool = False) -> dict:
     """Write train.jsonl from a run's passages and queries; returns the manifest's relabel section."""
+    with hold(run):
+        return _run_stage(run, options, quiet)
+
+
+def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     started = time.perf_counter()
     names, selection = options.resolve()
     passages, queries = read_inputs(run)
@@ -144,11 +152,11 @@ def run_stage(run: Path, options: RelabelOptions, quiet: bool = False) -> dict:
         "models": {"embedder": first.name, **({"second_embedder": second.name} if second else {})},
     }
     llm_names = [j for j in names if j in LLM_JUDGES]
-    fresh = reused = 0
+    fresh = reused = corrupt = 0
     judging_seconds = 0.0
     if llm_names:
         store = run_dir / JUDGMENTS
-        known = {j.key: j.score for j in resume_records(store, Judgment)}
+        known, corrupt = _known_judgments(store)
         section["models"]["llm"], judges, run_batches = _judging(options, llm_names)
         section["prompts"] = judges.prompt_hashes()
         t0 = time.perf_counter()
@@ -166,7 +174,8 @@ def run_stage(run: Path, options: RelabelOptions, quiet: bool = False) -> dict:
     fresh_pairs = fresh // max(len(llm_names), 1)
     section["counts"] = {"passages": len(passages), "queries": len(queries),
                          "seed_in_retrieved_top_k": sum(c.seed_rank is not None for c in candidates),
-                         "llm_pairs_judged": fresh_pairs, "llm_judgments_reused": reused, **summary}
+                         "llm_pairs_judged": fresh_pairs, "llm_judgments_reused": reused,
+                         "corrupt_judgments_skipped": corrupt, **summary}
     section["throughput"] = {
         "pairs_per_s": round(fresh_pairs / judging_seconds, 3) if fresh_pairs else None,
         "judging_seconds": round(judging_seconds, 2),
@@ -176,6 +185,19 @@ def run_stage(run: Path, options: RelabelOptions, quiet: bool = False) -> dict:
     }
     write_manifest_section(run_dir, "relabel", section)
     return section
+
+
+def _known_judgments(store: Path) -> tuple[dict[str, float], int]:
+    """Scores of earlier judgments by key, and how many lines were corrupt. judgments.jsonl is a cache: a corrupt
+    line is dropped from the file, counted and judged again, instead of ending the run."""
+    lines = resume_lines(store, Judgment)
+    known = {j.key: j.score for j in lines if j is not None}
+    corrupt = sum(j is None for j in lines)
+    if corrupt:
+        write_jsonl(store, [j for j in lines if j is not None])
+        print(f"warning: {store}: {corrupt} corrupt line{'s' * (corrupt > 1)} skipped; those pairs are judged again",
+              file=sys.stderr)
+    return known, corrupt
 
 
 def read_inputs(run: Path) -> tuple[list[Passage], list[Query]]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from synthgen.errors import UserError
+from synthgen.lock import hold
 from synthgen.rundir import file_fingerprint, read_manifest, write_manifest_section
 from synthgen.stages import is_current as _is_current
 
@@ -124,10 +125,11 @@ class TrainStage:
         from distill.train import train
 
         identity, out = self.identity(), Path(self.recipe.output)
-        if read_manifest(self.run_dir).get("train", {}).get("identity") != identity and out.exists():
-            shutil.rmtree(out)  # a model (or a half-trained one) of other data or another recipe
-        write_manifest_section(self.run_dir, "train", {"identity": identity, "complete": False})
-        self.result = train(self.recipe, progress=not self.quiet)
+        with hold(out, "model folder"):  # another process may be training into it (`distill train`)
+            if read_manifest(self.run_dir).get("train", {}).get("identity") != identity and out.exists():
+                shutil.rmtree(out)  # a model (or a half-trained one) of other data or another recipe
+            write_manifest_section(self.run_dir, "train", {"identity": identity, "complete": False})
+            self.result = train(self.recipe, progress=not self.quiet)
         section = {"identity": identity, "complete": True, **dataclasses.asdict(self.result)}
         write_manifest_section(self.run_dir, "train", section)
         return section
