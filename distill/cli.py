@@ -54,6 +54,8 @@ def eval_(
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="Another model folder, shown side by side."),
     out: Path = typer.Option(Path("metrics.json"), "--out", help="Where to write the metrics as JSON."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Texts per forward pass."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw queries and passages in 2-D (t-SNE), colored by topic cluster, to this PNG: the baseline (before) beside the model (after)."),
+    plot_passages: int = typer.Option(1500, "--plot-passages", min=10, help="Passages in the picture: the relevant ones plus a seeded sample."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """nDCG@10, Recall@10/@100, MRR@10 and MAP@100 with exact cosine search; a table, and metrics.json."""
@@ -64,14 +66,23 @@ def eval_(
     quiet_libraries()
     from distill.evaluate import difference, evaluate, format_table
 
-    result = evaluate(model, data, split, sizes, batch_size, progress=not quiet)
+    if plot is not None and not plot.parent.is_dir():
+        raise UserError(f"--plot: no such folder {plot.parent}")
+    kept: dict = {}
+    result = evaluate(model, data, split, sizes, batch_size, progress=not quiet, keep=kept)
     if baseline is None:
         report = result
         print(format_table(result))
     else:
-        other = evaluate(baseline, data, split, sizes or [int(d) for d in result["dims"]], batch_size, progress=not quiet)
+        before: dict = {}
+        other = evaluate(baseline, data, split, sizes or [int(d) for d in result["dims"]], batch_size, progress=not quiet, keep=before)
         report = {"model": result, "baseline": other, "difference": difference(result, other)}
         print(format_table(result, other))
+    if plot is not None:
+        from distill.plot import draw
+
+        draw([(f"before: {baseline}", before)] if baseline is not None else [], (f"after: {model}", kept), plot, plot_passages)
+        print(f"wrote {plot}")
     try:
         write_json(out, report)
     except OSError as exc:

@@ -87,10 +87,12 @@ def evaluate(
     progress: bool = True,
     name: str | None = None,
     precision: str = "auto",
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """nDCG@10, Recall@10/@100, MRR@10 and MAP@100 of `model` (a folder or a SentenceTransformer) per size.
 
-    `name` labels the model in the result (default: its folder).
+    `name` labels the model in the result (default: its folder). With `keep`, the query and passage embeddings
+    and the loaded data go into it too (for `distill eval --plot`), under "queries", "passages" and "beir".
 
     Returns {"model", "data", "split", "queries", "passages", "dims": {"384": {"ndcg@10": ...}, ...}}.
     """
@@ -115,6 +117,8 @@ def evaluate(
     with autocast(where, resolve_precision(precision, where)):
         passage_embeddings = encoder.encode_document(beir.passages, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress)
         query_embeddings = encoder.encode_query(beir.queries, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=progress)
+    if keep is not None:
+        keep.update(queries=query_embeddings, passages=passage_embeddings, beir=beir)
     size = passage_embeddings.shape[1]
     dims = list(dims) if dims else [size]
     too_big = [d for d in dims if not 0 < d <= size]

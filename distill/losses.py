@@ -104,9 +104,10 @@ def contrastive(scores: torch.Tensor, positive: torch.Tensor, negative: torch.Te
     """Mean over queries of the mean over their positives of -log softmax, the denominator being the query's
     positives and negatives (SupCon's L_out; with one positive, InfoNCE).
 
-    With `tau_plus` > 0 each positive is scored against itself and the debiased negative sum
+    With `tau_plus` > 0 the negatives' sum becomes the debiased
     N_g = max((sum_n e^s_n - N tau_plus e^s_p) / (1 - tau_plus), N e^(-1/temperature)) (Chuang et al. 2020),
     N the query's count of negatives: the expected share `tau_plus` of false negatives among them is taken out.
+    With one positive that is Chuang's e^s_p / (e^s_p + N_g); as `tau_plus` goes to 0 it becomes the above.
     """
     kept = positive | negative
     if tau_plus == 0:
@@ -120,7 +121,8 @@ def contrastive(scores: torch.Tensor, positive: torch.Tensor, negative: torch.Te
     negatives = torch.where(negative, e, torch.zeros_like(e)).sum(dim=1, keepdim=True)
     floor = count * torch.exp(-1.0 / temperature - shift)
     debiased = torch.maximum((negatives - count * tau_plus * e) / (1 - tau_plus), floor)
-    denominator = torch.where(positive, e + debiased, torch.ones_like(e))
+    positives = torch.where(positive, e, torch.zeros_like(e)).sum(dim=1, keepdim=True)
+    denominator = torch.where(positive, positives + debiased, torch.ones_like(e))
     terms = torch.where(positive, shifted - denominator.log(), torch.zeros_like(e))
     return -(terms.sum(dim=1) / positive.sum(dim=1)).mean()
 
