@@ -201,30 +201,32 @@ def test_relabel_keeps_every_candidate_above_the_margin_as_a_positive_when_asked
 
 
 def test_remined_negatives_respect_the_margin_and_spare_positives_and_seeds():
-    """Twelve passages around one query: a near copy of the positive scores above the margin and must be spared."""
+    """Twelve passages around one query: a near copy of the positive scores above the margin and must be spared,
+    and so must the seed passage and the other positive of the same query, wherever they rank."""
     rng = np.random.default_rng(0)
     texts = [" ".join(f"w{k}x{i}" for k in range(12)) for i in range(12)]
     many = [texts[k] for k in (2, *range(4, 12))]  # nine negatives: every safe passage is drawn
     records = [TrainingExample(query="the query", pos=[texts[0]], neg=many, pos_ids=["d0"],
                                neg_ids=["d2", *(f"d{k}" for k in range(4, 12))], seed_id="d3"),
                TrainingExample(query="the query", pos=[texts[1]], neg=[texts[6]], pos_ids=["d1"], neg_ids=["d6"])]
-    others = [TrainingExample(query=f"other {i}", pos=[texts[i]], pos_ids=[f"d{i}"]) for i in range(2, 12)]
-    data = build_dataset(records + others, [])
-    data.train = data.train[:2]
+    others = [TrainingExample(query=f"other {i}", pos=[texts[i]], pos_ids=[f"d{i}"]) for i in range(12)]
+    data = build_dataset(others + records, [])  # the others first: passage row i is texts[i]
+    data.train = data.train[-2:]
     rows = list(range(len(data.passages)))
+    assert data.passages == texts and data.train[0].seed == 3
     query = torch.tensor(rng.normal(size=8))
     passages = torch.tensor(rng.normal(size=(12, 8))) * 0.3
     passages[0] = query  # the positive
     passages[2] = query + 0.01  # near it: above the margin, never a negative
-    passages[3] = query + 0.02  # the seed of example 0
-    passages[1] = query + 0.03  # the other positive of the same query
+    # Far from the query: only their own rules spare them. 3 is example 0's seed, 1 the other positive of its query.
+    passages[3] = -query * 0.2
+    passages[1] = -query * 0.3
     q = torch.nn.functional.normalize(torch.stack([query, query]), dim=-1)
     p = torch.nn.functional.normalize(passages, dim=-1)
     config = RemineConfig(every=1, ranks=[1, 12], margin=0.95)
     picked = mine(data, q, p, rows, config, progress=0.5, seed=0, step=1)
-    for negs in picked:
-        assert negs and not {0, 1, 2} & set(negs)
-    assert 3 not in picked[0]
+    assert picked[0] and not {0, 1, 2, 3} & set(picked[0])
+    assert picked[1] is None or 0 not in picked[1]
     # The margin is what spares passage 2: with margin 1 it is fair game for a query whose positive is passage 0.
     loose = mine(data, q, p, rows, RemineConfig(every=1, ranks=[1, 12], margin=1.0), 0.5, 0, 1)
     assert any(2 in (negs or []) for negs in loose)
@@ -236,3 +238,29 @@ def test_curriculum_slides_the_window_from_easy_to_hard():
     assert window([3, 20], 1.0, True) == (3, 11)
     lo, hi = window([3, 20], 0.5, True)
     assert 3 < lo < 12 and hi - lo == 8
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["loss.contrastive=triplet", "loss.tau_plus=0.1"], "loss.tau_plus applies to loss.contrastive infonce only"),
+    (["loss.contrastive=cosent", "loss.queue_size=8"], "the queue adds negatives to infonce or circle"),
+    (["loss.contrastive=triplet", "data.hard_negatives=0"], "data.hard_negatives must be > 0"),
+    (["loss.tau_plus=1"], "loss.tau_plus must be in [0, 1)"),
+    (["loss.contrastive=simcse"], "loss.contrastive must be one of"),
+    (["model.towers=separate", "lora.enabled=true"], "does not combine with lora.enabled"),
+    (["remine.every=5", "data.simcse=true"], "remine needs queries"),
+    (["remine.ranks=[5,2]"], "remine.ranks must be"),
+    (["data.positives=0"], "data.positives must be >= 1"),
+])
+def test_toolbox_options_are_checked(overrides, message):
+    from distill.recipe import load_recipe
+    from synthgen.errors import UserError
+
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
+        load_recipe(None, overrides, check_files=False)
+
+
+def test_relabel_positives_must_be_at_least_one():
+    from synthgen.errors import UserError
+
+    with pytest.raises(UserError, match="--positives must be 1 or more"):
+        SelectionConfig(positives=0).check()
