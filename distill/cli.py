@@ -81,13 +81,19 @@ def eval_(
     if plot is not None:
         from distill.plot import draw
 
-        draw([(f"before: {baseline}", before)] if baseline is not None else [], (f"after: {model}", kept), plot, plot_passages)
+        draw([(f"before: {_short(baseline)}", before)] if baseline is not None else [], (f"after: {_short(model)}", kept),
+             plot, plot_passages)
         print(f"wrote {plot}")
     try:
         write_json(out, report)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     print(f"wrote {out}")
+
+
+def _short(folder: Path) -> str:
+    """A model folder's last two path parts: enough to tell the panels apart."""
+    return "/".join(Path(folder).resolve().parts[-2:])
 
 
 def _parse_dims(text: str) -> list[int]:
