@@ -48,3 +48,16 @@ def test_topics_separate_two_clouds():
     labels = topics(points, 2, seed=0)
     assert len(set(labels[:20])) == 1 and len(set(labels[20:])) == 1 and labels[0] != labels[-1]
     assert torch.is_tensor(torch.from_numpy(labels))
+
+
+def test_without_scikit_learn_topics_and_projection_fall_back_to_torch(monkeypatch):
+    from distill.plot import project
+
+    for name in ("sklearn.cluster", "sklearn.manifold"):
+        monkeypatch.setitem(__import__("sys").modules, name, None)  # importing it now raises ImportError
+    rng = np.random.default_rng(1)
+    points = np.concatenate([rng.normal(0, 0.1, (15, 4)) + 3, rng.normal(0, 0.1, (15, 4)) - 3])
+    labels = topics(points, 2, seed=0)
+    assert len(set(labels[:15])) == 1 and len(set(labels[15:])) == 1 and labels[0] != labels[-1]
+    xy = project(points, seed=0)
+    assert xy.shape == (30, 2) and abs(xy[:15, 0].mean() - xy[15:, 0].mean()) > 4  # the first component splits them
