@@ -12,6 +12,8 @@ import torch
 
 
 class Toolbox:
+    """One per training run; reads the run's recipe, model, dataset and token rows (`distill.train._Run`)."""
+
     def __init__(self, run: Any):
         from distill.queue import MomentumEncoder, PassageQueue
 
@@ -21,7 +23,7 @@ class Toolbox:
         for ex in run.dataset.train:
             self.positives_of.setdefault(ex.query, set()).update(ex.pos)
         self.queue = PassageQueue(r.loss.queue_size, run.dimension) if r.loss.queue_size else None
-        self.momentum = MomentumEncoder(run.model, r.loss.queue_momentum) if self.queue and r.loss.queue_momentum else None
+        self.momentum = MomentumEncoder(run.model, r.loss.queue_momentum) if self.queue is not None and r.loss.queue_momentum else None
         self.passages: torch.Tensor | None = None
         self.remined = False
 
