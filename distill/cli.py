@@ -62,6 +62,8 @@ def eval_(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Texts per forward pass."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings); a model evaluated again on the same corpus encodes nothing."),
     threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw queries and passages in 2-D (t-SNE), colored by topic cluster, to this PNG: the baseline (before) beside the model (after)."),
+    plot_passages: int = typer.Option(1500, "--plot-passages", min=10, help="Passages in the picture: the relevant ones plus a seeded sample."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """nDCG@10, Recall@10/@100, MRR@10 and MAP@100 with exact cosine search; a table, and metrics.json."""
@@ -73,20 +75,35 @@ def eval_(
     use_threads(threads)
     from distill.evaluate import difference, evaluate, format_table
 
-    result = evaluate(model, data, split, sizes, batch_size, progress=not quiet, cache_dir=cache_dir)
+    if plot is not None and not plot.parent.is_dir():
+        raise UserError(f"--plot: no such folder {plot.parent}")
+    kept: dict = {}
+    result = evaluate(model, data, split, sizes, batch_size, progress=not quiet, keep=kept, cache_dir=cache_dir)
     if baseline is None:
         report = result
         print(format_table(result))
     else:
-        other = evaluate(baseline, data, split, sizes or [int(d) for d in result["dims"]], batch_size,
-                         progress=not quiet, cache_dir=cache_dir)
+        before: dict = {}
+        other = evaluate(baseline, data, split, sizes or [int(d) for d in result["dims"]], batch_size, progress=not quiet,
+                         keep=before, cache_dir=cache_dir)
         report = {"model": result, "baseline": other, "difference": difference(result, other)}
         print(format_table(result, other))
+    if plot is not None:
+        from distill.plot import draw
+
+        draw([(f"before: {_short(baseline)}", before)] if baseline is not None else [], (f"after: {_short(model)}", kept),
+             plot, plot_passages)
+        print(f"wrote {plot}")
     try:
         write_json(out, report)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     print(f"wrote {out}")
+
+
+def _short(folder: Path) -> str:
+    """A model folder's last two path parts: enough to tell the panels apart."""
+    return "/".join(Path(folder).resolve().parts[-2:])
 
 
 def _parse_dims(text: str) -> list[int]:

@@ -25,6 +25,7 @@ class Example:
     neg: list[int]
     pos_scores: list[float] = field(default_factory=list)  # the judge's scores, aligned with pos / neg when present
     neg_scores: list[float] = field(default_factory=list)
+    seed: int = -1  # row of the passage the query was written from, when it is among the passages (re-mining spares it)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Dataset:
     passages: list[str]  # passage texts as the encoder sees them (prefix added)
     train: list[Example]
     dev: list[Example]
+    passage_ids: list[str] = field(default_factory=list)  # each passage row's id ("" when the records gave none)
 
 
 @dataclass
@@ -44,6 +46,7 @@ class Batch:
     teacher: np.ndarray  # [B, 1+k] the judge's scores for `candidates`; nan where unknown
     same_passage: np.ndarray  # [B, P] True where a column is another positive of the example (never a negative)
     same_query: np.ndarray  # [B, B] True where two examples have the same query (the diagonal included)
+    positives: np.ndarray  # [B, P] True at every column drawn as a positive of the example (data.positives)
 
 
 def read_examples(path: Path) -> list[TrainingExample]:
@@ -102,6 +105,7 @@ def build_dataset(
     queries: list[str] = []
     query_rows: dict[str, int] = {}
     passages: list[str] = []
+    passage_ids: list[str] = []
     by_text: dict[str, int] = {}
     by_id: dict[str, int] = {}
 
@@ -119,6 +123,7 @@ def build_dataset(
         if row is None:
             row = len(passages)
             passages.append(passage_prefix + text)
+            passage_ids.append(pid)
         by_text.setdefault(text, row)
         if pid:
             by_id.setdefault(pid, row)
@@ -135,29 +140,41 @@ def build_dataset(
             neg_scores=list(record.neg_scores),
         )
 
-    return Dataset(queries, passages, [convert(r) for r in train], [convert(r) for r in dev])
+    converted = [convert(r) for r in train], [convert(r) for r in dev]
+    for record, example in zip([*train, *dev], [*converted[0], *converted[1]]):
+        example.seed = by_id.get(record.seed_id, -1) if record.seed_id else -1
+    return Dataset(queries, passages, *converted, passage_ids=passage_ids)
 
 
 def steps_per_epoch(n_examples: int, batch_size: int) -> int:
     return -(-n_examples // batch_size)
 
 
-def epoch_batches(examples: list[Example], epoch: int, seed: int, batch_size: int, hard_negatives: int) -> list[Batch]:
-    """The batches of one epoch: a seeded order, one positive and up to `hard_negatives` negatives drawn per example."""
+def epoch_batches(examples: list[Example], epoch: int, seed: int, batch_size: int, hard_negatives: int,
+                  positives: int = 1) -> list[Batch]:
+    """The batches of one epoch: a seeded order, up to `positives` positives (one first, then the others in a
+    seeded order) and up to `hard_negatives` negatives drawn per example."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(examples))
     drawn = []
     for index in order:
         ex = examples[index]
         p = int(rng.integers(len(ex.pos)))
+        if positives > 1 and len(ex.pos) > 1:
+            others = [i for i in range(len(ex.pos)) if i != p]
+            more = rng.choice(len(others), size=min(positives - 1, len(others)), replace=False).tolist()
+            p = [p, *(others[i] for i in more)]
         k = min(hard_negatives, len(ex.neg))
         negs = sorted(rng.choice(len(ex.neg), size=k, replace=False).tolist()) if k else []
         drawn.append((ex, p, negs))
     return [make_batch(drawn[start : start + batch_size], hard_negatives) for start in range(0, len(drawn), batch_size)]
 
 
-def make_batch(drawn: list[tuple[Example, int, list[int]]], hard_negatives: int) -> Batch:
-    """Lay out one batch: unique passage columns, candidate columns, teacher scores and the duplicate masks."""
+def make_batch(drawn: list[tuple[Example, int | list[int], list[int]]], hard_negatives: int) -> Batch:
+    """Lay out one batch: unique passage columns, candidate columns, teacher scores and the duplicate masks.
+
+    Each drawn example names its positive (or several: the first is the one pair losses compare with its
+    negatives) and its negatives by position in its `pos` and `neg` lists."""
     columns: dict[int, int] = {}
 
     def column(row: int) -> int:
@@ -168,19 +185,24 @@ def make_batch(drawn: list[tuple[Example, int, list[int]]], hard_negatives: int)
     positive = np.zeros(size, dtype=np.int64)
     candidates = np.full((size, width), -1, dtype=np.int64)
     teacher = np.full((size, width), np.nan, dtype=np.float32)
-    for i, (ex, p, negs) in enumerate(drawn):
-        positive[i] = candidates[i, 0] = column(ex.pos[p])
+    drawn = [(ex, p if isinstance(p, list) else [p], negs) for ex, p, negs in drawn]
+    for i, (ex, ps, negs) in enumerate(drawn):
+        positive[i] = candidates[i, 0] = column(ex.pos[ps[0]])
+        for other in ps[1:]:
+            column(ex.pos[other])
         if ex.pos_scores:
-            teacher[i, 0] = ex.pos_scores[p]
+            teacher[i, 0] = ex.pos_scores[ps[0]]
         for j, n in enumerate(negs, start=1):
             candidates[i, j] = column(ex.neg[n])
             if ex.neg_scores:
                 teacher[i, j] = ex.neg_scores[n]
     same_passage = np.zeros((size, len(columns)), dtype=bool)
-    for i, (ex, _, _) in enumerate(drawn):
+    positives = np.zeros((size, len(columns)), dtype=bool)
+    for i, (ex, ps, _) in enumerate(drawn):
+        positives[i, [columns[ex.pos[p]] for p in ps]] = True
         for row in ex.pos:
             col = columns.get(row)
-            if col is not None and col != positive[i]:
+            if col is not None and not positives[i, col]:
                 same_passage[i, col] = True
     query_rows = np.array([ex.query for ex, _, _ in drawn])
     return Batch(
@@ -191,7 +213,18 @@ def make_batch(drawn: list[tuple[Example, int, list[int]]], hard_negatives: int)
         teacher=teacher,
         same_passage=same_passage,
         same_query=query_rows[:, None] == query_rows[None, :],
+        positives=positives,
     )
+
+
+def simcse_records(records: list[TrainingExample]) -> list[TrainingExample]:
+    """SimCSE's data: every distinct positive passage once, as its own query and positive, no negatives and no
+    LLM output; two forward passes with different dropout masks make the pair differ."""
+    seen: dict[str, TrainingExample] = {}
+    for r in records:
+        for text, pid in zip(r.pos, r.pos_ids or [""] * len(r.pos)):
+            seen.setdefault(text, TrainingExample(query=text, pos=[text], pos_ids=[pid] if pid else []))
+    return list(seen.values())
 
 
 def dev_pool(examples: list[Example], others: list[Example] = ()) -> tuple[list[int], list[int], dict[int, set[int]]]:

@@ -41,7 +41,8 @@ def resolve_device(name: str) -> str:
 
 
 def load_encoder(spec: "ModelConfig", device: str) -> "SentenceTransformer":
-    """Load the base model and shape it as configured: pooling, a final Normalize, prompts and lengths."""
+    """Load the base model and shape it as configured: pooling, a final Normalize, prompts and lengths, and
+    with `towers: separate` a query and a passage copy behind a Router (distill/towers.py)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
@@ -74,6 +75,10 @@ def load_encoder(spec: "ModelConfig", device: str) -> "SentenceTransformer":
     model.max_seq_length = spec.max_passage_length
     model.prompts = {"query": spec.query_prefix.replace("{task}", spec.task), "document": spec.passage_prefix}
     model.default_prompt_name = None
+    if spec.towers == "separate":
+        from distill.towers import split_towers
+
+        model = split_towers(model)
     return model.to(device)
 
 
@@ -122,7 +127,7 @@ def save_encoder(model: "SentenceTransformer", path: Path, lora_save: str = "mer
     from peft import PeftModel
 
     transformer = model[0]
-    if isinstance(transformer.model, PeftModel) and lora_save == "merged":
+    if isinstance(getattr(transformer, "model", None), PeftModel) and lora_save == "merged":
         transformer.model = transformer.model.merge_and_unload()
     model.save(str(path), create_model_card=False)
 
@@ -170,14 +175,16 @@ def length_chunks(rows: list[np.ndarray], size: int) -> tuple[np.ndarray, list[l
     return order, [order[s : s + size].tolist() for s in range(0, len(order), size)]
 
 
-def embedder(model: "SentenceTransformer", device: str, precision: str) -> Callable[[list[np.ndarray]], "torch.Tensor"]:
-    """A function from token rows to sentence embeddings (fp32, or fp64 for a fp64 model), through the model's forward."""
+def embedder(model: "SentenceTransformer", device: str, precision: str, task: str = "document") -> Callable[[list[np.ndarray]], "torch.Tensor"]:
+    """A function from token rows to sentence embeddings (fp32, or fp64 for a fp64 model), through the model's forward.
+
+    `task` ("query" or "document") picks the tower of a two-tower model; a shared encoder ignores it."""
 
     import torch
 
     def embed(rows: list[np.ndarray]) -> "torch.Tensor":
         with autocast(device, precision):
-            out = model(collate(model, rows, device))["sentence_embedding"]
+            out = model(collate(model, rows, device), task=task)["sentence_embedding"]
         return out if out.dtype == torch.float64 else out.float()
 
     return embed

@@ -89,6 +89,7 @@ def evaluate(
     precision: str = "auto",
     cache_dir: Path | None = None,
     passages_of: Path | None = None,
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """nDCG@10, Recall@10/@100, MRR@10 and MAP@100 of `model` (a folder or a SentenceTransformer) per size.
 
@@ -96,7 +97,9 @@ def evaluate(
     embedding cache (synthgen.retrieve.Embedder, under `cache_dir`), so relabel's encoding of the same corpus
     with the base model, and any earlier evaluation of the same model, are not done again. `passages_of`: a
     folder whose passage embeddings a loaded `model` shares (see distill.encoder.passages_as_loaded), so that
-    the loaded model's passages come from that folder's cache too.
+    the loaded model's passages come from that folder's cache too. With `keep`, the query and passage
+    embeddings and the loaded data go into it too (for `distill eval --plot`), under "queries", "passages"
+    and "beir".
 
     Returns {"model", "data", "split", "queries", "passages", "passages_encoded", "dims": {"384": {...}, ...}}.
     """
@@ -131,6 +134,8 @@ def evaluate(
                                                 show_progress_bar=progress)
     query_embeddings = query_embeddings.float().cpu()
     passage_embeddings = passage_embeddings.float().cpu()
+    if keep is not None:
+        keep.update(queries=query_embeddings, passages=passage_embeddings, beir=beir)
     size = passage_embeddings.shape[1]
     dims = list(dims) if dims else [size]
     too_big = [d for d in dims if not 0 < d <= size]

@@ -38,7 +38,7 @@ class RandomState:
 
 
 def forward_backward(
-    embed: Callable[[list[np.ndarray]], torch.Tensor],
+    embed: Callable[[list[np.ndarray]], torch.Tensor] | list[Callable[[list[np.ndarray]], torch.Tensor]],
     towers: list[list[np.ndarray]],
     mini_batch_size: int,
     loss_fn: Callable[..., dict[str, torch.Tensor]],
@@ -47,13 +47,16 @@ def forward_backward(
 ) -> dict[str, torch.Tensor]:
     """Embed each tower's token rows, compute `loss_fn(*embeddings)`, and accumulate parameter gradients.
 
+    `embed` is one function for every tower, or one per tower (separate query and passage encoders).
+
     Each tower's texts are sorted by length before they are cut into mini-batches (less padding);
     the embeddings reach `loss_fn` in the towers' original order. `scale` multiplies the loss before
     backward (fp16 loss scaling). Returns the loss parts, detached.
     """
     device = torch.device(device)
+    embeds = embed if isinstance(embed, list) else [embed] * len(towers)
     sorted_reps, replays, orders, chunk_lists = [], [], [], []
-    for rows in towers:
+    for rows, embed in zip(towers, embeds):
         order, chunks = length_chunks(rows, mini_batch_size)
         chunk_rows = [[rows[i] for i in chunk] for chunk in chunks]
         if len(chunks) == 1:
@@ -73,7 +76,7 @@ def forward_backward(
     result = loss_fn(*reps)
     loss = result["loss"]
     (scale(loss) if scale is not None else loss).backward()
-    for rep, states, chunk_rows in zip(sorted_reps, replays, chunk_lists):
+    for rep, states, chunk_rows, embed in zip(sorted_reps, replays, chunk_lists, embeds):
         if states is None:
             continue
         grads = rep.grad.split([len(c) for c in chunk_rows])

@@ -34,6 +34,7 @@ class ModelConfig:
     passage_prefix: str = ""  # put before every passage
     task: str = ""  # fills "{task}" for records without one, and in the saved model's query prompt
     trust_remote_code: bool = False  # run code shipped with the base model (off: it is arbitrary code)
+    towers: str = "shared"  # shared: one encoder for queries and passages | separate: two, saved behind a Router
 
 
 @dataclass
@@ -43,6 +44,8 @@ class DataConfig:
     dev_size: int = 200  # records held out of `train` as the dev set (0: no dev set, no keep-best)
     hard_negatives: int = 3  # hard negatives drawn per example and epoch from its `neg` list
     max_examples: int = 0  # use only this many training records (0: all)
+    positives: int = 1  # positives drawn per example and step; > 1 trains all of them as positives (SupCon)
+    simcse: bool = False  # ignore the queries: each positive passage is its own query, dropout the only change (SimCSE)
 
 
 @dataclass
@@ -55,6 +58,20 @@ class LossConfig:
     distill: str = "none"  # none | margin_mse | kl: also match the judge's pos/neg scores when records carry them
     distill_weight: float = 1.0  # weight of the distillation term next to the contrastive one
     distill_temperature: float = 1.0  # temperature of the judge's scores in the kl term
+    contrastive: str = "infonce"  # infonce | circle | triplet | cosent (cosent needs pos_scores/neg_scores)
+    tau_plus: float = 0.0  # infonce: assumed share of false negatives among the negatives (debiased, Chuang 2020)
+    margin: float = 0.25  # triplet: cosine margin; circle: its relaxation m
+    queue_size: int = 0  # passage embeddings of earlier batches kept as extra negatives (MoCo); 0: none
+    queue_momentum: float = 0.0  # > 0: the queue is filled by a momentum copy of the passage encoder (e.g. 0.999)
+
+
+@dataclass
+class RemineConfig:
+    every: int = 0  # steps between re-mining hard negatives with the model being trained (ANCE); 0: never
+    pool: int = 0  # passages re-encoded each time, a seeded sample of the training passages (0: all of them)
+    ranks: list[int] = field(default_factory=lambda: [3, 20])  # rank window negatives are drawn from, 1-based
+    margin: float = 0.95  # as relabel's: a passage at >= margin x the positive's normalized score is no negative
+    curriculum: bool = False  # start at the window's easy end and slide to its hard end over training
 
 
 @dataclass
@@ -104,6 +121,7 @@ class Recipe:
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    remine: RemineConfig = field(default_factory=RemineConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: str = "model"  # the model folder to write (SentenceTransformer(output) loads it)
@@ -324,6 +342,7 @@ def _validate(r: Recipe, where: str) -> None:
     _choice(where, "loss.distill", lo.distill, ("none", "margin_mse", "kl"))
     _check(where, lo.distill_weight >= 0, f"loss.distill_weight must be >= 0, got {lo.distill_weight}")
     _check(where, lo.distill_temperature > 0, f"loss.distill_temperature must be > 0, got {lo.distill_temperature}")
+    _check_toolbox(r, where)
     _check(where, lr.r >= 1, f"lora.r must be >= 1, got {lr.r}")
     _check(where, lr.alpha >= 1, f"lora.alpha must be >= 1, got {lr.alpha}")
     _check(where, 0 <= lr.dropout < 1, f"lora.dropout must be in [0, 1), got {lr.dropout}")
@@ -351,3 +370,26 @@ def _validate(r: Recipe, where: str) -> None:
            f"eval.dims must be distinct positive sizes, got {e.dims}")
     _check(where, e.batch_size >= 1, f"eval.batch_size must be >= 1, got {e.batch_size}")
     _check(where, bool(r.output.strip()), "output must name a folder")
+
+
+def _check_toolbox(r: Recipe, where: str) -> None:
+    """The contrastive toolbox's options (README, "Ablations of the contrastive toolbox")."""
+    m, d, lo, rm = r.model, r.data, r.loss, r.remine
+    _choice(where, "model.towers", m.towers, ("shared", "separate"))
+    _check(where, m.towers == "shared" or not r.lora.enabled, "model.towers separate does not combine with lora.enabled")
+    _check(where, d.positives >= 1, f"data.positives must be >= 1, got {d.positives}")
+    _choice(where, "loss.contrastive", lo.contrastive, ("infonce", "circle", "triplet", "cosent"))
+    _check(where, 0 <= lo.tau_plus < 1, f"loss.tau_plus must be in [0, 1), got {lo.tau_plus}")
+    _check(where, lo.tau_plus == 0 or lo.contrastive == "infonce", "loss.tau_plus applies to loss.contrastive infonce only")
+    _check(where, lo.margin >= 0, f"loss.margin must be >= 0, got {lo.margin}")
+    _check(where, lo.queue_size >= 0, f"loss.queue_size must be >= 0, got {lo.queue_size}")
+    _check(where, 0 <= lo.queue_momentum < 1, f"loss.queue_momentum must be in [0, 1), got {lo.queue_momentum}")
+    _check(where, lo.queue_size == 0 or lo.contrastive in ("infonce", "circle"),
+           f"loss.queue_size: the queue adds negatives to infonce or circle, not {lo.contrastive}")
+    _check(where, lo.contrastive not in ("triplet", "cosent") or d.hard_negatives > 0,
+           f"loss.contrastive {lo.contrastive} compares each example's own candidates: data.hard_negatives must be > 0")
+    _check(where, rm.every >= 0 and rm.pool >= 0, "remine.every and remine.pool must be >= 0")
+    _check(where, len(rm.ranks) == 2 and 1 <= rm.ranks[0] <= rm.ranks[1],
+           f"remine.ranks must be [FIRST, LAST] with 1 <= FIRST <= LAST, got {rm.ranks}")
+    _check(where, 0 < rm.margin <= 1, f"remine.margin must be in (0, 1], got {rm.margin}")
+    _check(where, not (d.simcse and rm.every), "remine needs queries: it cannot run with data.simcse")

@@ -75,7 +75,7 @@ class _Run:
 
     # -- setup -------------------------------------------------------------------------------------
     def load_data(self) -> None:
-        from distill.data import build_dataset, read_examples, split_dev
+        from distill.data import build_dataset, read_examples, simcse_records, split_dev
 
         r = self.recipe
         records = read_examples(Path(r.data.train).expanduser())
@@ -85,6 +85,8 @@ class _Run:
             train_records, dev_records = split_dev(records, r.data.dev_size, r.train.seed)
         if r.data.max_examples:
             train_records = train_records[: r.data.max_examples]
+        if r.data.simcse:
+            train_records = simcse_records(train_records)
         if r.loss.distill != "none" and not any(x.pos_scores for x in train_records):
             raise UserError(f"loss.distill is {r.loss.distill} but no record in {r.data.train} has pos_scores/neg_scores")
         self.dataset = build_dataset(train_records, dev_records, r.model.query_prefix, r.model.passage_prefix, r.model.task)
@@ -110,7 +112,9 @@ class _Run:
             self.initial = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
         self.model.train()
         self.embed = enc.embedder(self.model, self.device, self.precision)
-        self.query_tokens = enc.tokenize(self.model, self.dataset.queries, r.model.max_query_length, self.progress, "tokenize queries")
+        self.embed_query = enc.embedder(self.model, self.device, self.precision, "query")
+        query_length = r.model.max_passage_length if r.data.simcse else r.model.max_query_length  # SimCSE: queries are passages
+        self.query_tokens = enc.tokenize(self.model, self.dataset.queries, query_length, self.progress, "tokenize queries")
         self.passage_tokens = enc.tokenize(self.model, self.dataset.passages, r.model.max_passage_length, self.progress, "tokenize passages")
 
     def build_optimizer(self) -> None:
@@ -142,6 +146,7 @@ class _Run:
         from distill.data import epoch_batches, statistics
         from distill.gradcache import forward_backward
         from distill.losses import BatchTensors, Objective
+        from distill.toolbox import Toolbox
 
         r = self.recipe
         self.load_data()
@@ -155,6 +160,7 @@ class _Run:
             r.model.max_passage_length,
         )
         objective = Objective(r.loss, self.dimension)
+        self.toolbox = Toolbox(self)  # queue, momentum encoder, re-mining (distill/toolbox.py)
         self.step, self.best_step, self.best_value, self.base_dev, self.best_dev = 0, None, None, None, None
         resumed = self.restore()
         self.ranks.same_start(self.params)
@@ -170,21 +176,24 @@ class _Run:
         while self.step < self.total_steps:
             epoch, index = divmod(self.step, self.steps_per_epoch)
             if epoch not in batches:
-                batches = {epoch: epoch_batches(self.dataset.train, epoch, r.train.seed, r.train.batch_size, r.data.hard_negatives)}
+                batches = {epoch: epoch_batches(self.dataset.train, epoch, r.train.seed, r.train.batch_size, r.data.hard_negatives, r.data.positives)}
             batch = batches[epoch][index]
             tensors = BatchTensors.from_batch(batch, self.device)
             (queries, q_sizes), (passages, p_sizes) = self.ranks.share(batch.queries), self.ranks.share(batch.passages)
+            loss_fn = self.toolbox.loss_fn(objective, tensors, batch)  # on the embeddings of every rank's share
             parts = forward_backward(
-                self.embed,
+                [self.embed_query, self.embed],
                 [[self.query_tokens[i] for i in queries], [self.passage_tokens[i] for i in passages]],
                 r.train.mini_batch_size,
-                lambda q, p: objective(self.ranks.gather(q, q_sizes), self.ranks.gather(p, p_sizes), tensors),
+                lambda q, p: loss_fn(self.ranks.gather(q, q_sizes), self.ranks.gather(p, p_sizes)),
                 self.device,
                 scale=self.scaler.scale if self.scaler else None,
             )
             self.ranks.sum_gradients(self.params)  # this rank's share of the whole-batch gradient -> the whole
             self.optimizer_step()
             self.step += 1
+            if self.toolbox.after_step(self.step, batch):
+                batches = {}  # re-mined: the rest of the epoch draws the new negatives
             examples += len(batch.queries)
             elapsed = time.perf_counter() - started
             loss = float(parts["loss"])
@@ -242,7 +251,7 @@ class _Run:
         size = self.recipe.eval.batch_size
         self.model.eval()
         try:
-            q = embed_rows(self.embed, (self.query_tokens[i] for i in query_rows), size)
+            q = embed_rows(self.embed_query, (self.query_tokens[i] for i in query_rows), size)
             p = embed_rows(self.embed, (self.passage_tokens[i] for i in passage_rows), size)
         finally:
             self.model.train()
@@ -281,6 +290,7 @@ class _Run:
                 "best_value": self.best_value,
                 "best_dev": self.best_dev,
                 "base_dev": self.base_dev,
+                "toolbox": self.toolbox.state_dict(),
             },
             tmp / "state.pt",
         )
@@ -309,6 +319,7 @@ class _Run:
         self.step = state["step"]
         self.best_step, self.best_value = state["best_step"], state["best_value"]
         self.best_dev, self.base_dev = state["best_dev"], state["base_dev"]
+        self.toolbox.load_state_dict(state.get("toolbox", {}))
         log.info("resuming %s from step %d", self.out, self.step)
         return True
 

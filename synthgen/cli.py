@@ -110,6 +110,7 @@ def relabel(
     duplicate_overlap: float = typer.Option(RelabelOptions.duplicate_overlap, "--duplicate-overlap", help="Share of word 5-grams shared with the positive that marks a near-duplicate (never a negative)."),
     round_trip: bool = typer.Option(RelabelOptions.round_trip, "--round-trip/--no-round-trip", help="Drop queries whose seed passage is not in the retriever's own top-k."),
     seed: int = typer.Option(RelabelOptions.seed, "--seed", help="Decides the random choice of negatives."),
+    positives: int = typer.Option(RelabelOptions.positives, "--positives", help="Keep up to this many positives per query: the fused top plus candidates at or above --margin of its score (train them with data.positives)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings)."),
     batch_pairs: int = typer.Option(RelabelOptions.batch_pairs, "--batch-pairs", help="Pairs per LLM call; finished batches are saved."),
     threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
@@ -128,7 +129,8 @@ def relabel(
         judge_prompt=judge_prompt, embedder=embedder, second_embedder=second_embedder, index=index, positive=positive,
         negatives=negatives, negative_strategy=negative_strategy, negative_ranks=negative_ranks, margin=margin,
         duplicate_overlap=duplicate_overlap, round_trip=round_trip, seed=seed, cache_dir=cache_dir,
-        batch_pairs=batch_pairs, executor=ExecutorConfig(executor, ray_address, replicas, tensor_parallel),
+        batch_pairs=batch_pairs, positives=positives,
+        executor=ExecutorConfig(executor, ray_address, replicas, tensor_parallel),
     )
     use_threads(threads)
     print(relabel_stage.summary(relabel_stage.run_stage(run, options, quiet=quiet), run))

@@ -47,6 +47,7 @@ class SelectionConfig:
     duplicate_overlap: float = 0.6  # share of word 5-grams with the positive that makes a near-duplicate
     round_trip: bool = False  # drop a query whose seed is not in the retriever's own top-k (Promptagator)
     seed: int = 0
+    positives: int = 1  # > 1: also keep up to this many candidates at or above the margin as positives (SupCon)
 
     def check(self) -> None:
         if self.positive not in POSITIVES:
@@ -60,6 +61,8 @@ class SelectionConfig:
             raise UserError("--negatives must be 0 or more")
         if not 0 < self.margin <= 1:
             raise UserError("--margin must be in (0, 1]")
+        if self.positives < 1:
+            raise UserError("--positives must be 1 or more")
 
 
 @dataclass
@@ -268,6 +271,21 @@ def near_duplicate(a: str, b: str, overlap: float) -> bool:
     return len(sa & sb) >= overlap * min(len(sa), len(sb))
 
 
+def safe_negatives(c: Candidates, order: Sequence[int], norm: Sequence[float], pos_at: int, passages: Sequence[Passage],
+                   margin: float, ranks: Sequence[int], duplicate_overlap: float) -> list[int]:
+    """Positions in `c.passages` that may be negatives, best first: inside the fused-rank window `ranks`, not
+    the positive, not the seed, below `margin` x the positive's normalized score, not a near-duplicate of the
+    positive. Re-mining during training (distill.remine) applies the same rule to the student's ranking."""
+    limit = margin * norm[pos_at]
+    lo, hi = ranks
+    pos_text = passages[c.passages[pos_at]].text
+    return [
+        at for rank, at in enumerate(order, start=1)
+        if lo <= rank <= hi and at != pos_at and c.passages[at] != c.seed and norm[at] < limit
+        and not near_duplicate(passages[c.passages[at]].text, pos_text, duplicate_overlap)
+    ]
+
+
 def select(c: Candidates, passages: Sequence[Passage], judges: Sequence[str], config: SelectionConfig) -> Selection:
     """The training example of one judged query, or why there is none."""
     top1 = {j: c.passages[judge_ranks(c.scores[j]).index(1)] for j in judges}
@@ -278,14 +296,11 @@ def select(c: Candidates, passages: Sequence[Passage], judges: Sequence[str], co
     pos_at = order[0] if config.positive == "fused" or c.seed is None else c.passages.index(c.seed)
     pos = c.passages[pos_at]
     norm = scaled_scores(c, judges)
-    limit = config.margin * norm[pos_at]
-    lo, hi = config.ranks
+    eligible = safe_negatives(c, order, norm, pos_at, passages, config.margin, config.ranks, config.duplicate_overlap)
     pos_passage = passages[pos]
-    eligible = [
-        at for rank, at in enumerate(order, start=1)
-        if lo <= rank <= hi and at != pos_at and c.passages[at] != c.seed and norm[at] < limit
-        and not near_duplicate(passages[c.passages[at]].text, pos_passage.text, config.duplicate_overlap)
-    ]
+    also = [at for at in order if at != pos_at and norm[at] >= config.margin * norm[pos_at]
+            and not near_duplicate(passages[c.passages[at]].text, pos_passage.text, config.duplicate_overlap)]
+    positives = [pos_at, *also[: config.positives - 1]]
     count = min(config.negatives, len(eligible))
     if config.strategy == "top":
         chosen = eligible[:count]
@@ -297,11 +312,11 @@ def select(c: Candidates, passages: Sequence[Passage], judges: Sequence[str], co
     negs = [c.passages[at] for at in chosen]
     example = TrainingExample(
         query=c.query.query,
-        pos=[pos_passage.text],
+        pos=[passages[c.passages[at]].text for at in positives],
         neg=[passages[i].text for i in negs],
-        pos_ids=[pos_passage.id],
+        pos_ids=[passages[c.passages[at]].id for at in positives],
         neg_ids=[passages[i].id for i in negs],
-        pos_scores=[round(norm[pos_at], 6)],
+        pos_scores=[round(norm[at], 6) for at in positives],
         neg_scores=[round(norm[at], 6) for at in chosen],
         task=c.query.task,
         query_id=c.query.id,

@@ -54,6 +54,7 @@ class RelabelOptions:
     duplicate_overlap: float = SelectionConfig.duplicate_overlap
     round_trip: bool = SelectionConfig.round_trip
     seed: int = SelectionConfig.seed  # of the random choice of negatives
+    positives: int = SelectionConfig.positives
     cache_dir: Optional[Path] = None
     batch_pairs: int = 128
     executor: ExecutorConfig = ExecutorConfig()  # where the LLM judges run; never part of the identity
@@ -66,7 +67,8 @@ class RelabelOptions:
             raise UserError(f"bad --negative-ranks '{self.negative_ranks}': expected FIRST-LAST, e.g. 3-20")
         selection = SelectionConfig(positive=self.positive, negatives=self.negatives, strategy=self.negative_strategy,
                                     ranks=(int(lo), int(hi)), margin=self.margin,
-                                    duplicate_overlap=self.duplicate_overlap, round_trip=self.round_trip, seed=self.seed)
+                                    duplicate_overlap=self.duplicate_overlap, round_trip=self.round_trip, seed=self.seed,
+                                    positives=self.positives)
         selection.check()
         if self.judge_depth < 1 or self.judge_words < 1 or self.batch_pairs < 1:
             raise UserError("--judge-depth, --judge-words and --batch-pairs must be at least 1")
@@ -87,6 +89,8 @@ class RelabelOptions:
         config = {"judges": list(names), "retrieval": self.retrieval, "top_k": self.top_k,
                   "judge_depth": self.judge_depth, "judge_words": self.judge_words, "index": self.index,
                   **asdict(selection)}
+        if config["positives"] == 1:  # the default leaves the identity of runs made before the option as it was
+            del config["positives"]
         llm_names = [j for j in config["judges"] if j in LLM_JUDGES]
         prompts = [self.judge_prompt or CONTEXT_TEMPLATE, *(TEMPLATES[j] for j in llm_names)] if llm_names else []
         identity = {
