@@ -18,7 +18,7 @@ from distill.encoder import embedder, load_encoder, tokenize
 from distill.gradcache import forward_backward
 from distill.losses import BatchTensors, Objective
 from distill.recipe import LossConfig, ModelConfig
-from synthgen.records import TrainingExample
+from word_records import word_records
 
 
 def main(model_dir: str, out: str) -> None:
@@ -26,15 +26,7 @@ def main(model_dir: str, out: str) -> None:
     model = load_encoder(ModelConfig(base=model_dir, max_query_length=16, max_passage_length=48), "cpu")
     model.double()
     model.eval()  # no dropout: one process and N must see the same function
-    words = "cell protein river music law fire stone bread light water metal glass".split()
-    records = [
-        TrainingExample(
-            query=" ".join(words[i % 12 : i % 12 + 1 + i % 4]),
-            pos=[" ".join(words[(i + k) % 12] for k in range(3 + 2 * (i % 5)))],
-            neg=[" ".join(words[(i + 5 + k) % 12] for k in range(2 + i % 7)), f"{words[i % 12]} alone"],
-        )
-        for i in range(10)
-    ]
+    records = word_records()
     data = build_dataset(records, [])
     batch = epoch_batches(data.train, epoch=0, seed=0, batch_size=10, hard_negatives=2)[0]
     queries, passages = tokenize(model, data.queries, 16), tokenize(model, data.passages, 48)

@@ -10,22 +10,14 @@ from distill.encoder import embedder, length_chunks, load_encoder, tokenize
 from distill.gradcache import forward_backward
 from distill.losses import BatchTensors, Objective
 from distill.recipe import LossConfig, ModelConfig
-from synthgen.records import TrainingExample
+from word_records import word_records
 
 
 @pytest.fixture(scope="module")
 def setup(tiny_bert_path):
     model = load_encoder(ModelConfig(base=str(tiny_bert_path), max_query_length=16, max_passage_length=48), "cpu")
     model.double()  # float64: the comparisons below are then about the method, not about rounding
-    words = "cell protein river music law fire stone bread light water metal glass".split()
-    records = [
-        TrainingExample(
-            query=" ".join(words[i % 12 : i % 12 + 1 + i % 4]),
-            pos=[" ".join(words[(i + k) % 12] for k in range(3 + 2 * (i % 5)))],
-            neg=[" ".join(words[(i + 5 + k) % 12] for k in range(2 + i % 7)), f"{words[i % 12]} alone"],
-        )
-        for i in range(10)
-    ]
+    records = word_records()
     data = build_dataset(records, [])
     batch = epoch_batches(data.train, epoch=0, seed=0, batch_size=10, hard_negatives=2)[0]
     queries = tokenize(model, data.queries, 16)
