@@ -258,15 +258,15 @@ def main() -> None:
                         "chunk_rates": [round(r, 2) for r in rates],
                         "ndcg@10": mean_metrics(runs, beir.qrels)["ndcg@10"]}
     verdicts = rule(results)
-    print(f"\n{args.data.name}, {args.model}: {len(positions)} of {len(beir.passages)} passages (every judged one, "
-          f"then random), {len(beir.queries)} queries; arms take turns in one process, {len(chunks)} chunks, "
-          f"{threads} threads")
+    which = "all" if len(positions) == len(beir.passages) else "every judged one, then random"
+    print(f"\n{args.data.name}, {args.model}: {len(positions)} of {len(beir.passages)} passages ({which}), "
+          f"{len(beir.queries)} queries; arms take turns in one process, {len(chunks)} chunks, {threads} threads")
     print(f"{'arm':<14} {'passages/s':>10} {'vs ' + DEFAULT:>14} {'nDCG@10':>8} {'vs fp32':>8}  meets rule")
     for arm, row in results.items():
         verdict = verdicts.get(arm, {})
         print(f"{arm:<14} {row['passages_per_s']:>10.1f} {verdict.get('speedup_vs_default', float('nan')):>13.2f}x "
               f"{row['ndcg@10']:>8.4f} {verdict.get('ndcg@10_vs_fp32', float('nan')):>+8.4f}  "
-              f"{'yes' if verdict.get('meets_rule') else 'no'}")
+              f"{'n/a' if not verdict else 'yes' if verdict['meets_rule'] else 'no'}")
     print(f"rule: >= {MIN_SPEEDUP}x the passages/s of {DEFAULT} and nDCG@10 within {MAX_NDCG_DROP} of {BASELINE}")
     out = args.out or REPO / "bench" / "results" / f"{args.data.name}-encode.json"
     out.parent.mkdir(parents=True, exist_ok=True)
