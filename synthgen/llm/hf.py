@@ -112,34 +112,35 @@ class HFLLM:
         self._prefix = (list(prefix), [(layer.keys, layer.values) for layer in cache.layers])
         return self._prefix[1]
 
-    def _prefill(self, ids: list[list[int]], static_len: int | None = None):
-        """Run prompts as one batch into a new cache: their shared prefix from `_shared_prefix`, then each row's
-        tail, left-padded.
-
-        Prompts built from one template share a long prefix; repeating its cache over the rows is what makes a
-        batch much cheaper than its prompts one by one. `static_len` asks for a preallocated cache of that many
-        positions (generation: a growing cache would copy all of itself at every step), else a growing one
-        (scoring). Returns the cache, the attention mask over it, each row's next position and the last
-        position's logits.
+    def _split(self, ids: list[list[int]]) -> tuple[int, list[tuple]]:
+        """Where a batch's rows are split into a shared prefix and their own tails, and that prefix's keys and
+        values (batch of one, from `_shared_prefix`); both generation and scoring run their tails on top of it.
         """
-        import torch
-        from transformers import DynamicCache, StaticCache
-
-        rows = len(ids)
         # a lone prompt is not split: where a prompt is split changes its rounding, so a batch of one runs as
         # a batch without a shared prefix does, and a prompt's sample does not depend on being alone
-        shared = common_prefix_length(ids) if rows > 1 else 0
+        shared = common_prefix_length(ids) if len(ids) > 1 else 0
         shared = min(shared, min(len(x) for x in ids) - 1)  # every row keeps a tail token to predict from
-        kv = self._shared_prefix(ids[0][:shared]) if shared > 0 else []
-        if static_len is None:
-            cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
-                                                 for k, v in kv] or None, config=self.model.config)
-        else:
-            cache = StaticCache(config=self.model.config, max_cache_len=static_len)
-            for layer, (k, v) in zip(cache.layers, kv):
-                layer.lazy_initialization(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
-                layer.keys[:, :, :shared], layer.values[:, :, :shared] = k, v
-                layer.cumulative_length.fill_(shared)
+        return shared, self._shared_prefix(ids[0][:shared]) if shared > 0 else []
+
+    def _prefill(self, ids: list[list[int]], static_len: int):
+        """Run prompts as one batch into a preallocated cache of `static_len` positions (a growing cache would
+        copy all of itself at every decoding step): their shared prefix from `_split`, then each row's tail,
+        left-padded.
+
+        Prompts built from one template share a long prefix; repeating its cache over the rows is what makes a
+        batch much cheaper than its prompts one by one. Returns the cache, the attention mask over it, each
+        row's next position and the last position's logits.
+        """
+        import torch
+        from transformers import StaticCache
+
+        rows = len(ids)
+        shared, kv = self._split(ids)
+        cache = StaticCache(config=self.model.config, max_cache_len=static_len)
+        for layer, (k, v) in zip(cache.layers, kv):
+            layer.lazy_initialization(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+            layer.keys[:, :, :shared], layer.values[:, :, :shared] = k, v
+            layer.cumulative_length.fill_(shared)
         width = max(len(x) for x in ids) - shared
         tails = torch.full((rows, width), self.pad_id, dtype=torch.long)
         tail_mask = torch.zeros((rows, width), dtype=torch.long)
@@ -272,10 +273,7 @@ class HFLLM:
         from transformers import DynamicCache
 
         rows = len(chunk)
-        ids = [list(c) for c, _, _ in chunk]
-        shared = common_prefix_length(ids) if rows > 1 else 0
-        shared = min(shared, min(len(x) for x in ids) - 1)
-        kv = self._shared_prefix(ids[0][:shared]) if shared > 0 else []
+        shared, kv = self._split([list(c) for c, _, _ in chunk])
         layouts = []  # per row: context tail, [(request index, start in the row, continuation ids)], width
         for context, members, _ in chunk:
             tail, parts, width = list(context[shared:]), [], len(context) - shared
