@@ -54,6 +54,7 @@ def main() -> None:
     seeds = {o["id"]: o["text"] for o in map(json.loads, open(args.run / "passages.jsonl", encoding="utf-8"))}
     train_records, dev_records = split_dev(records, args.dev_size, 42)
     dataset = build_dataset(train_records, dev_records)
+    ql_lists = judge_lists(args.run, dev_records, seeds)
 
     def embed(model, texts, length):
         model.eval()
@@ -79,7 +80,25 @@ def main() -> None:
         texts = sorted({r.query for r in dev_records})
         wanted = [{pool.index(seeds[r.seed_id]) for r in dev_records if r.query == t} for t in texts]
         figures["dev_seed"] = ndcg(embed(model, texts, 64), embed(model, pool, 256), wanted)
+        if ql_lists:
+            figures["dev_ql"] = judge_agreement(model, ql_lists)
         return {k: round(v, 4) for k, v in figures.items()}
+
+    def judge_agreement(model, lists) -> float:
+        """Share of candidate pairs the student orders as the LLM judge alone does: the base model's own dense
+        score is not in these labels, unlike the fused positive the other dev signals use."""
+        q = embed(model, [query for query, _, _ in lists], 64)
+        p = embed(model, [t for _, texts, _ in lists for t in texts], 256)
+        agree = total = start = 0
+        for row, (_, texts, scores) in enumerate(lists):
+            sims = (p[start:start + len(texts)] @ q[row]).tolist()
+            start += len(texts)
+            for i in range(len(texts)):
+                for j in range(i + 1, len(texts)):
+                    if scores[i] != scores[j]:
+                        total += 1
+                        agree += (sims[i] - sims[j]) * (scores[i] - scores[j]) > 0
+        return agree / max(total, 1)
 
     def write(row: dict) -> None:
         print(json.dumps(row), flush=True)
@@ -110,6 +129,24 @@ def main() -> None:
             with torch.no_grad():
                 write({"arm": name, "overrides": settings, "alpha": alpha, "steps": result.steps,
                        "train_seconds": seconds, **measure(model)})
+
+
+def judge_lists(run: Path, dev_records, seeds: dict[str, str]) -> list[tuple[str, list[str], list[float]]]:
+    """Each dev query with the passages the LLM's query-likelihood judge scored for it, and those scores."""
+    path = run / "judgments.jsonl"
+    if not path.exists():
+        return []
+    scored: dict[str, dict[str, float]] = {}
+    for line in open(path, encoding="utf-8"):
+        row = json.loads(line)
+        if row.get("judge") == "ql":
+            scored.setdefault(row["query_id"], {})[row["passage_id"]] = row["score"]
+    lists = []
+    for record in dev_records:
+        judged = scored.get(record.query_id, {})
+        if len(judged) >= 2 and all(pid in seeds for pid in judged):
+            lists.append((record.query, [seeds[pid] for pid in judged], list(judged.values())))
+    return lists
 
 
 if __name__ == "__main__":

@@ -95,6 +95,10 @@ def main() -> None:
         print(f"warning: {warning}")
 
     stage_seconds = last_run_seconds(run_dir, section)
+    # corpus encoding: relabel's dense retrieval (cache misses) and the final evaluation of base and trained model
+    encode_seconds = (manifest["relabel"].get("throughput", {}).get("encode_seconds") or 0.0) + (table.get("encode_seconds") or 0.0)
+    print(f"encoding the corpus: {encode_seconds:.0f} s of {sum(stage_seconds.values()):.0f} s "
+          f"({encode_seconds / max(sum(stage_seconds.values()), 1e-9):.0%})")
     dims = {d: {m: values[m] for m in ("ndcg@10", "recall@100")} for d, values in table["dims"].items()}
     dev = section.get("dev") or {}
     record = {
@@ -108,6 +112,7 @@ def main() -> None:
         "adapted_recall100": round(metrics["recall@100"]["trained"], 4),
         "minutes": round(sum(stage_seconds.values()) / 60, 1),
         "stage_minutes": {k: round(v / 60, 1) for k, v in stage_seconds.items()},
+        "encode_minutes": round(encode_seconds / 60, 1),
         "queries": manifest["generate"]["counts"]["written"],
         "training_examples": manifest["relabel"]["counts"]["written"],
         "dev": {"metric": dev.get("metric"), "base": (dev.get("base") or {}).get(dev.get("metric")),

@@ -8,6 +8,7 @@ it was trained. Matryoshka sizes reuse one embedding pass: truncate, renormalize
 from __future__ import annotations
 
 import csv
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -101,7 +102,8 @@ def evaluate(
     embeddings and the loaded data go into it too (for `distill eval --plot`), under "queries", "passages"
     and "beir".
 
-    Returns {"model", "data", "split", "queries", "passages", "passages_encoded", "dims": {"384": {...}, ...}}.
+    Returns {"model", "data", "split", "queries", "passages", "passages_encoded", "encode_seconds",
+    "dims": {"384": {...}, ...}}.
     """
     from sentence_transformers import SentenceTransformer
 
@@ -115,10 +117,11 @@ def evaluate(
         where = str(encoder.device)
         # bf16 where the hardware computes it: 1.9x the texts/s of fp32 on a 2-core AVX512-BF16 CPU, and
         # all-MiniLM-L6-v2's SciFact nDCG@10 moves by +0.0006 (bench/bench_encode.py)
+        started = time.perf_counter()
         with autocast(where, resolve_precision(precision, where)):
             passage_embeddings = encoder.encode_document(beir.passages, batch_size=batch_size, convert_to_tensor=True,
                                                          show_progress_bar=progress)
-        encoded = len(beir.passages)
+        encoded, seconds = len(beir.passages), time.perf_counter() - started
     else:
         folder = Path(passages_of or model)
         name = name or ("model" if isinstance(model, SentenceTransformer) else str(model))
@@ -128,7 +131,7 @@ def evaluate(
         encoder = model if isinstance(model, SentenceTransformer) else embedder.model
         passages = [Passage(id=i, text=t) for i, t in zip(beir.passage_ids, beir.passages)]
         passage_embeddings = torch.from_numpy(embedder.encode_passages(passages, progress=progress))
-        encoded, where = embedder.encoded, str(encoder.device)
+        encoded, seconds, where = embedder.encoded, embedder.encode_seconds, str(encoder.device)
     with autocast(where, resolve_precision(precision, where)):
         query_embeddings = encoder.encode_query(beir.queries, batch_size=batch_size, convert_to_tensor=True,
                                                 show_progress_bar=progress)
@@ -147,7 +150,7 @@ def evaluate(
         runs = {q: [beir.passage_ids[i] for i in row] for q, row in zip(beir.query_ids, ranked)}
         scores[str(d)] = mean_metrics(runs, beir.qrels)
     return {"model": name, "data": str(data), "split": split, "queries": len(beir.queries), "passages": len(beir.passages),
-            "passages_encoded": encoded, "dims": scores}
+            "passages_encoded": encoded, "encode_seconds": round(seconds, 2), "dims": scores}
 
 
 def difference(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, dict[str, float]]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +113,7 @@ class Embedder:
         self._cache: dict[str, np.ndarray] | None = None
         self._queries: dict[str, np.ndarray] = {}
         self.encoded = 0  # passages encoded by this object (cache misses), for manifests and tests
+        self.encode_seconds = 0.0  # time spent encoding them: what a pipeline run pays for encoding
 
     @property
     def model(self) -> "SentenceTransformer":
@@ -143,6 +145,7 @@ class Embedder:
             from tqdm import tqdm
 
             bar = tqdm(total=len(missing), desc="embedding passages", unit="passage", disable=not progress)
+            started = time.perf_counter()
             for start in range(0, len(missing), SHARD_SIZE):
                 shard = missing[start : start + SHARD_SIZE]
                 vectors = self._encode([t for _, t in shard], "document", progress=False)
@@ -151,6 +154,7 @@ class Embedder:
                 self.encoded += len(shard)
                 bar.update(len(shard))
             bar.close()
+            self.encode_seconds += time.perf_counter() - started
         if not keys:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([cache[k] for k in keys])

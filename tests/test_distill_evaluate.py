@@ -128,6 +128,7 @@ def test_a_second_evaluation_of_a_model_encodes_no_passage_and_scores_the_same(t
     first = evaluate(tiny_bert_path, folder, progress=False, cache_dir=tmp_path / "cache")
     again = evaluate(tiny_bert_path, folder, progress=False, cache_dir=tmp_path / "cache")
     assert first["passages_encoded"] == 8 and again["passages_encoded"] == 0
+    assert first["encode_seconds"] > 0 and again["encode_seconds"] == 0  # the time a pipeline report adds up
     assert again["dims"] == first["dims"]
     # what relabel's embedder stored for the same texts is what evaluation reads (one cache, one key per text)
     beir = load_beir(folder)
@@ -135,7 +136,7 @@ def test_a_second_evaluation_of_a_model_encodes_no_passage_and_scores_the_same(t
     embedder.encode_passages([Passage(id="x", text=t) for t in beir.passages], progress=False)
     assert embedder.encoded == 0
     in_memory = evaluate(embedder.model, folder, progress=False)  # a loaded model: encoded, nothing cached
-    assert in_memory["passages_encoded"] == 8
+    assert in_memory["passages_encoded"] == 8 and in_memory["encode_seconds"] > 0
     assert in_memory["dims"]["32"]["ndcg@10"] == pytest.approx(first["dims"]["32"]["ndcg@10"], abs=0.02)
 
 

@@ -63,6 +63,8 @@ def test_relabel_writes_training_examples_and_manifest(tmp_path, common):
     assert 0 <= counts["positive_is_seed_rate"] <= 1
     assert set(counts["judge_top1_agrees_with_fused"]) == {"ql", "yesno", "dense", "bm25"}
     assert section["throughput"]["pairs_per_s"] > 0
+    # each passage encoded once (a fresh cache) and the time it took, for the pipeline's share of encoding
+    assert section["throughput"]["passages_encoded"] == len(passages()) and section["throughput"]["encode_seconds"] > 0
     assert set(section["prompts"]) == {"judge_passage.j2", "judge_query_likelihood.j2", "judge_relevance.j2"}
     judgments = (run / "judgments.jsonl").read_text().splitlines()
     assert len(judgments) == 12 * 3 * 2  # two LLM judges per pair

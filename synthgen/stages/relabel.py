@@ -185,6 +185,7 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
         "judging_seconds": round(judging_seconds, 2),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "passages_encoded": first.encoded,
+        "encode_seconds": round(first.encode_seconds, 2),
         "threads": torch_threads(),
     }
     write_manifest_section(run_dir, "relabel", section)
