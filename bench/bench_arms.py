@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--dev-size", type=int, default=100, help="records held out as the synthetic dev set")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_arms"))
     parser.add_argument("--no-base", action="store_true", help="skip measuring the base model (already in --out)")
+    parser.add_argument("--trained", action="append", default=[],
+                        help="NAME=FOLDER: measure a model an earlier run of this script trained (same --run and split)")
+    parser.add_argument("--dev-only", action="store_true", help="only the dev signals (the test is in --out already)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -67,9 +70,11 @@ def main() -> None:
         return mean_metrics(runs, {str(q): {str(p): 1 for p in rel} for q, rel in enumerate(relevant)})["ndcg@10"]
 
     def measure(model) -> dict[str, float]:
-        ranked = search(embed(model, beir.queries, 64), embed(model, beir.passages, 256))
-        runs = {q: [beir.passage_ids[i] for i in row] for q, row in zip(beir.query_ids, ranked)}
-        figures = {"test_ndcg10": mean_metrics(runs, beir.qrels)["ndcg@10"]}
+        figures = {}
+        if not args.dev_only:
+            ranked = search(embed(model, beir.queries, 64), embed(model, beir.passages, 256))
+            runs = {q: [beir.passage_ids[i] for i in row] for q, row in zip(beir.query_ids, ranked)}
+            figures["test_ndcg10"] = mean_metrics(runs, beir.qrels)["ndcg@10"]
         query_rows, slice_rows, relevant = dev_pool(dataset.dev)
         all_rows = dev_pool(dataset.dev, dataset.train)[1]
         q = embed(model, [dataset.queries[i] for i in query_rows], 64)
@@ -110,6 +115,10 @@ def main() -> None:
     if not args.no_base:
         write({"arm": "base", **measure(base)})
     base_state = {k: v.clone() for k, v in base.state_dict().items()}
+    for spec in args.trained:
+        name, _, folder = spec.partition("=")
+        with torch.no_grad():
+            write({"arm": name, "trained": folder, "alpha": 1.0, **measure(SentenceTransformer(folder, device="cpu"))})
     (args.work).mkdir(parents=True, exist_ok=True)
     (args.work / "train.jsonl").write_text("".join(json.dumps(r.__dict__) + "\n" for r in train_records))
     (args.work / "dev.jsonl").write_text("".join(json.dumps(r.__dict__) + "\n" for r in dev_records))
