@@ -134,13 +134,16 @@ def last_run_seconds(run_dir: Path, section: dict) -> dict[str, float]:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     seconds = {}
     for name, stage in section["stages"].items():
-        if stage["status"] == "ran":
-            seconds[name] = stage["seconds"]
-        elif name == "generate":  # a resumed generate's wall time covers its last part only; its batches, all
+        if name == "generate":  # a resumed generate's wall time covers its last part only; its batches, all
             generated = manifest["generate"]
-            seconds[name] = max(generated.get("wall_seconds", 0.0), generated.get("throughput", {}).get("llm_seconds") or 0.0)
+            seconds[name] = max(stage["seconds"] if stage["status"] == "ran" else 0.0, generated.get("wall_seconds", 0.0),
+                                generated.get("throughput", {}).get("llm_seconds") or 0.0)
+        elif stage["status"] == "ran":
+            seconds[name] = stage["seconds"]
         elif name == "relabel":
             seconds[name] = manifest["relabel"].get("throughput", {}).get("wall_seconds", 0.0)
+        elif name == "train":
+            seconds[name] = manifest["train"].get("wall_seconds", 0.0)
         else:
             seconds[name] = stage["seconds"]
     return seconds

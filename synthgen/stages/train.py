@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -129,8 +130,11 @@ class TrainStage:
             if read_manifest(self.run_dir).get("train", {}).get("identity") != identity and out.exists():
                 shutil.rmtree(out)  # a model (or a half-trained one) of other data or another recipe
             write_manifest_section(self.run_dir, "train", {"identity": identity, "complete": False})
+            started = time.perf_counter()
             self.result = train(self.recipe, progress=not self.quiet)
-        section = {"identity": identity, "complete": True, **dataclasses.asdict(self.result)}
+        # training and the evaluation after it: what the stage costs, kept for a later run that skips it
+        section = {"identity": identity, "complete": True, **dataclasses.asdict(self.result),
+                   "wall_seconds": round(time.perf_counter() - started, 2)}
         write_manifest_section(self.run_dir, "train", section)
         return section
 
