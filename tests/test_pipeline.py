@@ -90,9 +90,13 @@ def test_every_artifact_of_a_whole_run(whole_run, adi):
     train = section["stages"]["train"]["counts"]
     assert train["training_examples"] + train["dev_examples"] == 30 and train["steps"] == m["train"]["steps"] > 0
     assert 0 < sum(s["seconds"] for s in section["stages"].values()) <= section["wall_seconds"] <= seconds
+    # what each stage cost stays in the manifest for a later run that skips it (bench_pipeline adds them up)
+    assert 0 < m["train"]["train_seconds"] <= m["train"]["wall_seconds"] <= section["stages"]["train"]["seconds"]
 
     table = section["eval"]
     assert table["queries"] == 35 and set(table["dims"]) == {"384", "128"}
+    # evaluation encoded the base's and the trained model's passages (128 tokens: not relabel's cache) and timed it
+    assert 0 < table["encode_seconds"] < m["train"]["wall_seconds"]
     for dim in ("384", "128"):
         for metric in ("ndcg@10", "recall@100", "mrr@10"):
             pair = table["dims"][dim][metric]
