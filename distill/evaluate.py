@@ -150,7 +150,7 @@ def evaluate(
         runs = {q: [beir.passage_ids[i] for i in row] for q, row in zip(beir.query_ids, ranked)}
         scores[str(d)] = mean_metrics(runs, beir.qrels)
     return {"model": name, "data": str(data), "split": split, "queries": len(beir.queries), "passages": len(beir.passages),
-            "passages_encoded": encoded, "encode_seconds": round(seconds, 2), "dims": scores}
+            "passages_encoded": encoded, "encode_seconds": seconds, "dims": scores}
 
 
 def difference(result: dict[str, Any], baseline: dict[str, Any]) -> dict[str, dict[str, float]]:

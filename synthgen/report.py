@@ -24,7 +24,7 @@ def eval_table(result: TrainResult) -> Optional[dict[str, Any]]:
     base, trained = result.beir["base"], result.beir["trained"]
     return {
         "data": trained["data"], "split": trained["split"], "queries": trained["queries"],
-        "encode_seconds": round(base.get("encode_seconds", 0.0) + trained.get("encode_seconds", 0.0), 2),
+        "encode_seconds": base.get("encode_seconds", 0.0) + trained.get("encode_seconds", 0.0),
         "dims": {dim: {m: {"base": base["dims"][dim][m], "trained": values[m]} for m in BEIR_METRICS}
                  for dim, values in trained["dims"].items() if dim in base["dims"]},
     }
