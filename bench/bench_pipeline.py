@@ -48,12 +48,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="a BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_pipeline"))
     parser.add_argument("--max-passages", type=int, default=None)
+    parser.add_argument("--name", help="results file bench/results/NAME.json (default: the collection's name)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="recipe KEY=VALUE (repeatable)")
     parser.add_argument("extra", nargs="*", help="more `synthgen pipeline` options (after --)")
     args = parser.parse_args()
 
     data = args.data.resolve()
-    run_dir = args.work / data.name
+    run_dir = args.work / (args.name or data.name)
     command = [sys.executable, "-c", "from synthgen.cli import main; main()", "pipeline",
                "--corpus", str(data / "corpus.jsonl"), "--out", str(run_dir), "--eval", str(data), "--quiet"]
     if args.max_passages:
@@ -122,7 +123,7 @@ def main() -> None:
         "warnings": section.get("warnings", []),
         "command": "bench/bench_pipeline.py " + " ".join(sys.argv[1:]),
     }
-    out = REPO / "bench" / "results" / f"{data.name}.json"
+    out = REPO / "bench" / "results" / f"{args.name or data.name}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"wrote {out}")

@@ -12,7 +12,9 @@ the answer's opening that the model continues. The bundled one ends by opening t
 (`{"task": "...", "query": "`), so the model writes one value and stops at its closing quote: the answer is
 well-formed by construction (asked for the whole object, SmolLM2-135M broke 35% of them).
 The examples come first and the passage last, so every prompt of a run shares one long prefix that
-a backend with prefix caching computes once.
+a backend with prefix caching computes once. A base model (no chat template: Gemma-3-270M, InPars-style
+few-shot prompting) gets a plain template instead: text with no role lines and one `[[answer]]` line, after
+which comes the answer's opening; the model continues the text, and the answer is read the same way.
 
 Why everything random is keyed by ids: the sample of passages is an order of the passages keyed by
 (seed, passage id) (synthgen.sampling), so a larger --max-passages extends a smaller run rather than drawing a
@@ -49,6 +51,7 @@ from synthgen.text import NearDuplicateIndex, content_overlap, longest_common_ru
 FORMS = ("question", "claim", "keywords", "title")
 ROLES = ("system", "user", "assistant")
 _MARKER = re.compile(r"^\[\[(system|user|assistant)\]\][ \t]*$", re.MULTILINE)
+_ANSWER = re.compile(r"^\[\[answer\]\][ \t]*\n?", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -154,20 +157,28 @@ def plan(passages: Sequence[Passage], config: GenerateConfig, clusters: Sequence
 
 @dataclass(frozen=True)
 class ChatPrompt:
-    messages: list[dict[str, str]]  # without the prefill
+    messages: list[dict[str, str]] | str  # a chat without the prefill, or a base model's plain text
     prefill: str  # opening of the answer the model continues ("" for none)
 
     def prompt(self) -> Prompt:
+        if isinstance(self.messages, str):
+            return self.messages + self.prefill
         if self.prefill:
             return self.messages + [{"role": "assistant", "content": self.prefill}]
         return self.messages
 
 
 def parse_chat(rendered: str, where: str) -> ChatPrompt:
-    """Split a rendered template at its role lines; text before the first role line is not allowed."""
+    """Split a rendered template at its role lines (a chat) or at its `[[answer]]` line (plain text for a base
+    model); text before the first role line is not allowed."""
     parts = _MARKER.split(rendered)
     if len(parts) == 1:
-        raise UserError(f"template {where}: no [[user]] line; a generation template is a chat (see prompts/generate.j2)")
+        plain = _ANSWER.split(rendered)
+        if len(plain) == 2 and plain[0].strip():
+            return ChatPrompt(plain[0].rstrip("\n") + "\n", plain[1])
+        raise UserError(f"template {where}: no [[user]] line and no [[answer]] line; a generation template is a chat "
+                        "(see prompts/generate.j2) or, for a base model, text with one [[answer]] line "
+                        "(prompts/generate_base.j2)")
     if parts[0].strip():
         raise UserError(f"template {where}: text before the first [[role]] line")
     messages = [{"role": role, "content": content.strip("\n")} for role, content in zip(parts[1::2], parts[2::2])]
@@ -202,8 +213,12 @@ def check_template(template: Template, config: GenerateConfig) -> list[str]:
             prompt = render(template, dataclasses.replace(_CHECK_ITEM, form=form), config)
         except UserError as exc:
             raise UserError(f"query form '{form}' does not render: {exc}") from None
-        for message in prompt.messages:
-            answer = parse_answer(message["content"]) if message["role"] == "assistant" else None
+        if isinstance(prompt.messages, str):  # a plain template's examples: one answer per line
+            examples = prompt.messages.splitlines()
+        else:
+            examples = [m["content"] for m in prompt.messages if m["role"] == "assistant"]
+        for example in examples:
+            answer = parse_answer(example)
             if answer and answer[1] not in found:
                 found.append(answer[1])
     return found

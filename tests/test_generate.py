@@ -77,8 +77,16 @@ def test_parse_chat_roles_and_prefill():
     assert plain.prefill == "" and plain.prompt() == [{"role": "user", "content": "Hi"}]
 
 
+def test_parse_chat_plain_text_for_a_base_model():
+    plain = parse_chat('Passage: a\nQuery form: claim\n[[answer]]\n{"task": "t", "query": "', "b.j2")
+    assert plain.messages == "Passage: a\nQuery form: claim\n" and plain.prefill == '{"task": "t", "query": "'
+    assert plain.prompt() == 'Passage: a\nQuery form: claim\n{"task": "t", "query": "'
+
+
 @pytest.mark.parametrize("text, message", [
     ("Just text, no roles", "no [[user]] line"),
+    ("[[answer]]\n{", "no [[user]] line"),  # a plain template needs text before its answer
+    ("a\n[[answer]]\nb\n[[answer]]\nc", "no [[user]] line"),  # and one answer line only
     ("Intro\n[[user]]\nHi", "text before the first"),
     ("[[system]]\nOnly a system message", "must be a [[user]] message"),
 ])
@@ -101,6 +109,20 @@ def test_bundled_template_renders_every_form_with_the_passage_last():
         assert f"w{config.passage_words - 1} ..." in last and f"w{config.passage_words}" not in last  # cut
     # everything before the last message is the same for every prompt: one shared prefix
     assert all(chat.messages[:-1] == prompts[0].messages[:-1] for chat in prompts)
+
+
+def test_bundled_base_model_template_matches_the_chat_template():
+    """generate_base.j2 is generate.j2 as plain text: the same examples, and an answer opening per form."""
+    config = GenerateConfig()
+    base, chat = load_template("generate_base.j2"), load_template("generate.j2")
+    assert check_template(base, config) == check_template(chat, config)
+    passage = Passage(id="p", text=" ".join(f"w{i}" for i in range(500)), title="The Title")
+    for form in FORMS:
+        plain = render(base, Item(passage, 0, form), config)
+        assert isinstance(plain.messages, str) and plain.messages.endswith(f"Query form: {form} (" +
+                                                                             plain.messages.split("(")[-1])
+        assert "The Title. w0" in plain.messages and f"w{config.passage_words}" not in plain.messages
+        assert plain.prefill == render(chat, Item(passage, 0, form), config).prefill
 
 
 def test_template_errors_are_user_errors(tmp_path):

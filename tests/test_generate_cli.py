@@ -219,6 +219,33 @@ def test_the_bundled_template_gets_only_well_formed_answers_even_from_a_random_m
     assert manifest(tmp_path / "whole")["counts"]["malformed"] > 0
 
 
+def test_a_base_model_without_chat_template_generates_from_the_plain_template(tmp_path, tiny_llm_path):
+    """A base model (Gemma-3-270M is one) has no chat template: the chat template is refused with a clear
+    error, and generate_base.j2 (plain few-shot text) gets only well-formed answers, even from a random model."""
+    import shutil
+
+    from synthgen.errors import UserError
+
+    base = tmp_path / "base-model"
+    shutil.copytree(tiny_llm_path, base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((base / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (base / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="no chat template"):
+        generate("--corpus", str(CORPUS), "--out", str(tmp_path / "chat"), "--llm", f"hf:{base}", "--max-passages", "2",
+                 "--quiet")
+    run = tmp_path / "run"
+    generate("--corpus", str(CORPUS), "--out", str(run), "--llm", f"hf:{base}", "--prompt", "generate_base.j2",
+             "--max-passages", "6", "--max-tokens", "12", "--min-overlap", "0", "--max-copied-words", "50", "--quiet")
+    counts = manifest(run)["counts"]
+    assert counts["answers"] >= 6 and counts["malformed"] == 0
+    assert {q.task for q in queries(run)} <= {"Given a question, retrieve a passage that answers it",
+                                              "Given a claim, retrieve passages that support or refute it",
+                                              "Given search keywords, retrieve relevant passages",
+                                              "Given a topic title, retrieve passages about it"}
+
+
 def test_cluster_sample_takes_passages_across_clusters_and_extends(tmp_path, tiny_llm_path, known_template):
     from synthgen.generate import GenerateConfig, plan
     from synthgen.sampling import passage_clusters
