@@ -3,7 +3,9 @@
 Runs the product's own generation (template, parsing, retries, filters) and prints, for one configuration:
 share of answers that parse, share of queries kept, what the filters removed, how varied the kept queries
 are (share of the most common opening three words, distinct openings, share of "what is the ..."), how
-often a query takes its requested form, throughput, and a sample of queries.
+often a query takes its requested form, how specific the queries are (BM25 over the whole corpus ranks the
+passage a query was written from first, or in its top 10: a generic query finds other passages), throughput,
+and a sample of queries.
 
     .venv/bin/python bench/bench_generate_quality.py --passages 60 --temperature 0.7
     .venv/bin/python bench/bench_generate_quality.py --prompt my.j2 --llm hf:/path/to/model
@@ -68,10 +70,14 @@ def main() -> None:
                             max_attempts=args.max_attempts, min_overlap=args.min_overlap, batch_size=args.batch_size,
                             max_tokens=args.max_tokens)
     items = plan(passages, config)
+    from synthgen.retrieve import BM25Retriever
+
+    bm25 = BM25Retriever(passages)
+    ids = [p.id for p in passages]
     llm = load_llm(args.llm)
     rates = {}
     for name in args.prompt.split(","):
-        rates[name] = run_arm(llm, load_template(name), config, items, args.show)
+        rates[name] = run_arm(llm, load_template(name), config, items, args.show, lambda qs: seed_ranks(qs, bm25, ids))
     llm.close()
     if len(rates) > 1:
         first = next(iter(rates))
@@ -79,7 +85,13 @@ def main() -> None:
             print(f"kept queries per LLM-second: {name} {rate:.3f}  (x{rate / rates[first]:.2f} of {first})")
 
 
-def run_arm(llm, template, config, items, show: int) -> float:
+def seed_ranks(queries, bm25, ids: list[str]) -> list[int]:
+    """1-based BM25 rank of each query's own passage over the whole corpus (11 when below the top 10)."""
+    hits = bm25.search([q.query for q in queries], 10)
+    return [next((r for r, h in enumerate(row, 1) if ids[h.index] == q.passage_id), 11) for q, row in zip(queries, hits)]
+
+
+def run_arm(llm, template, config, items, show: int, ranks) -> float:
     """One template over the items; prints its figures and returns kept queries per second."""
     generator = QueryGenerator(llm, template, config)
     started = time.perf_counter()
@@ -104,6 +116,9 @@ def run_arm(llm, template, config, items, show: int) -> float:
           f"'what is the' {sum(q.query.lower().startswith('what is the') for q in queries) / n:.2f}  "
           f"form taken {sum(takes_form(q.form, q.query) for q in queries) / n:.2f}  "
           f"mean words {sum(len(q.query.split()) for q in queries) / n:.1f}")
+    found = ranks(queries)
+    print(f"specificity: own passage first by BM25 {sum(r == 1 for r in found) / n:.2f}  "
+          f"in the top 10 {sum(r <= 10 for r in found) / n:.2f}")
     print(f"throughput: {len(items) / seconds:.2f} passages/s  {tokens / seconds:.0f} tokens/s  "
           f"{len(queries) / seconds:.3f} kept queries/s  {seconds:.0f} s")
     for q in random.Random(0).sample(queries, min(show, len(queries))):

