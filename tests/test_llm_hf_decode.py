@@ -111,3 +111,27 @@ def test_top_p_draws_follow_each_rows_seed():
     draw = lambda s: int(sample(logits, params, [torch.Generator().manual_seed(s)]))  # noqa: E731
     assert draw(3) == draw(3)
     assert len({draw(s) for s in range(20)}) > 10
+
+
+def test_sliding_window_model_past_its_window_is_a_user_error(tmp_path, tiny_llm_path):
+    """Gemma-3 has sliding-window layers whose static cache holds `sliding_window` positions: a prompt that
+    fits is generated, one that does not is refused in one line (not an IndexError from inside transformers)."""
+    import torch
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    from synthgen.errors import UserError
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llm_path)
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=24,
+                              layer_types=["sliding_attention", "full_attention"], max_position_embeddings=256,
+                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                              pad_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    Gemma3ForCausalLM(config).save_pretrained(tmp_path / "gemma", safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path / "gemma")
+    llm = load_llm(f"hf:{tmp_path / 'gemma'}", dtype="float32")
+    params = SamplingParams(max_tokens=4, temperature=0)
+    assert len(llm.generate(["a short prompt"], params, [0])) == 1
+    with pytest.raises(UserError, match="sliding-window"):
+        llm.generate([" ".join(["word"] * 40)], params, [0])

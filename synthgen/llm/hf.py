@@ -135,6 +135,12 @@ class HFLLM:
         from transformers import StaticCache
 
         rows = len(ids)
+        window = self._sliding_window()
+        if window is not None and static_len > window:
+            raise UserError(f"this model's sliding-window attention layers (Gemma-3's) hold {window} positions and "
+                            f"the hf backend's preallocated cache does not roll them: a prompt plus --max-tokens "
+                            f"needs {static_len}; shorten the prompt (--passage-words) or serve the model "
+                            f"(--llm vllm:PATH or openai:MODEL@URL)")
         shared, kv = self._split(ids)
         cache = StaticCache(config=self.model.config, max_cache_len=static_len)
         for layer, (k, v) in zip(cache.layers, kv):
@@ -153,6 +159,13 @@ class HFLLM:
         logits = self.model(input_ids=tails, attention_mask=mask, position_ids=positions, **{self.cache_arg: cache},
                             use_cache=True, logits_to_keep=1).logits[:, -1]
         return cache, mask, positions[:, -1] + 1, logits
+
+    def _sliding_window(self) -> int | None:
+        """Positions a sliding-window layer's static cache holds, for models that have such layers."""
+        config = self.model.config
+        window = getattr(config, "sliding_window", None)
+        layer_types = getattr(config, "layer_types", None) or []
+        return window if window and "sliding_attention" in layer_types else None
 
     # ---- generation ----------------------------------------------------------------------------------
 
