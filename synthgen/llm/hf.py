@@ -85,6 +85,7 @@ class HFLLM:
         eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
         self.eos_ids = set(eos) | ({self.tokenizer.eos_token_id} - {None})
         self._prefix: tuple[list[int], list[tuple]] = ([], [])  # see _shared_prefix
+        self.cache_config = full_length_cache_config(self.model.config)
 
     def close(self) -> None:
         self.model = None
@@ -105,7 +106,7 @@ class HFLLM:
         if n == len(prefix):
             return [(k[:, :, :n], v[:, :, :n]) for k, v in known_kv]
         cache = DynamicCache(ddp_cache_data=[(k[:, :, :n], v[:, :, :n]) for k, v in known_kv] if n else None,
-                             config=self.model.config)
+                             config=self.cache_config)
         rest = torch.tensor([prefix[n:]], device=self.device)
         self.model(input_ids=rest, position_ids=torch.arange(n, len(prefix), device=self.device).unsqueeze(0),
                    **{self.cache_arg: cache}, use_cache=True, logits_to_keep=1)
@@ -135,14 +136,8 @@ class HFLLM:
         from transformers import StaticCache
 
         rows = len(ids)
-        window = self._sliding_window()
-        if window is not None and static_len > window:
-            raise UserError(f"this model's sliding-window attention layers (Gemma-3's) hold {window} positions and "
-                            f"the hf backend's preallocated cache does not roll them: a prompt plus --max-tokens "
-                            f"needs {static_len}; shorten the prompt (--passage-words) or serve the model "
-                            f"(--llm vllm:PATH or openai:MODEL@URL)")
         shared, kv = self._split(ids)
-        cache = StaticCache(config=self.model.config, max_cache_len=static_len)
+        cache = StaticCache(config=self.cache_config, max_cache_len=static_len)
         for layer, (k, v) in zip(cache.layers, kv):
             layer.lazy_initialization(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
             layer.keys[:, :, :shared], layer.values[:, :, :shared] = k, v
@@ -160,13 +155,6 @@ class HFLLM:
                             use_cache=True, logits_to_keep=1).logits[:, -1]
         return cache, mask, positions[:, -1] + 1, logits
 
-    def _sliding_window(self) -> int | None:
-        """Positions a sliding-window layer's static cache holds, for models that have such layers."""
-        config = self.model.config
-        window = getattr(config, "sliding_window", None)
-        layer_types = getattr(config, "layer_types", None) or []
-        return window if window and "sliding_attention" in layer_types else None
-
     # ---- generation ----------------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
@@ -175,8 +163,12 @@ class HFLLM:
         ids = [prompt_ids(self.tokenizer, p) for p in prompts]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         results: list[Completion | None] = [None] * len(ids)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        # A sliding window counts cache slots, and a left-padded row's slots include its padding, so in a batch
+        # the window would cover fewer of a padded row's tokens than the model was trained with: prompt by prompt
+        # for such models (correct, slower; batching them needs masks built from positions).
+        size = 1 if self.cache_config is not self.model.config else self.batch_size
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
             for i, completion in zip(chunk, self._generate_batch([ids[i] for i in chunk], params,
                                                                  [seeds[i] for i in chunk])):
                 results[i] = completion
@@ -319,7 +311,7 @@ class HFLLM:
             allowed[r, pad, shared + pad] = True  # padding attends to itself only (no empty softmax row)
         with torch.inference_mode():
             cache = DynamicCache(ddp_cache_data=[(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
-                                                 for k, v in kv] or None, config=self.model.config)
+                                                 for k, v in kv] or None, config=self.cache_config)
             hidden = self.decoder(input_ids=input_ids.to(self.device), attention_mask=allowed.unsqueeze(1).to(self.device),
                                   position_ids=positions.to(self.device), **{self.decoder_cache_arg: cache},
                                   use_cache=True).last_hidden_state
@@ -346,6 +338,22 @@ class HFLLM:
         logits = self.model.get_output_embeddings()(hidden)
         cap = getattr(self.model.config, "final_logit_softcapping", None)
         return torch.tanh(logits / cap) * cap if cap else logits
+
+
+def full_length_cache_config(config):
+    """The model's config, or for a model with sliding-window layers (Gemma-3) a copy whose caches keep every
+    position. A sliding layer's cache holds only its window and rolls, but this backend writes a shared prefix
+    into its caches by position and preallocates them for the whole prompt; with full-length caches that works,
+    and the model still applies the window through its attention masks (tested against `model.generate`).
+    The window counts cache slots, not positions, so such a model generates prompt by prompt (`generate`)."""
+    import copy
+
+    layer_types = getattr(config, "layer_types", None) or []
+    if "sliding_attention" not in layer_types:
+        return config
+    config = copy.deepcopy(config)
+    config.layer_types = ["full_attention" if t == "sliding_attention" else t for t in layer_types]
+    return config
 
 
 def sample(logits, params: SamplingParams, generators, top_k_first: int = 64) -> "torch.Tensor":
