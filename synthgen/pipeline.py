@@ -20,12 +20,12 @@ from synthgen.executors import ExecutorConfig
 from synthgen.generate import GenerateConfig
 
 # Passages sampled for queries when the user names no number: on a 2-core CPU with the bundled models this is
-# about 35 minutes of generation, judging and training plus the evaluation (bench/results/scifact.json); a
-# smaller corpus takes all of its passages.
+# about 38 minutes of generation, judging and training plus the evaluation, on one thread of a shared machine
+# (bench/results/scifact-cluster-640.json); a smaller corpus takes all of its passages.
 DEFAULT_MAX_PASSAGES = 640
 # Which passages get them: across k-means clusters of the corpus (DUQGen), i.e. a stratified sample, so no topic
-# is left out by chance. On SciFact it ties with random (+1.36/+0.45 nDCG@10 at 640/1,280 passages against
-# +0.59-0.75/+0.97; README "Ablations") and costs nothing extra: relabel encodes the corpus anyway (one cache).
+# is left out by chance. On SciFact it ties with random (mean nDCG@10 over three training seeds at 640 passages
+# 0.6564 against 0.6554; README "Ablations") and costs nothing extra: relabel encodes the corpus anyway.
 DEFAULT_SAMPLE = "cluster"
 from synthgen.stages.relabel import RelabelOptions
 

@@ -163,9 +163,7 @@ class HFLLM:
         ids = [prompt_ids(self.tokenizer, p) for p in prompts]
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         results: list[Completion | None] = [None] * len(ids)
-        # A sliding window counts cache slots, and a left-padded row's slots include its padding, so in a batch
-        # the window would cover fewer of a padded row's tokens than the model was trained with: prompt by prompt
-        # for such models (correct, slower; batching them needs masks built from positions).
+        # a sliding window counts cache slots, padding included: such models go prompt by prompt (correct, slower)
         size = 1 if self.cache_config is not self.model.config else self.batch_size
         for start in range(0, len(order), size):
             chunk = order[start : start + size]
@@ -342,10 +340,9 @@ class HFLLM:
 
 def full_length_cache_config(config):
     """The model's config, or for a model with sliding-window layers (Gemma-3) a copy whose caches keep every
-    position. A sliding layer's cache holds only its window and rolls, but this backend writes a shared prefix
-    into its caches by position and preallocates them for the whole prompt; with full-length caches that works,
-    and the model still applies the window through its attention masks (tested against `model.generate`).
-    The window counts cache slots, not positions, so such a model generates prompt by prompt (`generate`)."""
+    position: a sliding layer's own cache holds only its window and rolls, while this backend writes a shared
+    prefix into preallocated caches by position. The model still applies the window through its attention masks,
+    over cache slots, so a left-padded batch would shift it: such models generate prompt by prompt."""
     import copy
 
     layer_types = getattr(config, "layer_types", None) or []
