@@ -119,8 +119,7 @@ def test_bundled_base_model_template_matches_the_chat_template():
     passage = Passage(id="p", text=" ".join(f"w{i}" for i in range(500)), title="The Title")
     for form in FORMS:
         plain = render(base, Item(passage, 0, form), config)
-        assert isinstance(plain.messages, str) and plain.messages.endswith(f"Query form: {form} (" +
-                                                                             plain.messages.split("(")[-1])
+        assert isinstance(plain.messages, str) and plain.messages.splitlines()[-1].startswith(f"Query form: {form} (")
         assert "The Title. w0" in plain.messages and f"w{config.passage_words}" not in plain.messages
         assert plain.prefill == render(chat, Item(passage, 0, form), config).prefill
 

@@ -21,6 +21,7 @@ __all__ = ["LLM", "Completion", "Prompt", "SamplingParams", "ScoreRequest", "Sco
            "public_spec"]
 
 BACKENDS = ("hf", "vllm", "openai")
+DEFAULT_LLM = "smollm2-135m"  # what no --llm means: the bundled SmolLM2 (synthgen.llm.models.BUNDLED)
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -41,12 +42,7 @@ def load_llm(spec: str | None = None, **options) -> LLM:
     hf and vllm take device/dtype/batch-size style options and `trust_remote_code` (off unless asked);
     openai takes `api_key_env`, `concurrency`, `timeout`, `max_retries`, `backoff`.
     """
-    if spec is None:
-        from synthgen.llm.hf import HFLLM
-        from synthgen.llm.models import default_model_path
-
-        return HFLLM(default_model_path(), **options)
-    backend, target = parse_spec(spec)
+    backend, target = parse_spec(spec or DEFAULT_LLM)
     if backend == "hf":
         from synthgen.llm.hf import HFLLM
 
@@ -68,11 +64,7 @@ def llm_name(spec: str | None = None) -> str:
     and a driver that sends its LLM work to other machines (synthgen.executors) never loads the model."""
     from pathlib import Path
 
-    if spec is None:
-        from synthgen.llm.models import default_model_path
-
-        return f"hf:{default_model_path()}"
-    backend, target = parse_spec(spec)
+    backend, target = parse_spec(spec or DEFAULT_LLM)
     if backend == "vllm":
         return f"vllm:{Path(target)}"
     if backend == "openai":
