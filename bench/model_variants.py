@@ -1,0 +1,65 @@
+"""A trained model changed after training, for ablations that need no training run.
+
+    # the same weights encoding passages up to LENGTH tokens (all-MiniLM-L6-v2 ships at 256; SciFact's
+    # abstracts are longer: median 316 tokens)
+    .venv/bin/python bench/model_variants.py length MODEL OUT --length 512
+    # a uniform model soup (Wortsman et al. 2022): the mean of the weights of models of one architecture
+    .venv/bin/python bench/model_variants.py soup OUT MODEL MODEL [MODEL ...]
+
+Then `distill eval OUT --data BEIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+
+def copy_model(source: Path, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(source, out, ignore=shutil.ignore_patterns("checkpoint*"))
+
+
+def length(source: Path, out: Path, tokens: int) -> None:
+    copy_model(source, out)
+    config_path = out / "sentence_bert_config.json"
+    config = json.loads(config_path.read_text())
+    # sentence-transformers 5 writes query/document lengths; older folders have one max_seq_length
+    for key in ("max_seq_length", "document_length"):
+        if key in config:
+            config[key] = tokens
+    config_path.write_text(json.dumps(config, indent=2))
+
+
+def soup(out: Path, sources: list[Path]) -> None:
+    from safetensors.torch import load_file, save_file
+
+    copy_model(sources[0], out)
+    weights = [load_file(str(s / "model.safetensors")) for s in sources]
+    mean = {k: (sum(w[k].float() for w in weights) / len(weights)).to(weights[0][k].dtype).contiguous() for k in weights[0]}
+    save_file(mean, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="variant", required=True)
+    p = sub.add_parser("length")
+    p.add_argument("model", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--length", type=int, required=True)
+    s = sub.add_parser("soup")
+    s.add_argument("out", type=Path)
+    s.add_argument("models", type=Path, nargs="+")
+    args = parser.parse_args()
+    if args.variant == "length":
+        length(args.model, args.out, args.length)
+    else:
+        soup(args.out, args.models)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
