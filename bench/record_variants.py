@@ -20,36 +20,34 @@ import collections
 import json
 import math
 import random
-import re
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
-WORD = re.compile(r"[a-z0-9]+")
-
 
 def sentences(run: Path, out: Path, count: int, seed: int) -> int:
+    from synthgen.chunking import sentences as split_sentences
     from synthgen.records import Passage, read_records
     from synthgen.retrieve import DenseRetriever, Embedder, passage_text
+    from synthgen.text import words
 
     passages = list(read_records(run / "passages.jsonl", Passage))
     document_frequency: collections.Counter[str] = collections.Counter()
     for passage in passages:
-        document_frequency.update(set(WORD.findall(passage.text.lower())))
+        document_frequency.update(set(words(passage.text)))
 
     def salience(sentence: str) -> float:
-        words = WORD.findall(sentence.lower())
-        return sum(math.log(len(passages) / document_frequency.get(w, 1)) for w in words) / max(len(words), 1)
+        tokens = words(sentence)
+        return sum(math.log(len(passages) / document_frequency.get(w, 1)) for w in tokens) / max(len(tokens), 1)
 
     rng = random.Random(seed)
     order = list(range(len(passages)))
     rng.shuffle(order)
     items = []
     for at in order:
-        parts = [s for s in SENTENCE_END.split(passages[at].text.strip()) if s]
+        parts = split_sentences(" ".join(passages[at].text.split()))
         usable = [i for i, s in enumerate(parts) if 6 <= len(s.split()) <= 40]
         if len(parts) < 3 or not usable:
             continue  # a passage of one or two sentences has no context left once one is taken out
