@@ -31,6 +31,10 @@ def _commands() -> None:
     pass
 
 
+def split_forms(forms: str) -> tuple[str, ...]:
+    return tuple(f.strip() for f in forms.split(",") if f.strip())
+
+
 def main() -> None:
     run_cli(app)
 
@@ -79,7 +83,7 @@ def generate(
     config = GenerateConfig(
         queries_per_passage=queries_per_passage, max_passages=max_passages, seed=seed, sample=sample, batch_size=batch_size,
         max_attempts=max_attempts, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-        passage_words=passage_words if prompt_words is None else prompt_words, forms=tuple(f.strip() for f in forms.split(",") if f.strip()),
+        passage_words=passage_words if prompt_words is None else prompt_words, forms=split_forms(forms),
         min_query_words=min_query_words, max_query_words=max_query_words, max_copied_words=max_copied_words,
         min_overlap=min_overlap, near_duplicate=near_duplicate,
     )
@@ -148,6 +152,7 @@ def pipeline(
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     sample: str = typer.Option(DEFAULT_SAMPLE, "--sample", help="Which passages get queries: cluster (k-means over passage embeddings, every cluster in proportion), or random."),
     max_tokens: int = typer.Option(GenerateConfig.max_tokens, "--max-tokens", help="Most tokens per generated answer."),
+    forms: str = typer.Option(",".join(GenerateConfig.forms), "--forms", help="Query forms to rotate through, comma-separated (e.g. claim, if your users check claims); the template describes each."),
     seed: int = typer.Option(GenerateConfig.seed, "--seed", help="Seed of generate and relabel (training uses the recipe's train.seed)."),
     prompt: Optional[Path] = typer.Option(None, "--prompt", help="A custom Jinja2 template for query generation (default: prompts/generate.j2)."),
     judges: str = typer.Option(RelabelOptions.judges, "--judges", help="Relabel judges, fused by reciprocal rank: ql, yesno, dense, bm25."),
@@ -168,7 +173,8 @@ def pipeline(
     use_threads(threads)
     run_pipeline(PipelineOptions(
         corpus=corpus, out=out, recipe=recipe, eval=eval_, dims=dims, llm=llm, max_passages=max_passages,
-        queries_per_passage=queries_per_passage, sample=sample, max_tokens=max_tokens, seed=seed, prompt=prompt, judges=judges,
+        queries_per_passage=queries_per_passage, sample=sample, max_tokens=max_tokens, forms=split_forms(forms), seed=seed,
+        prompt=prompt, judges=judges,
         overrides=list(set_),
         cache_dir=cache_dir, executor=ExecutorConfig(executor, ray_address, replicas, tensor_parallel), quiet=quiet,
     ))

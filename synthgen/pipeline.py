@@ -42,6 +42,7 @@ class PipelineOptions:
     queries_per_passage: int = GenerateConfig.queries_per_passage
     sample: str = DEFAULT_SAMPLE  # which passages get queries: random | cluster
     max_tokens: int = GenerateConfig.max_tokens  # most tokens per generated answer
+    forms: tuple[str, ...] = GenerateConfig.forms  # query forms generate rotates through
     seed: int = GenerateConfig.seed  # RNG seed of generate and relabel; training has the recipe's train.seed
     prompt: Optional[Path] = None
     judges: str = RelabelOptions.judges
@@ -83,7 +84,7 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
                                      cache_dir=options.cache_dir, executor=options.executor)
     relabel_options.resolve()
     config = GenerateConfig(queries_per_passage=options.queries_per_passage, max_passages=options.max_passages,
-                            seed=options.seed, sample=options.sample, max_tokens=options.max_tokens)
+                            seed=options.seed, sample=options.sample, max_tokens=options.max_tokens, forms=options.forms)
     prepared = generate.prepare(options.corpus, run_dir, options.llm, ChunkConfig(), config, options.prompt,
                                 options.cache_dir, options.executor)
 

@@ -141,12 +141,15 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
     assert manifest(run)["train"]["identity"]["recipe_sha256"] != trained["identity"]["recipe_sha256"]
     assert json.loads((run / "model" / "training.json").read_text())["fingerprint"] == manifest(run)["train"]["identity"]["recipe_sha256"]
 
-    pipeline(*base, "--set", "train.lr=1e-4", "--queries-per-passage", "2")
+    regenerated = ("--set", "train.lr=1e-4", "--queries-per-passage", "2", "--forms", "question,claim")
+    pipeline(*base, *regenerated)
     assert statuses() == {"generate": "ran", "relabel": "ran", "train": "ran"}
     queries = list(read_records(run / "queries.jsonl", Query))
     assert len(queries) == 40 and {q.id.rsplit("@", 1)[1] for q in queries} == {"0", "1"}
     assert (run / "train.jsonl").read_bytes() != first["train.jsonl"]
     assert manifest(run)["generate"]["identity"]["options"]["queries_per_passage"] == 2
+    assert manifest(run)["generate"]["identity"]["options"]["forms"] == ["question", "claim"]
+    assert {q.form for q in queries} == {"question", "claim"}  # a passage's two queries take both forms
 
     # What a kill during generate's last batch leaves: its queries written, its progress line not, the stage open.
     progress = run / "generate.progress.jsonl"
@@ -154,7 +157,7 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
     section = manifest(run)["generate"]
     write_manifest_section(run, "generate", {**section, "complete": False})
     finished = {name: (run / name).read_bytes() for name in ("queries.jsonl", "train.jsonl")}
-    pipeline(*base, "--set", "train.lr=1e-4", "--queries-per-passage", "2")
+    pipeline(*base, *regenerated)
     assert statuses() == {"generate": "ran", "relabel": "skipped", "train": "skipped"}  # resumed: same queries
     assert {name: (run / name).read_bytes() for name in finished} == finished
     assert manifest(run)["generate"]["counts"] == section["counts"]
@@ -162,7 +165,7 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
     # A smaller sample is a prefix of the same one: its finished queries are kept, none is written twice.
     before = list(read_records(run / "queries.jsonl", Query))
     smaller = [("10" if x == "20" else x) for x in base]
-    pipeline(*smaller, "--set", "train.lr=1e-4", "--queries-per-passage", "2")
+    pipeline(*smaller, *regenerated)
     assert statuses()["generate"] == "ran"
     after = list(read_records(run / "queries.jsonl", Query))
     kept_passages = {q.passage_id for q in after}
@@ -177,6 +180,8 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
         (["--set", "train.lrr=1e-5"], "unknown key 'train.lrr' (did you mean 'train.lr'?)"),
         (["--eval", "."], "has no corpus.jsonl (expected a BEIR folder)"),
         (["--judges", "ql,oracle"], "oracle"),
+        (["--forms", "claim,claim"], "--forms must name distinct forms"),
+        (["--forms", "claim,poem"], "poem"),
         (["--set", "data.train=x.jsonl"], "--set data.train: the pipeline sets it"),
         (["--dims", "384,x"], "eval.dims[1] must be a whole number"),
         (["--dims", "384,512"], "--dims 512 is larger than the embedding size of all-MiniLM-L6-v2 (384)"),
