@@ -31,6 +31,9 @@ def _commands() -> None:
     pass
 
 
+FORMS_HELP = "Query forms to rotate through, comma-separated (e.g. question,keywords); the template describes each."
+
+
 def split_forms(forms: str) -> tuple[str, ...]:
     return tuple(f.strip() for f in forms.split(",") if f.strip())
 
@@ -54,7 +57,7 @@ def generate(
     top_p: float = typer.Option(GenerateConfig.top_p, "--top-p", help="Nucleus sampling mass."),
     max_tokens: int = typer.Option(GenerateConfig.max_tokens, "--max-tokens", help="Most tokens per answer."),
     max_attempts: int = typer.Option(GenerateConfig.max_attempts, "--max-attempts", help="Answers asked per query (new seed each) before it is dropped."),
-    forms: str = typer.Option(",".join(GenerateConfig.forms), "--forms", help="Query forms to rotate through, comma-separated; the template describes each."),
+    forms: str = typer.Option(",".join(GenerateConfig.forms), "--forms", help=FORMS_HELP),
     prompt: Optional[Path] = typer.Option(None, "--prompt", help="A custom Jinja2 template (default: the bundled prompts/generate.j2)."),
     passage_words: int = typer.Option(GenerateConfig.passage_words, "--passage-words", help="Words of each passage shown to the LLM."),
     prompt_words: Optional[int] = typer.Option(None, "--prompt-words", hidden=True, help="The former name of --passage-words."),
@@ -152,7 +155,7 @@ def pipeline(
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     sample: str = typer.Option(DEFAULT_SAMPLE, "--sample", help="Which passages get queries: cluster (k-means over passage embeddings, every cluster in proportion), or random."),
     max_tokens: int = typer.Option(GenerateConfig.max_tokens, "--max-tokens", help="Most tokens per generated answer."),
-    forms: str = typer.Option(",".join(GenerateConfig.forms), "--forms", help="Query forms to rotate through, comma-separated (e.g. claim, if your users check claims); the template describes each."),
+    forms: str = typer.Option(",".join(GenerateConfig.forms), "--forms", help=FORMS_HELP),
     seed: int = typer.Option(GenerateConfig.seed, "--seed", help="Seed of generate and relabel (training uses the recipe's train.seed)."),
     prompt: Optional[Path] = typer.Option(None, "--prompt", help="A custom Jinja2 template for query generation (default: prompts/generate.j2)."),
     judges: str = typer.Option(RelabelOptions.judges, "--judges", help="Relabel judges, fused by reciprocal rank: ql, yesno, dense, bm25."),
