@@ -53,6 +53,8 @@ ARMS: dict[str, tuple[list[str], list[str]]] = {
     "remine": ([], ["remine.every=6", "remine.pool=1500"]),
     "remine-curriculum": ([], ["remine.every=6", "remine.pool=1500", "remine.curriculum=true"]),
     "two-towers": ([], ["model.towers=separate"]),
+    # the three levers that measured above their reference once, together (issue 9)
+    "stacked": (["--round-trip", "--positives", "3"], ["data.positives=3", "remine.every=6", "remine.pool=1500"]),
     "triplet": ([], ["loss.contrastive=triplet"]),
     "cosent": ([], ["loss.contrastive=cosent"]),
     "circle": ([], ["loss.contrastive=circle"]),

@@ -6,9 +6,16 @@
     # keyphrases: a passage's five most telling content words (tf x idf) as a keyword query for the passage,
     # a dense rank 4-30 passage as the hard negative
     .venv/bin/python bench/record_variants.py keyphrases --run RUN --out keyphrases.jsonl --count 640
+    # random crops (Contriever): two independent spans of 10-50% of a passage's words, one the query, the other
+    # the positive, a dense rank 4-30 passage as the hard negative
+    .venv/bin/python bench/record_variants.py crops --run RUN --out crops.jsonl --count 640
     # the run's train.jsonl with each passage's title put back in front of its text (as retrieval and
     # evaluation see passages)
     .venv/bin/python bench/record_variants.py titled --run RUN --out titled.jsonl
+    # the same LLM-free queries as a run folder, to be relabeled by the judges exactly as the LLM's queries are
+    # (the teacher chooses positive and negatives), then mixed with the run's own train.jsonl
+    .venv/bin/python bench/record_variants.py keyphrases --run RUN --as-run KP --count 640
+    .venv/bin/synthgen relabel --run KP && cat RUN/train.jsonl KP/train.jsonl > mix.jsonl
 
 A sentence's salience is the mean inverse document frequency of its words over the run's passages: the rarest
 content, not boilerplate such as "Further studies are needed.". Train on the output with
@@ -40,6 +47,29 @@ def _idf(passages: list) -> Callable[[str], float]:
     return lambda word: math.log(len(passages) / document_frequency.get(word, 1))
 
 
+def _write_run(run: Path, passages: list, items: list[tuple[int, str, str]], kind: str, folder: Path) -> int:
+    """The items' queries as a run folder (the run's passages, one query per item) for `synthgen relabel`: the
+    query names its passage as the seed, and the positive text of the item is left to the judges."""
+    import shutil
+
+    from synthgen.records import Query, dumps
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run / "passages.jsonl", folder / "passages.jsonl")
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as handle:
+        for at, query, _ in items:
+            passage_id = passages[at].id
+            handle.write(dumps(Query(id=f"{passage_id}@{kind}", passage_id=passage_id, task=TASKS[kind], query=query,
+                                     form=kind)) + "\n")
+    return len(items)
+
+
+# what each kind of LLM-free query asks, as the LLM's task descriptions do (the query-likelihood judge reads it)
+TASKS = {"sentences": "Given a sentence, retrieve the passage it comes from",
+         "keyphrases": "Given keywords, retrieve the passage they describe",
+         "crops": "Given a span of text, retrieve the passage it comes from"}
+
+
 def _write(passages: list, items: list[tuple[int, str, str]], out: Path, rng: random.Random) -> int:
     """(passage index, query, positive text) items as training records, each with a hard negative from the base
     model's dense ranks 4-30 for its query (never the passage itself)."""
@@ -64,11 +94,10 @@ def _passages(run: Path, seed: int) -> tuple[list, list[int], random.Random]:
     return passages, order, rng
 
 
-def sentences(run: Path, out: Path, count: int, seed: int) -> int:
+def sentences(passages: list, order: list[int], rng: random.Random, count: int) -> list[tuple[int, str, str]]:
     from synthgen.chunking import sentences as split_sentences
     from synthgen.text import words
 
-    passages, order, rng = _passages(run, seed)
     idf = _idf(passages)
 
     def salience(sentence: str) -> float:
@@ -86,16 +115,15 @@ def sentences(run: Path, out: Path, count: int, seed: int) -> int:
         items.append((at, parts[chosen], f"{passages[at].title} {rest}".strip()))
         if len(items) == count:
             break
-    return _write(passages, items, out, rng)
+    return items
 
 
-def keyphrases(run: Path, out: Path, count: int, seed: int, size: int = 5) -> int:
+def keyphrases(passages: list, order: list[int], rng: random.Random, count: int, size: int = 5) -> list[tuple[int, str, str]]:
     """A passage's `size` most telling content words (tf x idf), in the order they first appear, as a keyword
     query for the whole passage: the lexical signal BM25 wins on, without an LLM."""
     from synthgen.retrieve import passage_text
     from synthgen.text import STOPWORDS, words
 
-    passages, order, rng = _passages(run, seed)
     idf = _idf(passages)
     items = []
     for at in order:
@@ -108,7 +136,26 @@ def keyphrases(run: Path, out: Path, count: int, seed: int, size: int = 5) -> in
         items.append((at, query, passage_text(passages[at])))
         if len(items) == count:
             break
-    return _write(passages, items, out, rng)
+    return items
+
+
+def crops(passages: list, order: list[int], rng: random.Random, count: int) -> list[tuple[int, str, str]]:
+    """Contriever's cropping (Izacard et al. 2022): two independent random spans, each 10-50% of the passage's
+    words, as the query and its positive; the passage's title goes with the positive, as retrieval sees it."""
+    def span(tokens: list[str]) -> str:
+        length = rng.randint(max(1, round(0.1 * len(tokens))), max(1, round(0.5 * len(tokens))))
+        start = rng.randrange(len(tokens) - length + 1)
+        return " ".join(tokens[start:start + length])
+
+    items = []
+    for at in order:
+        tokens = passages[at].text.split()
+        if len(tokens) < 40:
+            continue  # a 10% span of a short passage is a word or two, not a query
+        items.append((at, span(tokens), f"{passages[at].title} {span(tokens)}".strip()))
+        if len(items) == count:
+            break
+    return items
 
 
 def titled(run: Path, out: Path) -> int:
@@ -129,17 +176,25 @@ def titled(run: Path, out: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=["sentences", "keyphrases", "titled"])
+    parser.add_argument("variant", choices=["sentences", "keyphrases", "crops", "titled"])
     parser.add_argument("--run", type=Path, required=True, help="a run folder (passages.jsonl, train.jsonl)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--count", type=int, default=640, help="sentences, keyphrases: how many records")
+    output = parser.add_mutually_exclusive_group(required=True)
+    output.add_argument("--out", type=Path, help="training records (JSONL)")
+    output.add_argument("--as-run", type=Path, help="sentences, keyphrases, crops: a run folder to relabel instead")
+    parser.add_argument("--count", type=int, default=640, help="sentences, keyphrases, crops: how many")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     if args.variant == "titled":
-        count = titled(args.run, args.out)
+        if args.out is None:
+            sys.exit("titled changes the run's own records: give --out")
+        print(f"{titled(args.run, args.out)} records -> {args.out}")
+        return
+    passages, order, rng = _passages(args.run, args.seed)
+    items = {"sentences": sentences, "keyphrases": keyphrases, "crops": crops}[args.variant](passages, order, rng, args.count)
+    if args.as_run:
+        print(f"{_write_run(args.run, passages, items, args.variant, args.as_run)} queries -> {args.as_run}/queries.jsonl")
     else:
-        count = {"sentences": sentences, "keyphrases": keyphrases}[args.variant](args.run, args.out, args.count, args.seed)
-    print(f"{count} records -> {args.out}")
+        print(f"{_write(passages, items, args.out, rng)} records -> {args.out}")
 
 
 if __name__ == "__main__":
