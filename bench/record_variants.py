@@ -47,6 +47,12 @@ def _idf(passages: list) -> Callable[[str], float]:
     return lambda word: math.log(len(passages) / document_frequency.get(word, 1))
 
 
+# what each kind of LLM-free query asks, as the LLM's task descriptions do (the query-likelihood judge reads it)
+TASKS = {"sentences": "Given a sentence, retrieve the passage it comes from",
+         "keyphrases": "Given keywords, retrieve the passage they describe",
+         "crops": "Given a span of text, retrieve the passage it comes from"}
+
+
 def _write_run(run: Path, passages: list, items: list[tuple[int, str, str]], kind: str, folder: Path) -> int:
     """The items' queries as a run folder (the run's passages, one query per item) for `synthgen relabel`: the
     query names its passage as the seed, and the positive text of the item is left to the judges."""
@@ -62,12 +68,6 @@ def _write_run(run: Path, passages: list, items: list[tuple[int, str, str]], kin
             handle.write(dumps(Query(id=f"{passage_id}@{kind}", passage_id=passage_id, task=TASKS[kind], query=query,
                                      form=kind)) + "\n")
     return len(items)
-
-
-# what each kind of LLM-free query asks, as the LLM's task descriptions do (the query-likelihood judge reads it)
-TASKS = {"sentences": "Given a sentence, retrieve the passage it comes from",
-         "keyphrases": "Given keywords, retrieve the passage they describe",
-         "crops": "Given a span of text, retrieve the passage it comes from"}
 
 
 def _write(passages: list, items: list[tuple[int, str, str]], out: Path, rng: random.Random) -> int:
@@ -143,7 +143,7 @@ def crops(passages: list, order: list[int], rng: random.Random, count: int) -> l
     """Contriever's cropping (Izacard et al. 2022): two independent random spans, each 10-50% of the passage's
     words, as the query and its positive; the passage's title goes with the positive, as retrieval sees it."""
     def span(tokens: list[str]) -> str:
-        length = rng.randint(max(1, round(0.1 * len(tokens))), max(1, round(0.5 * len(tokens))))
+        length = rng.randint(round(0.1 * len(tokens)), round(0.5 * len(tokens)))
         start = rng.randrange(len(tokens) - length + 1)
         return " ".join(tokens[start:start + length])
 
