@@ -26,30 +26,18 @@ train.jsonl for a mix).
 from __future__ import annotations
 
 import argparse
-import collections
 import json
-import math
 import random
 import sys
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def _idf(passages: list) -> Callable[[str], float]:
-    from synthgen.text import words
-
-    document_frequency: collections.Counter[str] = collections.Counter()
-    for passage in passages:
-        document_frequency.update(set(words(passage.text)))
-    return lambda word: math.log(len(passages) / document_frequency.get(word, 1))
-
-
 # what each kind of LLM-free query asks, as the LLM's task descriptions do (the query-likelihood judge reads it)
 TASKS = {"sentences": "Given a sentence, retrieve the passage it comes from",
-         "keyphrases": "Given keywords, retrieve the passage they describe",
+         "keyphrases": "Given keywords, retrieve the passage they describe",  # synthgen.keyphrases.TASK
          "crops": "Given a span of text, retrieve the passage it comes from"}
 
 
@@ -96,9 +84,10 @@ def _passages(run: Path, seed: int) -> tuple[list, list[int], random.Random]:
 
 def sentences(passages: list, order: list[int], rng: random.Random, count: int) -> list[tuple[int, str, str]]:
     from synthgen.chunking import sentences as split_sentences
+    from synthgen.keyphrases import idf as corpus_idf
     from synthgen.text import words
 
-    idf = _idf(passages)
+    idf = corpus_idf(passages)
 
     def salience(sentence: str) -> float:
         tokens = words(sentence)
@@ -118,22 +107,18 @@ def sentences(passages: list, order: list[int], rng: random.Random, count: int) 
     return items
 
 
-def keyphrases(passages: list, order: list[int], rng: random.Random, count: int, size: int = 5) -> list[tuple[int, str, str]]:
-    """A passage's `size` most telling content words (tf x idf), in the order they first appear, as a keyword
-    query for the whole passage: the lexical signal BM25 wins on, without an LLM."""
+def keyphrases(passages: list, order: list[int], rng: random.Random, count: int) -> list[tuple[int, str, str]]:
+    """synthgen.keyphrases' queries (what `synthgen generate --keyphrase-queries` writes), for a seeded random
+    order of the passages instead of the run's sample."""
+    from synthgen.keyphrases import idf, keyphrase_query
     from synthgen.retrieve import passage_text
-    from synthgen.text import STOPWORDS, words
 
-    idf = _idf(passages)
+    weight = idf(passages)
     items = []
     for at in order:
-        tokens = [w for w in words(passages[at].text) if w not in STOPWORDS and not w.isdigit() and len(w) > 2]
-        counts = collections.Counter(tokens)
-        if len(counts) < 2 * size:
-            continue  # too short to leave words out
-        chosen = set(sorted(counts, key=lambda w: (-counts[w] ** 0.5 * idf(w), w))[:size])
-        query = " ".join(dict.fromkeys(w for w in tokens if w in chosen))
-        items.append((at, query, passage_text(passages[at])))
+        query = keyphrase_query(passages[at].text, weight)
+        if query is not None:
+            items.append((at, query, passage_text(passages[at])))
         if len(items) == count:
             break
     return items

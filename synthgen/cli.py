@@ -32,6 +32,8 @@ def _commands() -> None:
 
 
 FORMS_HELP = "Query forms to rotate through, comma-separated (e.g. question,keywords); the template describes each."
+KEYPHRASES_HELP = ("Keyphrase queries (a passage's five most telling words; no LLM, seconds) per passage given to the LLM, "
+                   "for the next passages of the same sample; relabel judges them like the LLM's (0: none).")
 
 
 def split_forms(forms: str) -> tuple[str, ...]:
@@ -51,6 +53,7 @@ def generate(
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     seed: int = typer.Option(GenerateConfig.seed, "--seed", help="Decides the sample, the forms and every sampled token."),
     sample: str = typer.Option(GenerateConfig.sample, "--sample", help="Which passages get queries: random, or cluster (k-means over passage embeddings, every cluster in proportion)."),
+    keyphrase_queries: int = typer.Option(GenerateConfig.keyphrase_queries, "--keyphrase-queries", help=KEYPHRASES_HELP),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached, for --sample cluster (default: ~/.cache/synthgen/embeddings)."),
     batch_size: int = typer.Option(GenerateConfig.batch_size, "--batch-size", help="Prompts per LLM call; finished batches are saved."),
     temperature: float = typer.Option(GenerateConfig.temperature, "--temperature", help="Sampling temperature (0: greedy)."),
@@ -88,7 +91,7 @@ def generate(
         max_attempts=max_attempts, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
         passage_words=passage_words if prompt_words is None else prompt_words, forms=split_forms(forms),
         min_query_words=min_query_words, max_query_words=max_query_words, max_copied_words=max_copied_words,
-        min_overlap=min_overlap, near_duplicate=near_duplicate,
+        min_overlap=min_overlap, near_duplicate=near_duplicate, keyphrase_queries=keyphrase_queries,
     )
     use_threads(threads)
     prepared = generate_stage.prepare(corpus, out, llm, chunking, config, prompt, cache_dir,
@@ -154,6 +157,7 @@ def pipeline(
     max_passages: int = typer.Option(DEFAULT_MAX_PASSAGES, "--max-passages", help="Sample up to this many passages to write queries for: more take longer and usually train a better model."),
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     sample: str = typer.Option(DEFAULT_SAMPLE, "--sample", help="Which passages get queries: cluster (k-means over passage embeddings, every cluster in proportion), or random."),
+    keyphrase_queries: int = typer.Option(GenerateConfig.keyphrase_queries, "--keyphrase-queries", help=KEYPHRASES_HELP),
     max_tokens: int = typer.Option(GenerateConfig.max_tokens, "--max-tokens", help="Most tokens per generated answer."),
     forms: str = typer.Option(",".join(GenerateConfig.forms), "--forms", help=FORMS_HELP),
     seed: int = typer.Option(GenerateConfig.seed, "--seed", help="Seed of generate and relabel (training uses the recipe's train.seed)."),
@@ -176,8 +180,8 @@ def pipeline(
     use_threads(threads)
     run_pipeline(PipelineOptions(
         corpus=corpus, out=out, recipe=recipe, eval=eval_, dims=dims, llm=llm, max_passages=max_passages,
-        queries_per_passage=queries_per_passage, sample=sample, max_tokens=max_tokens, forms=split_forms(forms), seed=seed,
-        prompt=prompt, judges=judges,
+        queries_per_passage=queries_per_passage, sample=sample, keyphrase_queries=keyphrase_queries, max_tokens=max_tokens,
+        forms=split_forms(forms), seed=seed, prompt=prompt, judges=judges,
         overrides=list(set_),
         cache_dir=cache_dir, executor=ExecutorConfig(executor, ray_address, replicas, tensor_parallel), quiet=quiet,
     ))

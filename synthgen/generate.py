@@ -45,7 +45,7 @@ from synthgen.errors import UserError
 from synthgen.llm.base import LLM, Prompt, SamplingParams
 from synthgen.prompts import Template
 from synthgen.records import Passage, Query
-from synthgen.sampling import SAMPLES, cluster_order, derive_seed, random_order
+from synthgen.sampling import SAMPLES, derive_seed, sample_order
 from synthgen.text import NearDuplicateIndex, content_overlap, longest_common_run, words
 
 FORMS = ("question", "claim", "keywords", "title")
@@ -72,6 +72,9 @@ class GenerateConfig:
     max_copied_words: int = 10  # a query repeating this many consecutive passage words is dropped
     min_overlap: float = 0.2  # a query sharing a smaller share of its topic words with the passage is off topic
     near_duplicate: float = 0.8  # word-set Jaccard at which a query repeats an earlier one
+    # LLM-free keyphrase queries (synthgen.keyphrases) per passage given to the LLM, for the first passages of the
+    # same sample order; the measured mix (README, "Ablations"); 0: none
+    keyphrase_queries: int = 3
 
     def __post_init__(self) -> None:
         checks = [
@@ -89,6 +92,7 @@ class GenerateConfig:
             (self.max_copied_words >= 2, "--max-copied-words must be at least 2"),
             (0 <= self.min_overlap <= 1, "--min-overlap must be in [0, 1]"),
             (0 < self.near_duplicate <= 1, "--near-duplicate must be in (0, 1]"),
+            (self.keyphrase_queries >= 0, "--keyphrase-queries must be 0 or more"),
         ]
         for ok, message in checks:
             if not ok:
@@ -101,8 +105,10 @@ class GenerateConfig:
         return SamplingParams(max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, stop=stop)
 
     def output_options(self) -> dict:
-        """The options that decide what is written (not how fast, nor how much of the sample is done)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("batch_size", "max_passages")}
+        """The options that decide what the LLM writes (not how fast, nor how much of the sample is done: that
+        includes how many keyphrase queries, which are rewritten in seconds and never cost the LLM's work)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("batch_size", "max_passages", "keyphrase_queries")}
 
 
 @dataclass(frozen=True)
@@ -131,17 +137,10 @@ class BatchLog:
 
 
 def plan(passages: Sequence[Passage], config: GenerateConfig, clusters: Sequence[int] | None = None) -> list[Item]:
-    """The run's work items in processing order: sampled passages, each with its queries' forms.
+    """The run's LLM work items in processing order: sampled passages, each with its queries' forms.
 
     `clusters` (a cluster per passage) is needed, and used, only by the cluster sample."""
-    ids = [p.id for p in passages]
-    if config.sample == "cluster":
-        if clusters is None or len(clusters) != len(passages):
-            raise ValueError("the cluster sample needs one cluster per passage")
-        order = cluster_order(ids, clusters, config.seed)
-    else:
-        order = random_order(ids, config.seed)
-    ranked = [passages[i] for i in order]
+    ranked = sample_order(passages, config.sample, config.seed, clusters)
     if config.max_passages is not None:
         ranked = ranked[: config.max_passages]
     forms = config.forms

@@ -41,6 +41,7 @@ class PipelineOptions:
     max_passages: Optional[int] = DEFAULT_MAX_PASSAGES  # None: every passage
     queries_per_passage: int = GenerateConfig.queries_per_passage
     sample: str = DEFAULT_SAMPLE  # which passages get queries: random | cluster
+    keyphrase_queries: int = GenerateConfig.keyphrase_queries  # LLM-free queries per LLM passage
     max_tokens: int = GenerateConfig.max_tokens  # most tokens per generated answer
     forms: tuple[str, ...] = GenerateConfig.forms  # query forms generate rotates through
     seed: int = GenerateConfig.seed  # RNG seed of generate and relabel; training has the recipe's train.seed
@@ -84,7 +85,8 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
                                      cache_dir=options.cache_dir, executor=options.executor)
     relabel_options.resolve()
     config = GenerateConfig(queries_per_passage=options.queries_per_passage, max_passages=options.max_passages,
-                            seed=options.seed, sample=options.sample, max_tokens=options.max_tokens, forms=options.forms)
+                            seed=options.seed, sample=options.sample, keyphrase_queries=options.keyphrase_queries,
+                            max_tokens=options.max_tokens, forms=options.forms)
     prepared = generate.prepare(options.corpus, run_dir, options.llm, ChunkConfig(), config, options.prompt,
                                 options.cache_dir, options.executor)
 
@@ -103,6 +105,7 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
         "warnings": result.warnings,
         "max_passages": config.max_passages,
         "sample": config.sample,
+        "keyphrase_queries": config.keyphrase_queries,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     write_manifest_section(run_dir, "pipeline", section)

@@ -40,6 +40,9 @@ def format_report(section: dict[str, Any]) -> str:
         lines += [f"Queries were written for a sample of up to {section['max_passages']} passages (--max-passages; "
                   f"--sample {section.get('sample', 'random')}): more passages cost generation and judging time "
                   "and usually buy a better model.", ""]
+    if section.get("keyphrase_queries"):
+        lines += [f"Keyphrase queries (no LLM): {section['keyphrase_queries']} per passage given to the LLM "
+                  "(--keyphrase-queries; 0 turns them off), judged like the LLM's.", ""]
     dev = section["dev"]
     if dev["base"] and dev["trained"]:
         m = dev["metric"]

@@ -43,6 +43,19 @@ def cluster_order(ids: Sequence[str], clusters: Sequence[int], seed: int) -> lis
     return sorted(range(len(ids)), key=lambda i: ((place[i] + 0.5) / size[clusters[i]], rank[i]))
 
 
+def sample_order(passages: Sequence, sample: str, seed: int, clusters: Sequence[int] | None = None) -> list:
+    """Every passage, in the run's sample order: the LLM's passages are its first --max-passages, the keyphrase
+    queries' passages the first few times as many. `clusters` (one per passage) only for the cluster sample."""
+    ids = [p.id for p in passages]
+    if sample == "cluster":
+        if clusters is None or len(clusters) != len(passages):
+            raise ValueError("the cluster sample needs one cluster per passage")
+        order = cluster_order(ids, clusters, seed)
+    else:
+        order = random_order(ids, seed)
+    return [passages[i] for i in order]
+
+
 def kmeans_clusters(vectors: np.ndarray, k: int, seed: int) -> list[int]:
     """Cluster of each vector under faiss k-means (cosine: vectors are normalized first), deterministic per seed."""
     import faiss

@@ -29,7 +29,8 @@ UNITS = 11  # 22 passages, batches of 2
 
 def generate_args(tiny_llm_path: Path, out: Path, executor: str) -> list[str]:
     return ["generate", "--corpus", str(CORPUS), "--out", str(out), "--llm", f"hf:{tiny_llm_path}",
-            "--max-tokens", "8", "--min-overlap", "0", "--batch-size", "2", "--quiet", "--executor", executor,
+            "--max-tokens", "8", "--min-overlap", "0", "--batch-size", "2", "--keyphrase-queries", "0", "--quiet",
+            "--executor", executor,
             *(["--replicas", "2"] if executor == "ray" else [])]
 
 

@@ -42,13 +42,18 @@ SOME_MALFORMED = """[[user]]
 """
 
 
+def llm_only(args: tuple[str, ...]) -> list[str]:
+    """These tests are about the LLM's queries: no keyphrase queries unless a test asks for them."""
+    return [*args] if "--keyphrase-queries" in args else [*args, "--keyphrase-queries", "0"]
+
+
 def generate(*args: str) -> None:
     """The command in-process (typer's own parsing), raising what it raises."""
-    app(["generate", *args], standalone_mode=False)
+    app(["generate", *llm_only(args)], standalone_mode=False)
 
 
 def generate_subprocess(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "from synthgen.cli import main; main()", "generate", *args],
+    return subprocess.Popen([sys.executable, "-c", "from synthgen.cli import main; main()", "generate", *llm_only(args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
 
 
@@ -85,7 +90,7 @@ def test_outputs_and_manifest(tmp_path, tiny_llm_path, known_template):
     m = manifest(run)
     assert m["complete"] is True
     assert m["counts"] == {"passages_read": 22, "passages_prompted": 8, "queries_prompted": 16, "answers": 16,
-                           "malformed": 0, "parsed": 16, "filtered": {}, "dropped": 0, "written": 16}
+                           "malformed": 0, "parsed": 16, "filtered": {}, "dropped": 0, "written": 16, "keyphrases": 0}
     assert m["template"]["sha256"] == hashlib.sha256(known_template.read_bytes()).hexdigest()
     assert m["model"] == f"hf:{tiny_llm_path}"
     assert m["sampling"] == {"max_tokens": 8, "temperature": 0.7, "top_p": 0.95, "stop": ["}"]}
@@ -161,8 +166,9 @@ def test_changed_settings_are_refused_unless_overwrite(tmp_path, tiny_llm_path, 
 
 def test_kill_9_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_llm_path, known_template):
     common = ["--corpus", str(CORPUS), "--llm", f"hf:{tiny_llm_path}", "--prompt", str(known_template),
-              "--queries-per-passage", "4", "--batch-size", "1", "--max-tokens", "24", "--near-duplicate", "0.95", "--quiet"]
-    total = 22 * 4
+              "--queries-per-passage", "4", "--batch-size", "1", "--max-tokens", "24", "--near-duplicate", "0.95",
+              "--keyphrase-queries", "1", "--quiet"]
+    total = 22 * 4 + 22  # and a keyphrase query for every passage, written last
     whole = tmp_path / "whole"
     generate(*common, "--out", str(whole))
     run = tmp_path / "run"

@@ -57,7 +57,7 @@ def test_kill_9_anywhere_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_
     cache = tmp_path / "cache"
     generate = ["generate", "--corpus", CORPUS, "--llm", f"hf:{tiny_llm_path}", "--max-passages", "10",
                 "--queries-per-passage", "2", "--batch-size", "2", "--max-tokens", "12", "--min-overlap", "0",
-                "--max-copied-words", "50", "--quiet"]
+                "--max-copied-words", "50", "--keyphrase-queries", "1", "--quiet"]
     relabel = ["relabel", "--llm", f"hf:{tiny_llm_path}", "--judges", "ql,bm25", "--embedder", minilm_path,
                "--retrieval", "bm25", "--top-k", "6", "--judge-depth", "3", "--batch-pairs", "4", "--cache-dir",
                cache, "--quiet"]
@@ -74,7 +74,8 @@ def test_kill_9_anywhere_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_
     assert cli([*generate, "--out", whole]) == 0
     batches = count_lines(whole / "generate.progress.jsonl")
     sampled = [json.loads(line)["query"] for line in (whole / "queries.jsonl").read_text().splitlines()]
-    assert batches == 10 and len(set(sampled)) >= 10, sampled  # the tiny model's own words, not a prefill
+    # 10 batches of the LLM's queries, then the keyphrase queries' batch
+    assert batches == 11 and len(set(sampled)) >= 10, sampled  # the tiny model's own words, not a prefill
     for _ in range(KILLS):
         notes.append(kill_at_random([SYNTHGEN, *generate, "--out", run], run / "generate.progress.jsonl", batches, rng))
     assert cli([*generate, "--out", run]) == 0

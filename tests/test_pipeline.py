@@ -57,7 +57,8 @@ def common(adi, tiny_llm_path, tmp_path_factory) -> list[str]:
 @pytest.fixture(scope="module")
 def whole_run(common, adi, tmp_path_factory):
     run = tmp_path_factory.mktemp("pipeline") / "run"
-    seconds = pipeline(*common, "--out", str(run), "--max-passages", "30", "--eval", str(adi), "--dims", "384,128",
+    seconds = pipeline(*common, "--out", str(run), "--max-passages", "30", "--keyphrase-queries", "1", "--eval", str(adi),
+                       "--dims", "384,128",
                        *[x for item in SMALL_RECIPE for x in ("--set", item)])
     return run, seconds
 
@@ -72,23 +73,28 @@ def test_every_artifact_of_a_whole_run(whole_run, adi):
     queries = list(read_records(run / "queries.jsonl", Query))
     examples = list(read_records(run / "train.jsonl", TrainingExample))
     assert len(passages) == 82  # ADI's documents, one passage each
-    assert len(queries) == 30 and len({q.passage_id for q in queries}) == 30
+    llm = [q for q in queries if q.form != "keyphrases"]
+    assert len(llm) == 30 and len({q.passage_id for q in llm}) == 30
+    # then a keyphrase query for each of as many passages, the first of the same sample: the LLM's passages
+    assert [q.passage_id for q in queries[30:]] == [q.passage_id for q in llm] and len(queries) == 60
     ids = {p.id for p in passages}
     assert all(q.passage_id in ids for q in queries)
-    assert {ex.query for ex in examples} <= {q.query for q in queries} and len(examples) == 30
+    assert {ex.query for ex in examples} <= {q.query for q in queries} and len(examples) == 60
     texts = {p.text for p in passages}
     assert all(ex.pos and set(ex.pos) <= texts and set(ex.neg) <= texts for ex in examples)
 
     m = manifest(run)
-    assert m["generate"]["complete"] and m["generate"]["counts"]["written"] == 30
-    assert m["relabel"]["identity"]["queries_sha256"] and m["relabel"]["counts"]["written"] == 30
+    assert m["generate"]["complete"] and m["generate"]["counts"]["written"] == 60
+    assert m["generate"]["counts"]["keyphrases"] == 30 and m["generate"]["counts"]["queries_prompted"] == 30
+    assert m["relabel"]["identity"]["queries_sha256"] and m["relabel"]["counts"]["written"] == 60
     assert m["train"]["complete"] and m["train"]["identity"]["output"] == str((run / "model").resolve())
     section = m["pipeline"]
     assert {name: s["status"] for name, s in section["stages"].items()} == dict.fromkeys(("generate", "relabel", "train"), "ran")
-    assert section["stages"]["generate"]["counts"] == {"passages": 82, "passages_prompted": 30, "queries_written": 30}
-    assert section["stages"]["relabel"]["counts"]["training_examples"] == 30
+    assert section["stages"]["generate"]["counts"] == {"passages": 82, "passages_prompted": 30, "queries_written": 60,
+                                                       "keyphrase_queries": 30}
+    assert section["stages"]["relabel"]["counts"]["training_examples"] == 60
     train = section["stages"]["train"]["counts"]
-    assert train["training_examples"] + train["dev_examples"] == 30 and train["steps"] == m["train"]["steps"] > 0
+    assert train["training_examples"] + train["dev_examples"] == 60 and train["steps"] == m["train"]["steps"] > 0
     assert 0 < sum(s["seconds"] for s in section["stages"].values()) <= section["wall_seconds"] <= seconds
     # what each stage cost stays in the manifest for a later run that skips it (bench_pipeline adds them up)
     assert 0 < m["train"]["train_seconds"] <= m["train"]["wall_seconds"] <= section["stages"]["train"]["seconds"]
@@ -105,7 +111,7 @@ def test_every_artifact_of_a_whole_run(whole_run, adi):
     assert table["dims"]["384"]["ndcg@10"]["base"] == pytest.approx(0.498, abs=0.005)
 
     report = (run / "report.md").read_text()
-    assert "| generate | ran |" in report and "| train | ran |" in report
+    assert "| generate | ran |" in report and "| train | ran |" in report and "Keyphrase queries (no LLM): 1 per" in report
     assert f"{table['dims']['128']['ndcg@10']['trained']:.4f}" in report
     assert (run / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run / "plot.png").stat().st_size > 10_000
@@ -119,7 +125,7 @@ def test_every_artifact_of_a_whole_run(whole_run, adi):
 
 def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tiny_bert_path, tmp_path):
     run = tmp_path / "run"
-    base = [*common, "--out", str(run), "--max-passages", "20", "--set", f"model.base={tiny_bert_path}",
+    base = [*common, "--out", str(run), "--max-passages", "20", "--keyphrase-queries", "0", "--set", f"model.base={tiny_bert_path}",
             *[x for item in SMALL_RECIPE for x in ("--set", item)]]
 
     def statuses() -> dict[str, str]:
@@ -172,6 +178,17 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
     assert 0 < len(kept_passages) <= 10
     assert after == [q for q in before if q.passage_id in kept_passages]
 
+    # Keyphrase queries are added, and taken away, without the LLM's work being redone.
+    llm_batches = progress.read_text()
+    pipeline(*smaller, *regenerated, "--keyphrase-queries", "1")  # the last value of an option counts
+    assert statuses() == {"generate": "ran", "relabel": "ran", "train": "ran"}
+    with_keyphrases = list(read_records(run / "queries.jsonl", Query))
+    assert with_keyphrases[: len(after)] == after and progress.read_text().startswith(llm_batches)
+    assert {q.form for q in with_keyphrases[len(after):]} == {"keyphrases"} and len(with_keyphrases) == len(after) + 10
+    pipeline(*smaller, *regenerated)
+    assert statuses()["generate"] == "ran"
+    assert list(read_records(run / "queries.jsonl", Query)) == after and progress.read_text() == llm_batches
+
 
 @pytest.mark.parametrize(
     "extra, message",
@@ -182,6 +199,7 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
         (["--judges", "ql,oracle"], "oracle"),
         (["--forms", "claim,claim"], "--forms must name distinct forms"),
         (["--forms", "claim,poem"], "poem"),
+        (["--keyphrase-queries", "-1"], "--keyphrase-queries must be 0 or more"),
         (["--set", "data.train=x.jsonl"], "--set data.train: the pipeline sets it"),
         (["--dims", "384,x"], "eval.dims[1] must be a whole number"),
         (["--dims", "384,512"], "--dims 512 is larger than the embedding size of all-MiniLM-L6-v2 (384)"),

@@ -19,7 +19,7 @@ def generate_args(tmp_path, tiny_llm_path) -> list:
     template = tmp_path / "known.j2"
     template.write_text(KNOWN_ANSWER)
     return ["generate", "--corpus", CORPUS, "--llm", f"hf:{tiny_llm_path}", "--prompt", template, "--max-passages",
-            "8", "--batch-size", "2", "--max-tokens", "8", "--quiet"]
+            "8", "--batch-size", "2", "--max-tokens", "8", "--keyphrase-queries", "0", "--quiet"]
 
 
 def lines(path: Path) -> list[str]:

@@ -2,8 +2,12 @@
 
 passages.jsonl is rewritten from the corpus on every run (ingestion is quick, and a changed corpus must be
 noticed); queries.jsonl and the per-batch progress file are appended and resumed. The identity is what decides
-the queries (LLM, template, options, passages); how much of the seeded sample is done (--max-passages) is not
-part of it, since a larger sample extends a smaller one and a smaller one is a prefix of it.
+the LLM's queries (LLM, template, options, passages); how much of the seeded sample is done (--max-passages) is
+not part of it, since a larger sample extends a smaller one and a smaller one is a prefix of it.
+
+The keyphrase queries (synthgen.keyphrases) come last, as one batch of their own: they take seconds, so they are
+written again whenever the LLM's part changes or another --keyphrase-queries asks for another number, and the
+file is always the LLM's queries in sample order followed by the keyphrase queries, however the run got there.
 """
 
 from __future__ import annotations
@@ -21,11 +25,12 @@ from synthgen.errors import UserError
 from synthgen.machine import torch_threads
 from synthgen.executors import ExecutorConfig
 from synthgen.generate import BatchLog, GenerateConfig, Item, QueryGenerator, RepeatFilter, check_template, plan
+from synthgen.keyphrases import is_keyphrase_id
 from synthgen.llm import public_spec
 from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Query
-from synthgen.sampling import passage_clusters
+from synthgen.sampling import passage_clusters, sample_order
 from synthgen.rundir import (Appender, fingerprint, prepare_dir, read_manifest, resume_lines, write_jsonl,
                              write_manifest_section)
 from synthgen.stages import is_current as _is_current
@@ -60,10 +65,25 @@ class GenerateRun:
     _clusters: Optional[list[int]] = dataclasses.field(default=None, repr=False)
 
     def items(self) -> list[Item]:
-        """The work items of the run, in order; the cluster sample embeds and clusters the corpus once."""
+        """The LLM's work items of the run, in order."""
+        return plan(self.passages, self.config, self.clusters())
+
+    def keyphrases(self) -> list[Query]:
+        """The keyphrase queries: --keyphrase-queries per LLM passage, for the first passages of the sample."""
+        from synthgen.keyphrases import idf, keyphrase_queries
+
+        if not self.config.keyphrase_queries:
+            return []
+        llm_passages = len({item.passage.id for item in self.items()})
+        ordered = sample_order(self.passages, self.config.sample, self.config.seed, self.clusters())
+        return keyphrase_queries(ordered,
+                                 self.config.keyphrase_queries * llm_passages, idf(self.passages))
+
+    def clusters(self) -> Optional[list[int]]:
+        """The cluster sample embeds and clusters the corpus once; the random sample needs no clusters."""
         if self.config.sample == "cluster" and self._clusters is None:
             self._clusters = passage_clusters(self.passages, self.config.seed, self.cache_dir)
-        return plan(self.passages, self.config, self._clusters)
+        return self._clusters
 
 
 def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, config: GenerateConfig,
@@ -95,9 +115,10 @@ def summary(section: dict, run_dir: Path) -> str:
     """The line a command prints when the stage has run."""
     counts = section["counts"]
     filtered = ", ".join(f"{n} {k}" for k, n in counts["filtered"].items()) or "none"
-    return (f"{counts['written']} queries for {counts['passages_prompted']} of {counts['passages_read']} passages in "
-            f"{run_dir / 'queries.jsonl'} (answers filtered: {filtered}; malformed: {counts['malformed']}; "
-            f"dropped: {counts['dropped']})")
+    keyphrases = counts.get("keyphrases", 0)
+    return (f"{counts['written'] - keyphrases} queries for {counts['passages_prompted']} of {counts['passages_read']} "
+            f"passages{f' and {keyphrases} keyphrase queries' if keyphrases else ''} in {run_dir / 'queries.jsonl'} "
+            f"(answers filtered: {filtered}; malformed: {counts['malformed']}; dropped: {counts['dropped']})")
 
 
 def outputs(run_dir: Path) -> list[Path]:
@@ -105,9 +126,12 @@ def outputs(run_dir: Path) -> list[Path]:
 
 
 def is_current(section: dict, run: GenerateRun) -> bool:
-    """Current also means the same sample size: another --max-passages extends or cuts the queries."""
+    """Current also means the same sample size and number of keyphrase queries: another --max-passages extends or
+    cuts the queries, another --keyphrase-queries rewrites the keyphrase queries."""
+    config = section.get("config", {})
     return (_is_current(section, run.identity, outputs(run.run_dir))
-            and section.get("config", {}).get("max_passages") == run.config.max_passages)
+            and config.get("max_passages") == run.config.max_passages
+            and config.get("keyphrase_queries") == run.config.keyphrase_queries)
 
 
 def rerun(run: GenerateRun, quiet: bool = False) -> dict:
@@ -129,7 +153,7 @@ def counts(section: dict) -> dict[str, Any]:
     """The counts the pipeline reports."""
     found = section.get("counts", {})
     return {"passages": found.get("passages_read"), "passages_prompted": found.get("passages_prompted"),
-            "queries_written": found.get("written")}
+            "queries_written": found.get("written"), "keyphrase_queries": found.get("keyphrases", 0)}
 
 
 def discard_queries(run_dir: Path) -> None:
@@ -172,17 +196,22 @@ def _run_stage(run: GenerateRun, overwrite: bool, quiet: bool) -> dict:
     write_jsonl(run_dir / "passages.jsonl", passages)
 
     logs, existing = recover(run_dir)
-    done = {item for log in logs for item in log.items}
-    present = {q.id for q in existing}
     items = run.items()
+    keyphrases = run.keyphrases()
+    done = {item for log in logs for item in log.items}
     todo = [item for item in items if item.id not in done]
+    if any(map(is_keyphrase_id, done)) and (todo or {i for i in done if is_keyphrase_id(i)} != {q.id for q in keyphrases}):
+        logs, existing = _drop_keyphrases(run_dir, logs, existing)  # written again last, after the LLM's part
+        done = {item for log in logs for item in log.items}
+    keyphrases_todo = [q for q in keyphrases if q.id not in done]
+    present = {q.id for q in existing}
     section = {
         "identity": identity,
         "corpus": {"path": str(run.corpus), "chunking": dataclasses.asdict(run.chunking), "counts": report.counts()},
         "config": dataclasses.asdict(config),
         "sampling": dataclasses.asdict(QueryGenerator.sampling_for(run.template, config)),
         "template": {"path": str(run.prompt) if run.prompt else "generate.j2", "sha256": run.template.sha256},
-        "complete": not todo,
+        "complete": not todo and not keyphrases_todo,
     }
     write_manifest_section(run_dir, "generate", {**section, **_generate_totals(logs, len(passages), queries_path)})
 
@@ -212,6 +241,12 @@ def _run_stage(run: GenerateRun, overwrite: bool, quiet: bool) -> dict:
                 bar.set_postfix_str(f"{len(session_passages) / elapsed:.2f} passages/s, "
                                     f"{session_tokens / elapsed:.0f} tok/s", refresh=False)
                 bar.update(len(batch))
+    if keyphrases_todo:
+        log = BatchLog([q.id for q in keyphrases_todo], {"keyphrases": len(keyphrases_todo), "written": len(keyphrases_todo)})
+        with Appender(queries_path) as queries_out, Appender(progress_path) as progress_out:
+            queries_out.write(keyphrases_todo)
+            progress_out.write([log])
+        logs.append(log)
     section["complete"] = True
     totals = _generate_totals(logs, len(passages), queries_path)
     totals["wall_seconds"] = round(time.perf_counter() - run.started, 2)
@@ -256,6 +291,14 @@ def recover(run_dir: Path) -> tuple[list[BatchLog], list[Query]]:
     return kept, queries
 
 
+def _drop_keyphrases(run_dir: Path, logs: list[BatchLog], queries: list[Query]) -> tuple[list[BatchLog], list[Query]]:
+    logs = [log for log in logs if not any(map(is_keyphrase_id, log.items))]
+    queries = [q for q in queries if not is_keyphrase_id(q.id)]
+    write_jsonl(run_dir / PROGRESS, logs)
+    write_jsonl(run_dir / "queries.jsonl", queries)
+    return logs, queries
+
+
 def _differences(previous: dict | None, current: dict) -> str:
     """Which settings differ from the earlier run's, in words, for the refusal message."""
     if not previous:
@@ -275,8 +318,9 @@ def _generate_totals(logs, passages_read: int, queries_path: Path) -> dict:
     seconds = sum(log.seconds for log in logs)
     prompt_tokens = sum(log.prompt_tokens for log in logs)
     completion_tokens = sum(log.completion_tokens for log in logs)
-    prompted = {item.rsplit("@", 1)[0] for log in logs for item in log.items}
+    prompted = {item.rsplit("@", 1)[0] for log in logs for item in log.items if not is_keyphrase_id(item)}
     written = sum(1 for line in open(queries_path, encoding="utf-8") if line.strip()) if queries_path.exists() else 0
+    keyphrases = counts.get("keyphrases", 0)
     rate = (lambda n: round(n / seconds, 3) if seconds else None)
     return {
         "counts": {
@@ -288,11 +332,12 @@ def _generate_totals(logs, passages_read: int, queries_path: Path) -> dict:
             "parsed": counts.get("answers", 0) - counts.get("malformed", 0),
             "filtered": {k.removeprefix("filtered_"): n for k, n in sorted(counts.items()) if k.startswith("filtered_")},
             "dropped": counts.get("dropped", 0),
-            "written": written,
+            "written": written,  # the LLM's queries and the keyphrase queries
+            "keyphrases": keyphrases,
         },
         "throughput": {
             "passages_per_s": rate(len(prompted)),
-            "queries_per_s": rate(written),
+            "queries_per_s": rate(written - keyphrases),  # the LLM's
             "tokens_per_s": rate(prompt_tokens + completion_tokens),
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
