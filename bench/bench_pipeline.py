@@ -114,7 +114,8 @@ def main() -> None:
         "minutes": round(sum(stage_seconds.values()) / 60, 1),
         "stage_minutes": {k: round(v / 60, 1) for k, v in stage_seconds.items()},
         "encode_minutes": round(encode_seconds / 60, 1),
-        "queries": manifest["generate"]["counts"]["written"],
+        "queries": manifest["generate"]["counts"]["written"],  # the LLM's and the keyphrase queries
+        "keyphrase_queries": manifest["generate"]["counts"].get("keyphrases", 0),
         "training_examples": manifest["relabel"]["counts"]["written"],
         "dev": {"metric": dev.get("metric"), "base": (dev.get("base") or {}).get(dev.get("metric")),
                 "trained": (dev.get("trained") or {}).get(dev.get("metric")), "beats_base": dev.get("beats_base"),

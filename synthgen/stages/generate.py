@@ -76,8 +76,7 @@ class GenerateRun:
             return []
         llm_passages = len({item.passage.id for item in self.items()})
         ordered = sample_order(self.passages, self.config.sample, self.config.seed, self.clusters())
-        return keyphrase_queries(ordered,
-                                 self.config.keyphrase_queries * llm_passages, idf(self.passages))
+        return keyphrase_queries(ordered, self.config.keyphrase_queries * llm_passages, idf(self.passages))
 
     def clusters(self) -> Optional[list[int]]:
         """The cluster sample embeds and clusters the corpus once; the random sample needs no clusters."""
