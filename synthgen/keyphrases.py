@@ -4,8 +4,8 @@ Why they exist: the bundled LLM writes a few hundred queries in the time a run h
 words chosen by tf x idf cost nothing, cover passages the LLM never saw, and carry the lexical signal BM25 wins on
 (BM25 alone beats the zero-shot student on SciFact). They are not trained with their own passage as the positive:
 they go through relabel like the LLM's queries, so the judges choose the positive and the hard negatives. Mixed
-with the LLM's queries, three per LLM passage raised SciFact nDCG@10 over the LLM's queries alone with each of
-three training seeds, and ADI with two of three (README, "Ablations").
+with the LLM's queries, three per LLM passage raised nDCG@10 over the LLM's queries alone with each of three
+training seeds, on SciFact and on ADI (README, "Results").
 
 A passage's query depends only on the passage and the corpus (idf), so a run written again writes the same queries.
 """

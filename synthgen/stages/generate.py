@@ -74,7 +74,7 @@ class GenerateRun:
 
         if not self.config.keyphrase_queries:
             return []
-        llm_passages = len({item.passage.id for item in self.items()})
+        llm_passages = min(self.config.max_passages or len(self.passages), len(self.passages))
         ordered = sample_order(self.passages, self.config.sample, self.config.seed, self.clusters())
         return keyphrase_queries(ordered, self.config.keyphrase_queries * llm_passages, idf(self.passages))
 
@@ -199,7 +199,8 @@ def _run_stage(run: GenerateRun, overwrite: bool, quiet: bool) -> dict:
     keyphrases = run.keyphrases()
     done = {item for log in logs for item in log.items}
     todo = [item for item in items if item.id not in done]
-    if any(map(is_keyphrase_id, done)) and (todo or {i for i in done if is_keyphrase_id(i)} != {q.id for q in keyphrases}):
+    keyphrases_done = {i for i in done if is_keyphrase_id(i)}
+    if keyphrases_done and (todo or keyphrases_done != {q.id for q in keyphrases}):
         logs, existing = _drop_keyphrases(run_dir, logs, existing)  # written again last, after the LLM's part
         done = {item for log in logs for item in log.items}
     keyphrases_todo = [q for q in keyphrases if q.id not in done]
