@@ -34,10 +34,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from synthgen.keyphrases import TASK as KEYPHRASE_TASK  # noqa: E402
 
 # what each kind of LLM-free query asks, as the LLM's task descriptions do (the query-likelihood judge reads it)
 TASKS = {"sentences": "Given a sentence, retrieve the passage it comes from",
-         "keyphrases": "Given keywords, retrieve the passage they describe",  # synthgen.keyphrases.TASK
+         "keyphrases": KEYPHRASE_TASK,  # the task `synthgen generate` gives its keyphrase queries
          "crops": "Given a span of text, retrieve the passage it comes from"}
 
 
