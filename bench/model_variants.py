@@ -5,6 +5,8 @@
     .venv/bin/python bench/model_variants.py length MODEL OUT --length 512
     # a uniform model soup (Wortsman et al. 2022): the mean of the weights of models of one architecture
     .venv/bin/python bench/model_variants.py soup OUT MODEL MODEL [MODEL ...]
+    # another WiSE-FT weight for a model saved at `train.interpolation` A: base + (TO / A) x (model - base)
+    .venv/bin/python bench/model_variants.py wise OUT BASE MODEL --saved-at 0.5 --to 1.0
 
 Then `distill eval OUT --data BEIR`.
 """
@@ -43,6 +45,20 @@ def soup(out: Path, sources: list[Path]) -> None:
     save_file(mean, str(out / "model.safetensors"), metadata={"format": "pt"})
 
 
+def wise(out: Path, base: Path, model: Path, saved_at: float, to: float) -> None:
+    """The saved weights are base + saved_at x (trained - base), so every other mixing weight, the trained weights
+    themselves (to = 1) included, is one line of arithmetic away, without training again."""
+    from safetensors.torch import load_file, save_file
+
+    copy_model(model, out)
+    start = load_file(str(base / "model.safetensors"))
+    saved = load_file(str(model / "model.safetensors"))
+    scale = to / saved_at
+    mixed = {k: (start[k].float() + scale * (v.float() - start[k].float())).to(v.dtype).contiguous()
+             for k, v in saved.items()}
+    save_file(mixed, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="variant", required=True)
@@ -53,9 +69,17 @@ def main() -> None:
     s = sub.add_parser("soup")
     s.add_argument("out", type=Path)
     s.add_argument("models", type=Path, nargs="+")
+    w = sub.add_parser("wise")
+    w.add_argument("out", type=Path)
+    w.add_argument("base", type=Path)
+    w.add_argument("model", type=Path)
+    w.add_argument("--saved-at", type=float, required=True)
+    w.add_argument("--to", type=float, required=True)
     args = parser.parse_args()
     if args.variant == "length":
         length(args.model, args.out, args.length)
+    elif args.variant == "wise":
+        wise(args.out, args.base, args.model, args.saved_at, args.to)
     else:
         soup(args.out, args.models)
     print(f"wrote {args.out}")
