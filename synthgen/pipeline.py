@@ -20,9 +20,9 @@ from synthgen.executors import ExecutorConfig
 from synthgen.generate import GenerateConfig
 
 # Passages sampled for LLM queries when the user names no number: on a 2-core CPU with the bundled models this,
-# with its 3 keyphrase queries per passage (GenerateConfig.keyphrase_queries), is about 68 minutes of
-# generation, judging and training plus the evaluation, on one thread of a shared machine
-# (bench/results/scifact-keyphrases.json); a smaller corpus takes all of its passages.
+# with its 6 keyphrase queries per passage (GenerateConfig.keyphrase_queries), is about 56 minutes of
+# generation, judging and training plus the evaluation on both threads (bench/results/scifact-keyphrases6.json);
+# a smaller corpus takes all of its passages.
 DEFAULT_MAX_PASSAGES = 640
 # Which passages get them: across k-means clusters of the corpus (DUQGen), i.e. a stratified sample, so no topic
 # is left out by chance. On SciFact it ties with random (mean nDCG@10 over three training seeds at 640 passages
