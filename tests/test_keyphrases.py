@@ -100,17 +100,18 @@ def test_generate_writes_them_last_for_the_first_passages_of_its_sample_and_rewr
 
 def test_a_kill_before_their_progress_line_or_a_corrupt_line_is_made_good(tmp_path, common):
     run = tmp_path / "run"
-    assert cli([*common, "--out", run]) == 0  # the default: 3 per LLM passage
+    three = [*common, "--out", run, "--keyphrase-queries", "3"]  # 12 of the corpus' 22 passages: not all of them
+    assert cli(three) == 0
     whole = (run / "queries.jsonl").read_text()
     progress = (run / PROGRESS).read_text().splitlines(keepends=True)
     assert whole.count(f'"form": "{FORM}"') == 12
     (run / PROGRESS).write_text("".join(progress[:-1]))  # killed after writing the queries, before the log
-    assert cli([*common, "--out", run]) == 0
+    assert cli(three) == 0
     assert (run / "queries.jsonl").read_text() == whole
     lines = whole.splitlines(keepends=True)
     lines[-3] = '{"id": "torn\n'
     (run / "queries.jsonl").write_text("".join(lines))
-    assert cli([*common, "--out", run]) == 0
+    assert cli(three) == 0
     assert (run / "queries.jsonl").read_text() == whole
 
 
