@@ -38,8 +38,8 @@ def format_report(section: dict[str, Any]) -> str:
     lines += ["", f"Model: `{section['model']}`. Wall time: {section['wall_seconds']:.1f} s.", ""]
     if section.get("max_passages"):
         lines += [f"Queries were written for a sample of up to {section['max_passages']} passages (--max-passages; "
-                  f"--sample {section.get('sample', 'random')}): more passages cost generation and judging time "
-                  "and usually buy a better model.", ""]
+                  f"--sample {section.get('sample', 'random')}): more passages cost generation and judging time; "
+                  "on SciFact twice as many bought no better model, more keyphrase queries did (README, Results).", ""]
     if section.get("keyphrase_queries"):
         lines += [f"Keyphrase queries (no LLM): {section['keyphrase_queries']} per passage given to the LLM "
                   "(--keyphrase-queries; 0 turns them off), judged like the LLM's.", ""]
