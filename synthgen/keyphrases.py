@@ -5,7 +5,8 @@ words chosen by tf x idf cost nothing, cover passages the LLM never saw, and car
 (BM25 alone beats the zero-shot student on SciFact). They are not trained with their own passage as the positive:
 they go through relabel like the LLM's queries, so the judges choose the positive and the hard negatives. Mixed
 with the LLM's queries, three per LLM passage raised nDCG@10 over the LLM's queries alone with each of three
-training seeds, on SciFact and on ADI, and six raised it again over three on SciFact (README, "Results").
+training seeds, on SciFact and on ADI, and six raised it again over three on SciFact; eight (nearly every passage
+of SciFact) was no better than six on the same LLM queries (README, "Results").
 
 A passage's query depends only on the passage and the corpus (idf), so a run written again writes the same queries.
 """
