@@ -107,8 +107,9 @@ def test_every_artifact_of_a_whole_run(whole_run, adi):
         for metric in ("ndcg@10", "recall@100", "mrr@10"):
             pair = table["dims"][dim][metric]
             assert 0 < pair["base"] <= 1 and 0 < pair["trained"] <= 1
-    # the base is the bundled MiniLM, whose zero-shot ADI nDCG@10 is known (../shared/README.md)
-    assert table["dims"]["384"]["ndcg@10"]["base"] == pytest.approx(0.498, abs=0.005)
+    # the base is the bundled MiniLM, whose zero-shot ADI nDCG@10 is known (../shared/README.md: 0.498 in fp32);
+    # the run evaluates in bf16 where the CPU has it, whose rounding differs between CPUs (0.4940 on an AMX one)
+    assert table["dims"]["384"]["ndcg@10"]["base"] == pytest.approx(0.498, abs=0.01)
 
     report = (run / "report.md").read_text()
     assert "| generate | ran |" in report and "| train | ran |" in report and "Keyphrase queries (no LLM): 1 per" in report
