@@ -45,7 +45,9 @@ class Batch:
     candidates: np.ndarray  # [B, 1+k] columns of the example's positive then its hard negatives; -1 pads
     teacher: np.ndarray  # [B, 1+k] the judge's scores for `candidates`; nan where unknown
     same_passage: np.ndarray  # [B, P] True where a column is another positive of the example (never a negative)
-    same_query: np.ndarray  # [B, B] True where two examples have the same query (the diagonal included)
+    # [B, B] True where two examples' queries must not be each other's negatives: the same query (the diagonal
+    # included), or a positive passage in common (an LLM query and a keyphrase query of one passage)
+    related_queries: np.ndarray
     positives: np.ndarray  # [B, P] True at every column drawn as a positive of the example (data.positives)
 
 
@@ -205,6 +207,8 @@ def make_batch(drawn: list[tuple[Example, int | list[int], list[int]]], hard_neg
             if col is not None and not positives[i, col]:
                 same_passage[i, col] = True
     query_rows = np.array([ex.query for ex, _, _ in drawn])
+    positive_rows = [set(ex.pos) for ex, _, _ in drawn]
+    shared_positive = np.array([[bool(a & b) for b in positive_rows] for a in positive_rows], dtype=bool).reshape(size, size)
     return Batch(
         queries=query_rows.tolist(),
         passages=list(columns),
@@ -212,7 +216,7 @@ def make_batch(drawn: list[tuple[Example, int | list[int], list[int]]], hard_neg
         candidates=candidates,
         teacher=teacher,
         same_passage=same_passage,
-        same_query=query_rows[:, None] == query_rows[None, :],
+        related_queries=(query_rows[:, None] == query_rows[None, :]) | shared_positive,
         positives=positives,
     )
 

@@ -31,7 +31,7 @@ class BatchTensors:
     candidates: torch.Tensor  # [B, 1+k] long, -1 pads
     teacher: torch.Tensor  # [B, 1+k] float, nan where unknown
     same_passage: torch.Tensor  # [B, P] bool: another positive of the example, not trained as one (never a negative)
-    same_query: torch.Tensor  # [B, B] bool
+    related_queries: torch.Tensor  # [B, B] bool: never each other's negatives
     positives: torch.Tensor | None = None  # [B, P] bool: every column trained as a positive; None: `positive` only
 
     @classmethod
@@ -41,7 +41,7 @@ class BatchTensors:
             candidates=torch.from_numpy(batch.candidates).to(device),
             teacher=torch.from_numpy(batch.teacher).to(device),
             same_passage=torch.from_numpy(batch.same_passage).to(device),
-            same_query=torch.from_numpy(batch.same_query).to(device),
+            related_queries=torch.from_numpy(batch.related_queries).to(device),
             positives=torch.from_numpy(batch.positives).to(device),
         )
 
@@ -74,7 +74,9 @@ def score_columns(
     """Scaled cosines of each query with every column it is scored against, and which are positives and negatives.
 
     Columns: the batch's passages, then the queue's entries (`extra`), then the batch's queries
-    (`query_negatives`, Gecko's same-tower term). A column that is neither is left out of the loss.
+    (`query_negatives`, Gecko's same-tower term). A column that is neither is left out of the loss, and so is a
+    query column related to the row's (`related_queries`): a keyphrase query of the LLM query's passage is no
+    negative of it.
     """
     q, p = F.normalize(q, dim=-1), F.normalize(p, dim=-1)
     scores = q @ p.T / temperature
@@ -94,8 +96,8 @@ def score_columns(
         negatives.append(~extra.excluded)
     if query_negatives:
         parts.append(q @ q.T / temperature)
-        positives.append(torch.zeros_like(b.same_query))
-        negatives.append(~b.same_query)
+        positives.append(torch.zeros_like(b.related_queries))
+        negatives.append(~b.related_queries)
     return torch.cat(parts, dim=1), torch.cat(positives, dim=1), torch.cat(negatives, dim=1)
 
 

@@ -73,7 +73,8 @@ def test_batch_layout_and_masks():
     expected = np.zeros((3, 4), dtype=bool)
     expected[0, rows["B"]] = True  # B is q1's other positive: never its negative, though it is in the batch
     assert (batch.same_passage == expected).all()
-    assert batch.same_query.tolist() == [[True, False, True], [False, True, False], [True, False, True]]
+    # q1 twice (examples 0 and 2), and B a positive of examples 0 and 1: neither pair is the other's negative
+    assert batch.related_queries.tolist() == [[True, True, True], [True, True, False], [True, False, True]]
 
 
 def test_epochs_are_seeded_and_cover_every_example():

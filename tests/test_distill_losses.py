@@ -54,8 +54,10 @@ def reference_info_nce(data, batch, q, p, temperature, in_batch=True, query_nega
             if not in_batch and c not in own:
                 continue
             logits.append(cos(q[i], p[c]) / temperature)
-        if query_negatives:
-            logits += [cos(q[i], q[j]) / temperature for j in range(len(q)) if queries[j] != queries[i]]
+        if query_negatives:  # another query is a negative unless it is the same text or shares a positive text
+            positives = [{data.passages[row] for row in data.train[j].pos} for j in range(len(q))]
+            logits += [cos(q[i], q[j]) / temperature for j in range(len(q))
+                       if queries[j] != queries[i] and not positives[i] & positives[j]]
         total += -logits[0] + math.log(sum(math.exp(x) for x in logits))
     return total / len(q)
 
@@ -85,6 +87,27 @@ def test_a_repeated_passage_is_not_its_own_negative():
         naive += float(torch.logsumexp(logits, 0) - logits[pos])
     assert ours == pytest.approx(reference_info_nce(data, batch, q, p, 0.05), rel=1e-9)
     assert ours < 0.1 and naive / 2 > ours + 0.5  # the copy as a negative costs about log 2
+
+
+def test_queries_of_one_passage_are_not_each_others_negatives():
+    """An LLM query and a keyphrase query of the same passage in one batch: with query negatives on, each would
+    push the other away though both mean the passage; a third query about another passage still counts."""
+    records = [TrainingExample(query="what binds the receptor", pos=["P"], neg=["X"]),
+               TrainingExample(query="receptor binding site", pos=["P"], neg=["Y"]),
+               TrainingExample(query="unrelated", pos=["Z"], neg=["X"])]
+    data = build_dataset(records, [])
+    batch = make_batch([(data.train[i], 0, [0]) for i in range(3)], hard_negatives=1)
+    b = BatchTensors.from_batch(batch, "cpu")
+    torch.manual_seed(3)
+    q = torch.randn(3, 8, dtype=torch.float64)
+    p = torch.randn(len(batch.passages), 8, dtype=torch.float64)
+    ours = float(info_nce(q, p, b, 0.1, True, True))
+    assert ours == pytest.approx(reference_info_nce(data, batch, q, p, 0.1, True, True), rel=1e-9)
+    # without the mask, the two queries of P would be each other's negatives: a different loss
+    unmasked = BatchTensors.from_batch(batch, "cpu")
+    unmasked.related_queries = torch.eye(3, dtype=torch.bool)
+    assert float(info_nce(q, p, unmasked, 0.1, True, True)) != pytest.approx(ours, rel=1e-6)
+    assert b.related_queries.tolist() == [[True, True, False], [True, True, False], [False, False, True]]
 
 
 def test_matryoshka_truncates_then_renormalizes_and_weights():
