@@ -8,8 +8,8 @@ started again with the same recipe goes on from the last checkpoint and ends wit
 uninterrupted run. A finished folder is not trained again: `train` returns its recorded result.
 
 The dev set is evaluated before the first step (the base model), every `eval.every` steps and after the
-last one; the saved model is the best trained checkpoint, moved `train.interpolation` of the way back to the
-base (WiSE-FT), and a warning says so when it does not beat the base model. The warning does not discard the
+last one; the saved model is the best trained checkpoint, moved 1 - `train.interpolation` of the way back to
+the base (WiSE-FT), and a warning says so when it does not beat the base model. The warning does not discard the
 model unless `eval.keep_base` asks: a dev slice of synthetic queries, labelled by the same judges, was measured
 to disagree with real test queries (README, "The guard"), so it is a hint, not a verdict.
 """
