@@ -6,7 +6,7 @@ mean difference and its 95% interval from a paired bootstrap over the queries (s
 run). With SciFact's 300 test queries the interval is about +-1 nDCG@10 point wide, so a lever that moves the
 mean by less than that has not been shown to do anything.
 
-    .venv/bin/python bench/paired.py --data ../shared/data/scifact BASE MODEL [MODEL ...] --out results.json
+    .venv/bin/python bench/paired.py --data ../shared/data/scifact BASE MODEL [MODEL ...] --out results.json [--cache-dir DIR]
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ sys.path.insert(0, str(REPO))
 RESAMPLES = 10_000
 
 
-def per_query_ndcg(model: Path, data: Path) -> tuple[list[str], list[float]]:
+def per_query_ndcg(model: Path, data: Path, cache_dir: Path | None = None) -> tuple[list[str], list[float]]:
     from distill.evaluate import evaluate, search
     from distill.metrics import query_metrics
 
     keep: dict = {}
-    evaluate(model, data, progress=False, keep=keep)
+    evaluate(model, data, progress=False, keep=keep, cache_dir=cache_dir)
     beir = keep["beir"]
     ranked = search(keep["queries"], keep["passages"])
     scores = [query_metrics([beir.passage_ids[i] for i in row], beir.qrels[q])["ndcg@10"]
@@ -49,17 +49,19 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="a BEIR folder (test split)")
     parser.add_argument("models", type=Path, nargs="+", help="model folders; the first is the reference")
     parser.add_argument("--out", type=Path, help="also write the table as JSON")
+    parser.add_argument("--cache-dir", type=Path,
+                        help="keep each model's passage embeddings here, so comparing it again costs only its queries")
     args = parser.parse_args()
 
     from distill.logs import quiet_libraries
 
     quiet_libraries()
-    reference_ids, reference = per_query_ndcg(args.models[0], args.data)
+    reference_ids, reference = per_query_ndcg(args.models[0], args.data, args.cache_dir)
     rows = [{"model": str(args.models[0]), "ndcg10": round(sum(reference) / len(reference), 4)}]
     print(f"{'model':60} {'nDCG@10':>8} {'diff':>7} {'95% interval':>17} {'better':>6} {'worse':>6}")
     print(f"{str(args.models[0])[-60:]:60} {rows[0]['ndcg10']:8.4f}")
     for model in args.models[1:]:
-        ids, scores = per_query_ndcg(model, args.data)
+        ids, scores = per_query_ndcg(model, args.data, args.cache_dir)
         assert ids == reference_ids
         differences = [s - r for s, r in zip(scores, reference)]
         low, high = bootstrap(differences)
