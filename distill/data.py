@@ -208,7 +208,7 @@ def make_batch(drawn: list[tuple[Example, int | list[int], list[int]]], hard_neg
                 same_passage[i, col] = True
     query_rows = np.array([ex.query for ex, _, _ in drawn])
     positive_rows = [set(ex.pos) for ex, _, _ in drawn]
-    shared_positive = np.array([[bool(a & b) for b in positive_rows] for a in positive_rows], dtype=bool).reshape(size, size)
+    shared_positive = np.array([[not a.isdisjoint(b) for b in positive_rows] for a in positive_rows], dtype=bool)
     return Batch(
         queries=query_rows.tolist(),
         passages=list(columns),

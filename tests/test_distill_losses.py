@@ -42,11 +42,12 @@ def reference_info_nce(data, batch, q, p, temperature, in_batch=True, query_nega
     """
     texts = [data.passages[row] for row in batch.passages]
     queries = [data.queries[row] for row in batch.queries]
+    positive_texts = [{data.passages[row] for row in data.train[j].pos} for j in range(len(q))]
     total = 0.0
     for i in range(len(q)):
         positive = int(batch.positive[i])
         own = {int(c) for c in batch.candidates[i] if c >= 0}
-        other_positives = {data.passages[row] for row in data.train[i].pos} - {texts[positive]}
+        other_positives = positive_texts[i] - {texts[positive]}
         logits = [cos(q[i], p[positive]) / temperature]
         for c in range(len(texts)):
             if c == positive or texts[c] in other_positives:
@@ -55,9 +56,8 @@ def reference_info_nce(data, batch, q, p, temperature, in_batch=True, query_nega
                 continue
             logits.append(cos(q[i], p[c]) / temperature)
         if query_negatives:  # another query is a negative unless it is the same text or shares a positive text
-            positives = [{data.passages[row] for row in data.train[j].pos} for j in range(len(q))]
             logits += [cos(q[i], q[j]) / temperature for j in range(len(q))
-                       if queries[j] != queries[i] and not positives[i] & positives[j]]
+                       if queries[j] != queries[i] and not positive_texts[i] & positive_texts[j]]
         total += -logits[0] + math.log(sum(math.exp(x) for x in logits))
     return total / len(q)
 
