@@ -138,15 +138,32 @@ def info_nce(
     query_negatives: bool = False,
     tau_plus: float = 0.0,
     extra: ExtraNegatives | None = None,
+    symmetric: bool = False,
 ) -> torch.Tensor:
     """Cross-entropy of each query's positives against its negatives, at temperature `temperature`.
 
     Negatives: the example's own hard negatives; with `in_batch_negatives` every other passage column
     of the batch; with `extra` the queue; with `query_negatives` the batch's other queries.
     Other positives of the example and repeats of its query never count as negatives.
+    With `symmetric`, the mean of that and `passage_to_query`.
     """
     scores, positive, negative = score_columns(q, p, b, temperature, in_batch_negatives, query_negatives, extra)
-    return contrastive(scores, positive, negative, temperature, tau_plus)
+    forward = contrastive(scores, positive, negative, temperature, tau_plus)
+    if not symmetric:
+        return forward
+    return (forward + passage_to_query(q, p, b, temperature, tau_plus)) / 2
+
+
+def passage_to_query(q: torch.Tensor, p: torch.Tensor, b: BatchTensors, temperature: float,
+                     tau_plus: float = 0.0) -> torch.Tensor:
+    """The reverse direction (CLIP's symmetric loss, sentence-transformers' MultipleNegativesSymmetricRankingLoss):
+    each example's first positive passage against the batch's queries, its own query the answer. It pushes a
+    passage away from the queries it does not answer, which the query-side term only does for the passages
+    that happen to be in the batch. Queries related to the row's (same text, a shared positive) are left out."""
+    q, p = F.normalize(q, dim=-1), F.normalize(p, dim=-1)
+    scores = p[b.positive] @ q.T / temperature
+    own = torch.eye(len(q), dtype=torch.bool, device=q.device)
+    return contrastive(scores, own, ~b.related_queries, temperature, tau_plus)
 
 
 def circle(q: torch.Tensor, p: torch.Tensor, b: BatchTensors, margin: float, gamma: float,
@@ -236,7 +253,7 @@ class Objective:
             return cosent(q, p, b, 1 / c.temperature)
         if c.contrastive == "circle":
             return circle(q, p, b, c.margin, 1 / c.temperature, c.in_batch_negatives, extra)
-        return info_nce(q, p, b, c.temperature, c.in_batch_negatives, c.query_negatives, c.tau_plus, extra)
+        return info_nce(q, p, b, c.temperature, c.in_batch_negatives, c.query_negatives, c.tau_plus, extra, c.symmetric)
 
     def __call__(self, q: torch.Tensor, p: torch.Tensor, b: BatchTensors,
                  extra: ExtraNegatives | None = None) -> dict[str, torch.Tensor]:

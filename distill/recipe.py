@@ -53,6 +53,7 @@ class LossConfig:
     temperature: float = 0.05  # InfoNCE temperature on cosine similarities
     in_batch_negatives: bool = True  # other examples' passages count as negatives
     query_negatives: bool = False  # other queries of the batch count as negatives (Gecko's same-tower term)
+    symmetric: bool = False  # infonce: also each positive passage picks its own query out of the batch's queries
     matryoshka_dims: list[int] = field(default_factory=list)  # e.g. [384, 256, 128, 64]; empty: full size only
     matryoshka_weights: list[float] = field(default_factory=list)  # one per dim; empty: all 1
     distill: str = "none"  # none | margin_mse | kl: also match the judge's pos/neg scores when records carry them
@@ -381,6 +382,7 @@ def _check_toolbox(r: Recipe, where: str) -> None:
     _choice(where, "loss.contrastive", lo.contrastive, ("infonce", "circle", "triplet", "cosent"))
     _check(where, 0 <= lo.tau_plus < 1, f"loss.tau_plus must be in [0, 1), got {lo.tau_plus}")
     _check(where, lo.tau_plus == 0 or lo.contrastive == "infonce", "loss.tau_plus applies to loss.contrastive infonce only")
+    _check(where, not lo.symmetric or lo.contrastive == "infonce", "loss.symmetric applies to loss.contrastive infonce only")
     _check(where, lo.margin >= 0, f"loss.margin must be >= 0, got {lo.margin}")
     _check(where, lo.queue_size >= 0, f"loss.queue_size must be >= 0, got {lo.queue_size}")
     _check(where, 0 <= lo.queue_momentum < 1, f"loss.queue_momentum must be in [0, 1), got {lo.queue_momentum}")

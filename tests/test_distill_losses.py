@@ -62,6 +62,29 @@ def reference_info_nce(data, batch, q, p, temperature, in_batch=True, query_nega
     return total / len(q)
 
 
+def reference_passage_to_query(data, batch, q, p, temperature):
+    """Each example's first positive against the batch's queries, one row at a time: its own query is the answer,
+    a query of the same text or sharing a positive text is left out."""
+    queries = [data.queries[row] for row in batch.queries]
+    positive_texts = [{data.passages[row] for row in data.train[j].pos} for j in range(len(q))]
+    total = 0.0
+    for i in range(len(q)):
+        passage = p[int(batch.positive[i])]
+        logits = [cos(passage, q[i]) / temperature]
+        logits += [cos(passage, q[j]) / temperature for j in range(len(q))
+                   if queries[j] != queries[i] and not positive_texts[i] & positive_texts[j]]
+        total += -logits[0] + math.log(sum(math.exp(x) for x in logits))
+    return total / len(q)
+
+
+@pytest.mark.parametrize("query_negatives", [False, True])
+def test_symmetric_info_nce_is_the_mean_of_both_directions(query_negatives):
+    data, batch, b, q, p = example_batch()
+    ours = info_nce(q, p, b, 0.1, True, query_negatives, symmetric=True)
+    forward = reference_info_nce(data, batch, q, p, 0.1, True, query_negatives)
+    assert float(ours) == pytest.approx((forward + reference_passage_to_query(data, batch, q, p, 0.1)) / 2, rel=1e-9)
+
+
 @pytest.mark.parametrize("in_batch,query_negatives", [(True, False), (True, True), (False, False), (False, True)])
 def test_info_nce_matches_the_definition(in_batch, query_negatives):
     data, batch, b, q, p = example_batch()
