@@ -58,6 +58,8 @@ ARMS: dict[str, tuple[list[str], list[str]]] = {
     "triplet": ([], ["loss.contrastive=triplet"]),
     "cosent": ([], ["loss.contrastive=cosent"]),
     "circle": ([], ["loss.contrastive=circle"]),
+    "symmetric": ([], ["loss.symmetric=true"]),
+    "hardest-negatives": (["--negative-strategy", "top"], []),
 }
 
 
