@@ -96,6 +96,8 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int = 0  # > 0: stop after this many steps, whatever `epochs` says
     max_grad_norm: float = 1.0  # clip the gradient norm (0: no clipping)
+    freeze_embeddings: bool = False  # keep the token embeddings as the base has them (half of MiniLM's weights)
+    layer_decay: float = 1.0  # each layer learns at this x the rate of the layer above (LLRD); 1: one rate for all
     interpolation: float = 1.0  # WiSE-FT: save base + this x (trained - base); below 1 keeps more of what the base knew
     precision: str = "auto"  # auto | fp32 | bf16 | fp16; auto: bf16 where the hardware has it, else fp32
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
@@ -357,6 +359,7 @@ def _validate(r: Recipe, where: str) -> None:
     _check(where, t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _check(where, t.max_steps >= 0, f"train.max_steps must be >= 0, got {t.max_steps}")
     _check(where, t.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0, got {t.max_grad_norm}")
+    _check(where, 0 < t.layer_decay <= 1, f"train.layer_decay must be in (0, 1], got {t.layer_decay}")
     _check(where, 0 < t.interpolation <= 1, f"train.interpolation must be in (0, 1], got {t.interpolation}")
     _choice(where, "train.precision", t.precision, ("auto", "fp32", "bf16", "fp16"))
     _check(where, re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device) is not None,

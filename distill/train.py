@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -108,6 +109,8 @@ class _Run:
                 raise UserError(f"{key}: {too_big[0]} is larger than the model's embedding size {self.dimension}")
         if r.lora.enabled:
             enc.add_lora(self.model, r.lora)
+        if r.train.freeze_embeddings:
+            enc.freeze_token_embeddings(self.model)
         if r.train.interpolation < 1 or r.eval.keep_base:
             self.initial = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
         self.model.train()
@@ -126,10 +129,15 @@ class _Run:
         t = self.recipe.train
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.params = [p for _, p in named]
-        no_decay = [p for n, p in named if p.ndim < 2]  # biases and norms: decay would only shrink them
-        decay = [p for n, p in named if p.ndim >= 2]
+        scales = layer_lr_scales([n for n, _ in named], t.layer_decay)
+        groups: dict[tuple[float, bool], list] = {}
+        for n, p in named:
+            # biases and norms get no weight decay: it would only shrink them
+            groups.setdefault((scales[n], p.ndim >= 2), []).append(p)
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr
+            [{"params": ps, "lr": t.lr * scale, "weight_decay": t.weight_decay if decays else 0.0}
+             for (scale, decays), ps in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1]))],
+            lr=t.lr,
         )
         self.steps_per_epoch = steps_per_epoch(len(self.dataset.train), t.batch_size)
         self.total_steps = t.max_steps or t.epochs * self.steps_per_epoch
@@ -391,3 +399,21 @@ class _Run:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         log.warning(message)
+
+
+_LAYER = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+def layer_lr_scales(names: list[str], decay: float) -> dict[str, float]:
+    """Each parameter's share of the learning rate under layer-wise decay (LLRD, ULMFiT's discriminative rates).
+
+    The lower layers hold what transfers across domains; a small fine-tune that moves them as far as the top ones
+    spends the base's knowledge for little. The top transformer layer (and anything above it: pooling, dense heads)
+    learns at the full rate, each layer below at `decay` x the one above, the embeddings below the lowest layer.
+    """
+    depth: dict[str, int | None] = {}
+    for n in names:
+        match = _LAYER.search("." + n)
+        depth[n] = int(match.group(1)) + 1 if match else (0 if "embed" in n else None)
+    top = max((d for d in depth.values() if d is not None), default=0)
+    return {n: decay ** (top - d) if d is not None else 1.0 for n, d in depth.items()}
