@@ -64,6 +64,7 @@ BAD = [
     ("train:\n  max_grad_norm: -1\n", "train.max_grad_norm must be >= 0"),
     ("train:\n  checkpoint_every: 0\n", "train.checkpoint_every must be >= 1"),
     ("train:\n  log_every: 0\n", "train.log_every must be >= 1"),
+    ("train:\n  layer_decay: 0\n", "train.layer_decay must be in (0, 1]"),
     ("train:\n  schedule: cosin\n", "train.schedule must be one of linear, cosine, constant, got 'cosin' (did you mean 'cosine'?)"),
     ("train:\n  precision: fp8\n", "train.precision must be one of"),
     ("train:\n  device: gpu\n", "train.device must be auto, cpu, cuda"),

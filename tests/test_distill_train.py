@@ -280,3 +280,44 @@ def test_keep_base_does_not_act_on_a_dev_set_that_cannot_show_a_gain(tmp_path, t
     saved = SentenceTransformer(str(tmp_path / "out"), device="cpu")[0].auto_model.state_dict()
     base = AutoModel.from_pretrained(str(tiny_bert_path)).state_dict()
     assert any(not torch.equal(saved[n], v) for n, v in base.items() if v.is_floating_point())  # the trained model is kept
+
+
+def test_frozen_embeddings_stay_the_base_while_the_layers_move(tmp_path, tiny_bert_path):
+    from transformers import AutoModel
+
+    recipe = make_recipe(tmp_path, tiny_bert_path, "out", "train.max_steps=2", "train.lr=1e-2", "data.dev_size=0",
+                         "train.freeze_embeddings=true")
+    result = train(recipe, progress=False)
+    base = AutoModel.from_pretrained(str(tiny_bert_path)).state_dict()
+    saved = SentenceTransformer(result.output_dir, device="cpu")[0].auto_model.state_dict()
+    assert torch.equal(saved["embeddings.word_embeddings.weight"], base["embeddings.word_embeddings.weight"])
+    assert not torch.equal(saved["encoder.layer.0.attention.self.query.weight"], base["encoder.layer.0.attention.self.query.weight"])
+
+
+def test_layer_decay_scales_each_layers_first_step(tmp_path, tiny_bert_path):
+    """Adam's first step moves a weight by about the learning rate whatever its gradient, so each tensor's largest
+    move shows the rate its layer got: the top layer the full rate, each one below half of the one above."""
+    from transformers import AutoModel
+
+    lr, decay = 1e-3, 0.5
+    recipe = make_recipe(tmp_path, tiny_bert_path, "out", "train.max_steps=1", f"train.lr={lr}", "data.dev_size=0",
+                         "train.weight_decay=0", "train.precision=fp32", f"train.layer_decay={decay}")
+    result = train(recipe, progress=False)
+    base = AutoModel.from_pretrained(str(tiny_bert_path)).state_dict()
+    saved = SentenceTransformer(result.output_dir, device="cpu")[0].auto_model.state_dict()
+    expected = {"encoder.layer.1.": lr, "encoder.layer.0.": lr * decay, "embeddings.": lr * decay**2}
+    for prefix, rate in expected.items():
+        moves = [(saved[n] - base[n]).abs().max().item() for n in base if n.startswith(prefix) and base[n].ndim == 2]
+        assert moves and all(0.9 * rate < m < 1.1 * rate for m in moves), (prefix, rate, moves)
+
+
+def test_layer_lr_scales_without_decay_are_all_one():
+    from distill.train import layer_lr_scales
+
+    names = ["0.model.embeddings.word_embeddings.weight", "0.model.encoder.layer.0.output.dense.weight",
+             "0.model.encoder.layer.11.output.dense.weight", "0.model.pooler.dense.weight", "2.linear.weight"]
+    assert set(layer_lr_scales(names, 1.0).values()) == {1.0}
+    scales = layer_lr_scales(names, 0.9)
+    assert scales["0.model.encoder.layer.11.output.dense.weight"] == 1.0 and scales["2.linear.weight"] == 1.0
+    assert scales["0.model.encoder.layer.0.output.dense.weight"] == pytest.approx(0.9**11)
+    assert scales["0.model.embeddings.word_embeddings.weight"] == pytest.approx(0.9**12)
