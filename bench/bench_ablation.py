@@ -60,6 +60,8 @@ ARMS: dict[str, tuple[list[str], list[str]]] = {
     "circle": ([], ["loss.contrastive=circle"]),
     "symmetric": ([], ["loss.symmetric=true"]),
     "hardest-negatives": (["--negative-strategy", "top"], []),
+    "frozen-embeddings": ([], ["train.freeze_embeddings=true"]),
+    "layer-decay": ([], ["train.layer_decay=0.8"]),
 }
 
 
