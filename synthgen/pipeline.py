@@ -18,6 +18,7 @@ from typing import Any, Optional
 from synthgen.errors import UserError
 from synthgen.executors import ExecutorConfig
 from synthgen.generate import GenerateConfig
+from synthgen.stages.relabel import RelabelOptions
 
 # Passages sampled for LLM queries when the user names no number: on a 2-core CPU with the bundled models this,
 # with its 6 keyphrase queries per passage (GenerateConfig.keyphrase_queries), is about 56 minutes of
@@ -28,7 +29,6 @@ DEFAULT_MAX_PASSAGES = 640
 # is left out by chance. On SciFact it ties with random (mean nDCG@10 over three training seeds at 640 passages
 # 0.6564 against 0.6554; README "Ablations") and costs nothing extra: relabel encodes the corpus anyway.
 DEFAULT_SAMPLE = "cluster"
-from synthgen.stages.relabel import RelabelOptions
 
 
 @dataclass
