@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Callable
 
 from distill.distributed import Ranks, Silent
 from distill.logbook import LOG, Logbook
+from distill.optimizer import parameter_groups
 from distill.recipe import Recipe, check_recipe, resolve_base_model, save_recipe
 from distill.weights import interpolate, load_weights, save_weights
 from distill.result import STATE_DIR, SUMMARY, TrainResult, finished_result, recipe_fingerprint
@@ -129,16 +129,7 @@ class _Run:
         t = self.recipe.train
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.params = [p for _, p in named]
-        scales = layer_lr_scales([n for n, _ in named], t.layer_decay)
-        groups: dict[tuple[float, bool], list] = {}
-        for n, p in named:
-            # biases and norms get no weight decay: it would only shrink them
-            groups.setdefault((scales[n], p.ndim >= 2), []).append(p)
-        self.optimizer = torch.optim.AdamW(
-            [{"params": ps, "lr": t.lr * scale, "weight_decay": t.weight_decay if decays else 0.0}
-             for (scale, decays), ps in sorted(groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1]))],
-            lr=t.lr,
-        )
+        self.optimizer = torch.optim.AdamW(parameter_groups(named, t.lr, t.weight_decay, t.layer_decay), lr=t.lr)
         self.steps_per_epoch = steps_per_epoch(len(self.dataset.train), t.batch_size)
         self.total_steps = t.max_steps or t.epochs * self.steps_per_epoch
         schedule = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[t.schedule]
@@ -399,21 +390,3 @@ class _Run:
     def warn(self, message: str) -> None:
         self.warnings.append(message)
         log.warning(message)
-
-
-_LAYER = re.compile(r"\.(?:layer|layers|h|block|blocks)\.(\d+)\.")
-
-
-def layer_lr_scales(names: list[str], decay: float) -> dict[str, float]:
-    """Each parameter's share of the learning rate under layer-wise decay (LLRD, ULMFiT's discriminative rates).
-
-    The lower layers hold what transfers across domains; a small fine-tune that moves them as far as the top ones
-    spends the base's knowledge for little. The top transformer layer (and anything above it: pooling, dense heads)
-    learns at the full rate, each layer below at `decay` x the one above, the embeddings below the lowest layer.
-    """
-    depth: dict[str, int | None] = {}
-    for n in names:
-        match = _LAYER.search("." + n)
-        depth[n] = int(match.group(1)) + 1 if match else (0 if "embed" in n else None)
-    top = max((d for d in depth.values() if d is not None), default=0)
-    return {n: decay ** (top - d) if d is not None else 1.0 for n, d in depth.items()}

@@ -312,7 +312,7 @@ def test_layer_decay_scales_each_layers_first_step(tmp_path, tiny_bert_path):
 
 
 def test_layer_lr_scales_without_decay_are_all_one():
-    from distill.train import layer_lr_scales
+    from distill.optimizer import layer_lr_scales
 
     names = ["0.model.embeddings.word_embeddings.weight", "0.model.encoder.layer.0.output.dense.weight",
              "0.model.encoder.layer.11.output.dense.weight", "0.model.pooler.dense.weight", "2.linear.weight"]
