@@ -122,23 +122,17 @@ def add_lora(model: "SentenceTransformer", spec: "LoraConfig") -> None:
         module.requires_grad_(False)
 
 
-def freeze_token_embeddings(model: "SentenceTransformer") -> int:
-    """Stop training every transformer's token-embedding matrix; returns how many weights that froze.
+def freeze_token_embeddings(model: "SentenceTransformer") -> None:
+    """Stop training every transformer's token-embedding matrix.
 
     A fine-tune on a few thousand queries touches only the rows of the tokens it sees, and those rows drift from the
-    rows it never sees; frozen, the vocabulary stays one space as the base learned it (and the step is cheaper).
+    rows it never sees; frozen, the vocabulary stays one space as the base learned it.
     """
     from transformers import PreTrainedModel
 
-    frozen = 0
     for module in model.modules():
         if isinstance(module, PreTrainedModel):
-            embeddings = module.get_input_embeddings()
-            for p in embeddings.parameters():
-                if p.requires_grad:
-                    p.requires_grad_(False)
-                    frozen += p.numel()
-    return frozen
+            module.get_input_embeddings().requires_grad_(False)
 
 
 def save_encoder(model: "SentenceTransformer", path: Path, lora_save: str = "merged") -> None:
