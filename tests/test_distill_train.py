@@ -311,7 +311,7 @@ def test_layer_decay_scales_each_layers_first_step(tmp_path, tiny_bert_path):
         assert moves and all(0.9 * rate < m < 1.1 * rate for m in moves), (prefix, rate, moves)
 
 
-def test_layer_lr_scales_without_decay_are_all_one():
+def test_layer_lr_scales_count_layers_down_from_the_top():
     from distill.optimizer import layer_lr_scales
 
     names = ["0.model.embeddings.word_embeddings.weight", "0.model.encoder.layer.0.output.dense.weight",
