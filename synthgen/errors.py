@@ -35,12 +35,12 @@ def run_cli(app) -> None:
     except KeyboardInterrupt:
         print("interrupted: finished records are kept; run the same command again to resume", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # click's own usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.Abort):
+    except Exception as exc:  # the parser's own usage errors arrive here in non-standalone mode
+        # Matched by name: typer >= 0.29 raises its vendored copy of click's classes, not click's own.
+        kinds = {cls.__name__ for cls in type(exc).__mro__}
+        if "Abort" in kinds:
             sys.exit(130)
-        if isinstance(exc, click.ClickException):
+        if "ClickException" in kinds:
             exc.show()
             sys.exit(exc.exit_code)
         raise
