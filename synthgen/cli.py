@@ -36,6 +36,14 @@ KEYPHRASES_HELP = ("Keyphrase queries (a passage's five most telling words; no L
                    "for the next passages of the same sample; relabel judges them like the LLM's (0: none).")
 
 
+# Options every LLM stage takes, declared once (typer reads an option's declaration afresh for each command).
+THREADS_OPTION = typer.Option(0, "--threads", min=0, help=THREADS_HELP)
+EXECUTOR_OPTION = typer.Option("local", "--executor", help="Where the LLM runs: local (this process) or ray (Ray Data over the cluster `ray.init` finds; pip install 'synthgen[ray]').")
+RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="With --executor ray: the cluster to join (default: RAY_ADDRESS, else a Ray started for this run).")
+REPLICAS_OPTION = typer.Option(1, "--replicas", help="With --executor ray: LLM engines working at once, one per Ray actor.")
+TENSOR_PARALLEL_OPTION = typer.Option(1, "--tensor-parallel", help="GPUs per LLM engine (vLLM's tensor_parallel_size; --llm vllm:PATH).")
+
+
 def split_forms(forms: str) -> tuple[str, ...]:
     return tuple(f.strip() for f in forms.split(",") if f.strip())
 
@@ -73,11 +81,11 @@ def generate(
     passage_overlap: int = typer.Option(ChunkConfig.overlap, "--passage-overlap", help="Words (or tokens) repeated between consecutive passages."),
     passage_tokenizer: Optional[Path] = typer.Option(None, "--passage-tokenizer", help="A tokenizer folder (e.g. the student's): passage sizes count its tokens."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard queries from an earlier run with other settings."),
-    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
-    executor: str = typer.Option("local", "--executor", help="Where the LLM runs: local (this process) or ray (Ray Data over the cluster `ray.init` finds; pip install 'synthgen[ray]')."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: the cluster to join (default: RAY_ADDRESS, else a Ray started for this run)."),
-    replicas: int = typer.Option(1, "--replicas", help="With --executor ray: LLM engines working at once, one per Ray actor."),
-    tensor_parallel: int = typer.Option(1, "--tensor-parallel", help="GPUs per LLM engine (vLLM's tensor_parallel_size; --llm vllm:PATH)."),
+    threads: int = THREADS_OPTION,
+    executor: str = EXECUTOR_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    replicas: int = REPLICAS_OPTION,
+    tensor_parallel: int = TENSOR_PARALLEL_OPTION,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Split a corpus into passages and have an LLM write a search query (and its task) for sampled passages.
@@ -123,11 +131,11 @@ def relabel(
     positives: int = typer.Option(RelabelOptions.positives, "--positives", help="Keep up to this many positives per query: the fused top plus candidates at or above --margin of its score (train them with data.positives)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings)."),
     batch_pairs: int = typer.Option(RelabelOptions.batch_pairs, "--batch-pairs", help="Pairs per LLM call; finished batches are saved."),
-    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
-    executor: str = typer.Option("local", "--executor", help="Where the LLM runs: local (this process) or ray (Ray Data over the cluster `ray.init` finds; pip install 'synthgen[ray]')."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: the cluster to join (default: RAY_ADDRESS, else a Ray started for this run)."),
-    replicas: int = typer.Option(1, "--replicas", help="With --executor ray: LLM engines working at once, one per Ray actor."),
-    tensor_parallel: int = typer.Option(1, "--tensor-parallel", help="GPUs per LLM engine (vLLM's tensor_parallel_size; --llm vllm:PATH)."),
+    threads: int = THREADS_OPTION,
+    executor: str = EXECUTOR_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    replicas: int = REPLICAS_OPTION,
+    tensor_parallel: int = TENSOR_PARALLEL_OPTION,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Judge candidates from the whole corpus for every query and choose its positive and hard negatives.
@@ -165,11 +173,11 @@ def pipeline(
     judges: str = typer.Option(RelabelOptions.judges, "--judges", help="Relabel judges, fused by reciprocal rank: ql, yesno, dense, bm25."),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe field, e.g. --set train.lr=1e-5 (repeatable); --set output=DIR puts the model elsewhere."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings)."),
-    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
-    executor: str = typer.Option("local", "--executor", help="Where the LLM runs: local (this process) or ray (Ray Data over the cluster `ray.init` finds; pip install 'synthgen[ray]')."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --executor ray: the cluster to join (default: RAY_ADDRESS, else a Ray started for this run)."),
-    replicas: int = typer.Option(1, "--replicas", help="With --executor ray: LLM engines working at once, one per Ray actor."),
-    tensor_parallel: int = typer.Option(1, "--tensor-parallel", help="GPUs per LLM engine (vLLM's tensor_parallel_size; --llm vllm:PATH)."),
+    threads: int = THREADS_OPTION,
+    executor: str = EXECUTOR_OPTION,
+    ray_address: Optional[str] = RAY_ADDRESS_OPTION,
+    replicas: int = REPLICAS_OPTION,
+    tensor_parallel: int = TENSOR_PARALLEL_OPTION,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Generate, relabel and train in one run folder, then report (report.md) and plot (plot.png).
