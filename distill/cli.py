@@ -12,7 +12,7 @@ import typer
 
 from distill.logs import quiet_libraries
 from synthgen.errors import UserError, run_cli
-from synthgen.machine import THREADS_HELP, use_threads
+from synthgen.machine import THREADS_OPTION, use_threads
 from synthgen.rundir import write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
@@ -22,7 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 def train(
     recipe: Path = typer.Argument(..., help="The recipe YAML (see recipes/)."),
     set_: List[str] = typer.Option([], "--set", help="Override a recipe field, e.g. --set train.lr=1e-5 (repeatable)."),
-    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
+    threads: int = THREADS_OPTION,
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
 ) -> None:
     """Train a student encoder as the recipe says; the output folder loads with SentenceTransformer(path).
@@ -61,7 +61,7 @@ def eval_(
     out: Path = typer.Option(Path("metrics.json"), "--out", help="Where to write the metrics as JSON."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Texts per forward pass."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings); a model evaluated again on the same corpus encodes nothing."),
-    threads: int = typer.Option(0, "--threads", min=0, help=THREADS_HELP),
+    threads: int = THREADS_OPTION,
     plot: Optional[Path] = typer.Option(None, "--plot", help="Also draw queries and passages in 2-D (t-SNE), colored by topic cluster, to this PNG: the baseline (before) beside the model (after)."),
     plot_passages: int = typer.Option(1500, "--plot-passages", min=10, help="Passages in the picture: the relevant ones plus a seeded sample."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),

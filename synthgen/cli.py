@@ -15,7 +15,7 @@ from synthgen.corpus import ChunkConfig
 from synthgen.errors import run_cli
 from synthgen.executors import ExecutorConfig
 from synthgen.generate import GenerateConfig
-from synthgen.machine import THREADS_HELP, use_threads
+from synthgen.machine import THREADS_OPTION, use_threads
 from synthgen.pipeline import DEFAULT_MAX_PASSAGES, DEFAULT_SAMPLE, PipelineOptions, run_pipeline
 from synthgen.stages import generate as generate_stage
 from synthgen.stages import relabel as relabel_stage
@@ -37,7 +37,6 @@ KEYPHRASES_HELP = ("Keyphrase queries (a passage's five most telling words; no L
 
 
 # Options every LLM stage takes, declared once (typer reads an option's declaration afresh for each command).
-THREADS_OPTION = typer.Option(0, "--threads", min=0, help=THREADS_HELP)
 EXECUTOR_OPTION = typer.Option("local", "--executor", help="Where the LLM runs: local (this process) or ray (Ray Data over the cluster `ray.init` finds; pip install 'synthgen[ray]').")
 RAY_ADDRESS_OPTION = typer.Option(None, "--ray-address", help="With --executor ray: the cluster to join (default: RAY_ADDRESS, else a Ray started for this run).")
 REPLICAS_OPTION = typer.Option(1, "--replicas", help="With --executor ray: LLM engines working at once, one per Ray actor.")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import typer
+
 from synthgen.errors import UserError
 
 
@@ -26,7 +28,8 @@ def cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "synthgen"
 
 
-THREADS_HELP = "Torch threads for this command (0: one per physical core this process may use)."
+# the one --threads option of every command of both CLIs, declared once so they cannot drift apart
+THREADS_OPTION = typer.Option(0, "--threads", min=0, help="Torch threads for this command (0: one per physical core this process may use).")
 
 
 def physical_cores() -> int:
