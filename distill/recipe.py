@@ -46,6 +46,7 @@ class DataConfig:
     max_examples: int = 0  # use only this many training records (0: all)
     positives: int = 1  # positives drawn per example and step; > 1 trains all of them as positives (SupCon)
     simcse: bool = False  # ignore the queries: each positive passage is its own query, dropout the only change (SimCSE)
+    topic_batches: bool = False  # each batch drawn from one k-means topic of the queries (TAS, Hofstaetter et al. 2021)
 
 
 @dataclass
