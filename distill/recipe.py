@@ -62,6 +62,7 @@ class LossConfig:
     distill_temperature: float = 1.0  # temperature of the judge's scores in the kl term
     contrastive: str = "infonce"  # infonce | circle | triplet | cosent (cosent needs pos_scores/neg_scores)
     tau_plus: float = 0.0  # infonce: assumed share of false negatives among the negatives (debiased, Chuang 2020)
+    false_negative_margin: float = 0.0  # infonce: a negative this far (cosine) above the positive is left out; 0: off
     margin: float = 0.25  # triplet: cosine margin; circle: its relaxation m
     queue_size: int = 0  # passage embeddings of earlier batches kept as extra negatives (MoCo); 0: none
     queue_momentum: float = 0.0  # > 0: the queue is filled by a momentum copy of the passage encoder (e.g. 0.999)
@@ -385,6 +386,9 @@ def _check_toolbox(r: Recipe, where: str) -> None:
     _check(where, d.positives >= 1, f"data.positives must be >= 1, got {d.positives}")
     _choice(where, "loss.contrastive", lo.contrastive, ("infonce", "circle", "triplet", "cosent"))
     _check(where, 0 <= lo.tau_plus < 1, f"loss.tau_plus must be in [0, 1), got {lo.tau_plus}")
+    _check(where, lo.false_negative_margin >= 0, f"loss.false_negative_margin must be >= 0 (0: off), got {lo.false_negative_margin}")
+    _check(where, lo.false_negative_margin == 0 or lo.contrastive == "infonce",
+           "loss.false_negative_margin applies to loss.contrastive infonce only")
     _check(where, lo.tau_plus == 0 or lo.contrastive == "infonce", "loss.tau_plus applies to loss.contrastive infonce only")
     _check(where, not lo.symmetric or lo.contrastive == "infonce", "loss.symmetric applies to loss.contrastive infonce only")
     _check(where, lo.margin >= 0, f"loss.margin must be >= 0, got {lo.margin}")

@@ -91,6 +91,18 @@ def test_epochs_are_seeded_and_cover_every_example():
     assert all(len(b.passages) == 3 * len(b.queries) for b in first)  # one positive and two negatives each
 
 
+def test_topic_batches_keep_each_topic_together():
+    records = [TrainingExample(query=f"q{i}", pos=[f"p{i}"], neg=[f"n{i}"]) for i in range(24)]
+    data = build_dataset(records, [])
+    topics = [i % 6 for i in range(24)]  # six topics of four, scattered through the records
+    for epoch in range(3):
+        batches = epoch_batches(data.train, epoch=epoch, seed=1, batch_size=4, hard_negatives=1, topics=topics)
+        assert sorted(q for b in batches for q in b.queries) == list(range(24))
+        assert all(len({topics[q] for q in b.queries}) == 1 for b in batches)
+    orders = {tuple(topics[b.queries[0]] for b in epoch_batches(data.train, e, 1, 4, 1, topics=topics)) for e in range(3)}
+    assert len(orders) > 1  # the topics come in a new order each epoch
+
+
 def test_dev_split_holds_out_whole_queries():
     records = [TrainingExample(query=f"q{i % 30}", pos=[f"p{i}"]) for i in range(90)]
     train, dev = split_dev(records, 10, seed=3)

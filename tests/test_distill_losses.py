@@ -35,10 +35,11 @@ def cos(a, b):
     return float(a @ b / (a.norm() * b.norm()))
 
 
-def reference_info_nce(data, batch, q, p, temperature, in_batch=True, query_negatives=False):
+def reference_info_nce(data, batch, q, p, temperature, in_batch=True, query_negatives=False, margin=0.0):
     """The definition, one query at a time, with identities taken from the texts of the records.
 
-    Example i of the batch is data.train[i]; its positives' texts are never its negatives.
+    Example i of the batch is data.train[i]; its positives' texts are never its negatives, and with a `margin`
+    neither is any column whose cosine is more than `margin` above the positive's.
     """
     texts = [data.passages[row] for row in batch.passages]
     queries = [data.queries[row] for row in batch.queries]
@@ -58,6 +59,8 @@ def reference_info_nce(data, batch, q, p, temperature, in_batch=True, query_nega
         if query_negatives:  # another query is a negative unless it is the same text or shares a positive text
             logits += [cos(q[i], q[j]) / temperature for j in range(len(q))
                        if queries[j] != queries[i] and not positive_texts[i] & positive_texts[j]]
+        if margin > 0:
+            logits = logits[:1] + [x for x in logits[1:] if x <= logits[0] + margin / temperature]
         total += -logits[0] + math.log(sum(math.exp(x) for x in logits))
     return total / len(q)
 
@@ -90,6 +93,14 @@ def test_info_nce_matches_the_definition(in_batch, query_negatives):
     data, batch, b, q, p = example_batch()
     ours = info_nce(q, p, b, 0.1, in_batch, query_negatives)
     assert float(ours) == pytest.approx(reference_info_nce(data, batch, q, p, 0.1, in_batch, query_negatives), rel=1e-9)
+
+
+@pytest.mark.parametrize("query_negatives", [False, True])
+def test_false_negative_margin_leaves_out_negatives_far_above_the_positive(query_negatives):
+    data, batch, b, q, p = example_batch()
+    masked = info_nce(q, p, b, 0.1, True, query_negatives, false_negative_margin=0.2)
+    assert float(masked) == pytest.approx(reference_info_nce(data, batch, q, p, 0.1, True, query_negatives, 0.2), rel=1e-9)
+    assert float(masked) < float(info_nce(q, p, b, 0.1, True, query_negatives))  # some column was left out
 
 
 def test_a_repeated_passage_is_not_its_own_negative():
