@@ -62,6 +62,8 @@ ARMS: dict[str, tuple[list[str], list[str]]] = {
     "hardest-negatives": (["--negative-strategy", "top"], []),
     "frozen-embeddings": ([], ["train.freeze_embeddings=true"]),
     "layer-decay": ([], ["train.layer_decay=0.8"]),
+    "topic-batches": ([], ["data.topic_batches=true"]),
+    "false-negative-margin": ([], ["loss.false_negative_margin=0.1"]),
 }
 
 
