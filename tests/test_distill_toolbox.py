@@ -245,6 +245,8 @@ def test_curriculum_slides_the_window_from_easy_to_hard():
     (["loss.contrastive=cosent", "loss.queue_size=8"], "the queue adds negatives to infonce or circle"),
     (["loss.contrastive=triplet", "data.hard_negatives=0"], "data.hard_negatives must be > 0"),
     (["loss.tau_plus=1"], "loss.tau_plus must be in [0, 1)"),
+    (["loss.false_negative_margin=-0.1"], "loss.false_negative_margin must be >= 0"),
+    (["loss.contrastive=triplet", "loss.false_negative_margin=0.1"], "loss.false_negative_margin applies to loss.contrastive infonce only"),
     (["loss.contrastive=simcse"], "loss.contrastive must be one of"),
     (["model.towers=separate", "lora.enabled=true"], "does not combine with lora.enabled"),
     (["remine.every=5", "data.simcse=true"], "remine needs queries"),

@@ -133,14 +133,16 @@ def test_finished_folder_is_returned_not_retrained(trained, tmp_path):
         train(recipe, progress=False)
 
 
-def test_resume_after_a_kill_ends_as_an_uninterrupted_run(tmp_path, tiny_bert_path):
-    whole = train(make_recipe(tmp_path, tiny_bert_path, "whole", "train.max_steps=5", "eval.every=2"), progress=False)
+# topic batches: the topics come from the starting model, so a resumed run (restored weights) must draw the same
+@pytest.mark.parametrize("options", [[], ["data.topic_batches=true", "loss.false_negative_margin=0.1"]])
+def test_resume_after_a_kill_ends_as_an_uninterrupted_run(tmp_path, tiny_bert_path, options):
+    whole = train(make_recipe(tmp_path, tiny_bert_path, "whole", "train.max_steps=5", "eval.every=2", *options), progress=False)
 
     def killed(step: int) -> None:
         if step == 3:  # the last checkpoint is step 2: step 3 is lost and must be redone
             raise KeyboardInterrupt
 
-    recipe = make_recipe(tmp_path, tiny_bert_path, "resumed", "train.max_steps=5", "eval.every=2")
+    recipe = make_recipe(tmp_path, tiny_bert_path, "resumed", "train.max_steps=5", "eval.every=2", *options)
     with pytest.raises(KeyboardInterrupt):
         train(recipe, progress=False, on_step=killed)
     assert (tmp_path / "resumed" / "train_state" / "ckpt-00000002").is_dir()
