@@ -153,8 +153,7 @@ def load_recipe(path: Path | None, overrides: list[str] = (), check_files: bool 
             line = f":{mark.line + 1}" if mark is not None else ""
             problem = getattr(exc, "problem", None) or "not valid YAML"
             raise UserError(f"{where}{line}: {problem}") from None
-        if raw is None:
-            raw = {}
+        raw = {} if raw is None else raw
         if not isinstance(raw, dict):
             raise UserError(f"{where}: expected a mapping of sections (model:, data:, train:, ...)")
     for item in overrides:
@@ -250,9 +249,7 @@ def _field_type(parts: list[str]) -> Any:
 
 def _nearest(name: str, choices: list[str], prefix: str) -> str:
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    if close:
-        return f" (did you mean '{prefix}{close[0]}'?)"
-    return f" (valid: {', '.join(prefix + c for c in choices)})"
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else f" (valid: {', '.join(prefix + c for c in choices)})"
 
 
 def _build(cls: type, raw: Any, prefix: str, where: str) -> Any:
@@ -387,10 +384,8 @@ def _check_toolbox(r: Recipe, where: str) -> None:
     _choice(where, "loss.contrastive", lo.contrastive, ("infonce", "circle", "triplet", "cosent"))
     _check(where, 0 <= lo.tau_plus < 1, f"loss.tau_plus must be in [0, 1), got {lo.tau_plus}")
     _check(where, lo.false_negative_margin >= 0, f"loss.false_negative_margin must be >= 0 (0: off), got {lo.false_negative_margin}")
-    _check(where, lo.false_negative_margin == 0 or lo.contrastive == "infonce",
-           "loss.false_negative_margin applies to loss.contrastive infonce only")
-    _check(where, lo.tau_plus == 0 or lo.contrastive == "infonce", "loss.tau_plus applies to loss.contrastive infonce only")
-    _check(where, not lo.symmetric or lo.contrastive == "infonce", "loss.symmetric applies to loss.contrastive infonce only")
+    for key, used in (("tau_plus", lo.tau_plus), ("symmetric", lo.symmetric), ("false_negative_margin", lo.false_negative_margin)):
+        _check(where, not used or lo.contrastive == "infonce", f"loss.{key} applies to loss.contrastive infonce only")
     _check(where, lo.margin >= 0, f"loss.margin must be >= 0, got {lo.margin}")
     _check(where, lo.queue_size >= 0, f"loss.queue_size must be >= 0, got {lo.queue_size}")
     _check(where, 0 <= lo.queue_momentum < 1, f"loss.queue_momentum must be in [0, 1), got {lo.queue_momentum}")

@@ -1,7 +1,8 @@
-"""The training loop's optional parts, behind two calls: the negative queue (with its momentum encoder)
-and re-mining. `train.py` asks for the loss function of a step and reports each finished step; nothing
-here runs when the recipe leaves these options off. Their state goes into the checkpoint, so a resumed
-run ends with the same weights as an uninterrupted one.
+"""The training loop's optional parts, behind two calls: the negative queue (with its momentum encoder),
+re-mining, and the query topics of topic batches. `train.py` asks for the loss function of a step and reports
+each finished step; nothing here runs when the recipe leaves these options off. Their state goes into the
+checkpoint (the topics come from the starting model, before a restore), so a resumed run ends with the same
+weights as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -26,6 +27,26 @@ class Toolbox:
         self.momentum = MomentumEncoder(run.model, r.loss.queue_momentum) if self.queue is not None and r.loss.queue_momentum else None
         self.passages: torch.Tensor | None = None
         self.remined = False
+        self.topics = self.query_topics() if r.data.topic_batches else None
+
+    def embed_queries(self) -> torch.Tensor:
+        """Every training example's query under the model as it is now, without gradients."""
+        from distill.encoder import embed_rows
+
+        run = self.run
+        run.model.eval()
+        try:
+            return embed_rows(run.embed_query, [run.query_tokens[ex.query] for ex in run.dataset.train], run.recipe.eval.batch_size)
+        finally:
+            run.model.train()
+
+    def query_topics(self) -> list[int]:
+        """k-means topic of each training example's query, about one batch's worth of examples per topic."""
+        from synthgen.sampling import kmeans_clusters
+
+        r = self.run.recipe
+        topics = -(-len(self.run.dataset.train) // r.train.batch_size)
+        return kmeans_clusters(self.embed_queries().float().cpu().numpy(), topics, r.train.seed)
 
     def loss_fn(self, objective: Callable, tensors: Any, batch: Any) -> Callable:
         """The step's loss on (query, passage) embeddings, with the queue's entries as extra negatives."""
@@ -64,9 +85,9 @@ class Toolbox:
         run, r = self.run, self.run.recipe
         data = run.dataset
         rows = pool_rows(data, r.remine.pool, r.train.seed, step)
+        q = self.embed_queries()
         run.model.eval()
         try:
-            q = embed_rows(run.embed_query, [run.query_tokens[ex.query] for ex in data.train], r.eval.batch_size)
             p = embed_rows(run.embed, [run.passage_tokens[i] for i in rows], r.eval.batch_size)
         finally:
             run.model.train()

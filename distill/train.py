@@ -158,9 +158,8 @@ class _Run:
             r.model.max_query_length,
             r.model.max_passage_length,
         )
-        self.topics = self.query_topics() if r.data.topic_batches else None  # the starting model's, before a restore
         objective = Objective(r.loss, self.dimension)
-        self.toolbox = Toolbox(self)  # queue, momentum encoder, re-mining (distill/toolbox.py)
+        self.toolbox = Toolbox(self)  # queue, momentum encoder, re-mining, topics (distill/toolbox.py), before a restore
         self.step, self.best_step, self.best_value, self.base_dev, self.best_dev = 0, None, None, None, None
         resumed = self.restore()
         self.ranks.same_start(self.params)
@@ -177,7 +176,7 @@ class _Run:
             epoch, index = divmod(self.step, self.steps_per_epoch)
             if epoch not in batches:
                 batches = {epoch: epoch_batches(self.dataset.train, epoch, r.train.seed, r.train.batch_size, r.data.hard_negatives,
-                                                r.data.positives, self.topics)}
+                                                r.data.positives, self.toolbox.topics)}
             batch = batches[epoch][index]
             tensors = BatchTensors.from_batch(batch, self.device)
             (queries, q_sizes), (passages, p_sizes) = self.ranks.share(batch.queries), self.ranks.share(batch.passages)
@@ -238,20 +237,6 @@ class _Run:
             self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-
-    def query_topics(self) -> list[int]:
-        """k-means topic of each training example's query under the starting model, about one batch per topic."""
-        from distill.encoder import embed_rows
-        from synthgen.sampling import kmeans_clusters
-
-        r = self.recipe
-        self.model.eval()
-        try:
-            q = embed_rows(self.embed_query, (self.query_tokens[ex.query] for ex in self.dataset.train), r.eval.batch_size)
-        finally:
-            self.model.train()
-        k = -(-len(self.dataset.train) // r.train.batch_size)
-        return kmeans_clusters(q.float().cpu().numpy(), k, r.train.seed)
 
     # -- dev set -----------------------------------------------------------------------------------
     def dev_metrics(self) -> dict[str, float]:
