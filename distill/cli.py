@@ -12,7 +12,8 @@ import typer
 
 from distill.logs import quiet_libraries
 from synthgen.errors import UserError, run_cli
-from synthgen.machine import THREADS_OPTION, use_threads
+from synthgen.machine import use_threads
+from synthgen.options import THREADS_OPTION
 from synthgen.rundir import write_json
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])

@@ -15,7 +15,8 @@ from synthgen.corpus import ChunkConfig
 from synthgen.errors import run_cli
 from synthgen.executors import ExecutorConfig
 from synthgen.generate import GenerateConfig
-from synthgen.machine import THREADS_OPTION, use_threads
+from synthgen.machine import use_threads
+from synthgen.options import THREADS_OPTION
 from synthgen.pipeline import DEFAULT_MAX_PASSAGES, DEFAULT_SAMPLE, PipelineOptions, run_pipeline
 from synthgen.stages import generate as generate_stage
 from synthgen.stages import relabel as relabel_stage

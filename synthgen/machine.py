@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import typer
-
 from synthgen.errors import UserError
 
 
@@ -26,10 +24,6 @@ def cpu_has_native_bf16() -> bool:
 def cache_root() -> Path:
     """~/.cache/synthgen (or under $XDG_CACHE_HOME): converted models and passage embeddings."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "synthgen"
-
-
-# the one --threads option of every command of both CLIs, declared once so they cannot drift apart
-THREADS_OPTION = typer.Option(0, "--threads", min=0, help="Torch threads for this command (0: one per physical core this process may use).")
 
 
 def physical_cores() -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("synthgen", "distill")
-CLI_MODULES = {"synthgen.cli", "distill.cli", "distill.__main__"}  # __main__: `python -m distill`, for torchrun
+CLI_MODULES = {"synthgen.cli", "synthgen.options", "distill.cli", "distill.__main__"}  # __main__: `python -m distill`, for torchrun
 MAX_LINES = 400
 
 
