@@ -39,6 +39,7 @@ ARMS: dict[str, tuple[list[str], list[str]]] = {
     "no-hard-negatives": ([], ["data.hard_negatives=0"]),
     "lowest-negatives": (["--negative-strategy", "lowest"], []),
     "round-trip": (["--round-trip"], []),
+    "agreement": (["--min-agreement", "2"], []),
     "judges-dense-bm25": (["--judges", "dense,bm25"], []),
     "lora": ([], ["lora.enabled=true", "train.lr=3e-4"]),
     "no-matryoshka": ([], ["loss.matryoshka_dims=[]"]),

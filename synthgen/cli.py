@@ -127,6 +127,7 @@ def relabel(
     margin: float = typer.Option(RelabelOptions.margin, "--margin", help="A candidate scoring at least this share of the positive's normalized score is never a negative."),
     duplicate_overlap: float = typer.Option(RelabelOptions.duplicate_overlap, "--duplicate-overlap", help="Share of word 5-grams shared with the positive that marks a near-duplicate (never a negative)."),
     round_trip: bool = typer.Option(RelabelOptions.round_trip, "--round-trip/--no-round-trip", help="Drop queries whose seed passage is not in the retriever's own top-k."),
+    min_agreement: int = typer.Option(RelabelOptions.min_agreement, "--min-agreement", help="Drop a query unless at least this many judges rank its positive first (0: keep every query)."),
     seed: int = typer.Option(RelabelOptions.seed, "--seed", help="Decides the random choice of negatives."),
     positives: int = typer.Option(RelabelOptions.positives, "--positives", help="Keep up to this many positives per query: the fused top plus candidates at or above --margin of its score (train them with data.positives)."),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached (default: ~/.cache/synthgen/embeddings)."),
@@ -147,7 +148,7 @@ def relabel(
         judge_prompt=judge_prompt, embedder=embedder, second_embedder=second_embedder, index=index, positive=positive,
         negatives=negatives, negative_strategy=negative_strategy, negative_ranks=negative_ranks, margin=margin,
         duplicate_overlap=duplicate_overlap, round_trip=round_trip, seed=seed, cache_dir=cache_dir,
-        batch_pairs=batch_pairs, positives=positives,
+        batch_pairs=batch_pairs, positives=positives, min_agreement=min_agreement,
         executor=ExecutorConfig(executor, ray_address, replicas, tensor_parallel),
     )
     use_threads(threads)

@@ -108,6 +108,23 @@ def test_round_trip_filter_drops_queries_whose_seed_was_not_retrieved():
     assert select(c, passages, ["ql"], SelectionConfig(round_trip=False)).example is not None
 
 
+def test_agreement_filter_keeps_a_query_only_when_enough_judges_put_its_positive_first():
+    passages = corpus(4)
+    judges = ["ql", "dense", "bm25"]
+    # the fused top is p1 (ql and bm25 put it first); dense alone prefers p0
+    split = cands({"ql": [-2.0, -1.0, -3.0, -4.0], "dense": [0.9, 0.8, 0.1, 0.0], "bm25": [1.0, 5.0, 2.0, 0.0]})
+    assert select(split, passages, judges, SelectionConfig()).example.pos_ids == ["p1"]
+    assert select(split, passages, judges, SelectionConfig(min_agreement=2)).example.pos_ids == ["p1"]
+    dropped = select(split, passages, judges, SelectionConfig(min_agreement=3))
+    assert dropped.example is None and dropped.dropped == "agreement"
+    # every judge has its own top: whichever wins the fusion, only one judge put it first
+    apart = cands({"ql": [-1.0, -2.0, -3.0, -4.0], "dense": [0.1, 0.9, 0.2, 0.0], "bm25": [0.0, 1.0, 5.0, 2.0]})
+    assert select(apart, passages, judges, SelectionConfig(min_agreement=1)).example is not None
+    assert select(apart, passages, judges, SelectionConfig(min_agreement=2)).dropped == "agreement"
+    with pytest.raises(UserError, match="min-agreement"):
+        SelectionConfig(min_agreement=-1).check()
+
+
 def test_summary_counts_rates_and_agreement():
     passages = corpus(3)
     a = cands({"ql": [-1.0, -2.0, -3.0], "dense": [0.9, 0.5, 0.1]})

@@ -111,7 +111,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, break_run, message):
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
     run = make_run(tmp_path / "run")
     for bad in (["--negative-ranks", "20"], ["--judges", "ql,oracle"], ["--margin", "1.5"], ["--judges", "dense2"],
-                ["--negative-strategy", "hardest"]):
+                ["--negative-strategy", "hardest"], ["--judges", "dense,bm25", "--min-agreement", "3"]):
         assert cli(["relabel", "--run", run, "--quiet", *bad]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err

@@ -53,6 +53,7 @@ class RelabelOptions:
     margin: float = SelectionConfig.margin
     duplicate_overlap: float = SelectionConfig.duplicate_overlap
     round_trip: bool = SelectionConfig.round_trip
+    min_agreement: int = SelectionConfig.min_agreement
     seed: int = SelectionConfig.seed  # of the random choice of negatives
     positives: int = SelectionConfig.positives
     cache_dir: Optional[Path] = None
@@ -68,8 +69,10 @@ class RelabelOptions:
         selection = SelectionConfig(positive=self.positive, negatives=self.negatives, strategy=self.negative_strategy,
                                     ranks=(int(lo), int(hi)), margin=self.margin,
                                     duplicate_overlap=self.duplicate_overlap, round_trip=self.round_trip, seed=self.seed,
-                                    positives=self.positives)
+                                    positives=self.positives, min_agreement=self.min_agreement)
         selection.check()
+        if self.min_agreement > len(names):
+            raise UserError(f"--min-agreement {self.min_agreement} is more than the {len(names)} judges in --judges")
         if self.judge_depth < 1 or self.judge_words < 1 or self.batch_pairs < 1:
             raise UserError("--judge-depth, --judge-words and --batch-pairs must be at least 1")
         if "dense2" in names and self.second_embedder is None:
@@ -89,8 +92,9 @@ class RelabelOptions:
         config = {"judges": list(names), "retrieval": self.retrieval, "top_k": self.top_k,
                   "judge_depth": self.judge_depth, "judge_words": self.judge_words, "index": self.index,
                   **asdict(selection)}
-        if config["positives"] == 1:  # the default leaves the identity of runs made before the option as it was
-            del config["positives"]
+        for key, before in (("positives", 1), ("min_agreement", 0)):
+            if config[key] == before:  # the old value leaves the identity of runs made before the option as it was
+                del config[key]
         llm_names = [j for j in config["judges"] if j in LLM_JUDGES]
         prompts = [self.judge_prompt or CONTEXT_TEMPLATE, *(TEMPLATES[j] for j in llm_names)] if llm_names else []
         identity = {
