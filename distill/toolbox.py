@@ -30,15 +30,9 @@ class Toolbox:
         self.topics = self.query_topics() if r.data.topic_batches else None
 
     def embed_queries(self) -> torch.Tensor:
-        """Every training example's query under the model as it is now, without gradients."""
-        from distill.encoder import embed_rows
-
+        """Every training example's query under the model as it is now."""
         run = self.run
-        run.model.eval()
-        try:
-            return embed_rows(run.embed_query, [run.query_tokens[ex.query] for ex in run.dataset.train], run.recipe.eval.batch_size)
-        finally:
-            run.model.train()
+        return run.encode(run.embed_query, [run.query_tokens[ex.query] for ex in run.dataset.train])
 
     def query_topics(self) -> list[int]:
         """k-means topic of each training example's query, about one batch's worth of examples per topic."""
@@ -79,18 +73,13 @@ class Toolbox:
         return False
 
     def remine(self, step: int) -> None:
-        from distill.encoder import embed_rows
         from distill.remine import REMINED, mine, pool_rows, write_remined
 
         run, r = self.run, self.run.recipe
         data = run.dataset
         rows = pool_rows(data, r.remine.pool, r.train.seed, step)
         q = self.embed_queries()
-        run.model.eval()
-        try:
-            p = embed_rows(run.embed, [run.passage_tokens[i] for i in rows], r.eval.batch_size)
-        finally:
-            run.model.train()
+        p = run.encode(run.embed, [run.passage_tokens[i] for i in rows])
         q, p = torch.nn.functional.normalize(q, dim=-1), torch.nn.functional.normalize(p, dim=-1)
         for ex, negs in zip(data.train, mine(data, q, p, rows, r.remine, step / run.total_steps, r.train.seed, step)):
             if negs is not None:

@@ -239,22 +239,27 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
 
     # -- dev set -----------------------------------------------------------------------------------
+    def encode(self, embed: Callable, rows) -> "torch.Tensor":
+        """Token rows embedded without dropout or gradients, mid-training (dev check, re-mining, query topics):
+        the model goes back to training mode after, whatever happens."""
+        from distill.encoder import embed_rows
+
+        self.model.eval()
+        try:
+            return embed_rows(embed, rows, self.recipe.eval.batch_size)
+        finally:
+            self.model.train()
+
     def dev_metrics(self) -> dict[str, float]:
         """Each dev query ranks the dev pool (eval.dev_pool); its positives are the relevant ones."""
         from distill.data import dev_pool
-        from distill.encoder import embed_rows
         from distill.evaluate import search
         from distill.metrics import mean_metrics
 
         others = self.dataset.train if self.recipe.eval.dev_pool == "all" else []
         query_rows, passage_rows, relevant = dev_pool(self.dataset.dev, others)
-        size = self.recipe.eval.batch_size
-        self.model.eval()
-        try:
-            q = embed_rows(self.embed_query, (self.query_tokens[i] for i in query_rows), size)
-            p = embed_rows(self.embed, (self.passage_tokens[i] for i in passage_rows), size)
-        finally:
-            self.model.train()
+        q = self.encode(self.embed_query, (self.query_tokens[i] for i in query_rows))
+        p = self.encode(self.embed, (self.passage_tokens[i] for i in passage_rows))
         ranked = search(q, p)
         runs = {str(qr): [str(passage_rows[i]) for i in row] for qr, row in zip(query_rows, ranked)}
         qrels = {str(qr): {str(pr): 1 for pr in relevant[qr]} for qr in query_rows}
