@@ -47,6 +47,7 @@ class DataConfig:
     positives: int = 1  # positives drawn per example and step; > 1 trains all of them as positives (SupCon)
     simcse: bool = False  # ignore the queries: each positive passage is its own query, dropout the only change (SimCSE)
     topic_batches: bool = False  # each batch drawn from one k-means topic of the queries (TAS, Hofstaetter et al. 2021)
+    topic_size: int = 1  # topic batches: batches' worth of queries per topic (more: fewer, broader topics)
 
 
 @dataclass
@@ -328,9 +329,8 @@ def _validate(r: Recipe, where: str) -> None:
     _check(where, 1 <= m.max_query_length <= 8192, f"model.max_query_length must be 1..8192, got {m.max_query_length}")
     _check(where, 1 <= m.max_passage_length <= 8192, f"model.max_passage_length must be 1..8192, got {m.max_passage_length}")
     _check(where, bool(d.train.strip()), "data.train must name a file")
-    _check(where, d.dev_size >= 0, f"data.dev_size must be >= 0, got {d.dev_size}")
-    _check(where, d.hard_negatives >= 0, f"data.hard_negatives must be >= 0, got {d.hard_negatives}")
-    _check(where, d.max_examples >= 0, f"data.max_examples must be >= 0, got {d.max_examples}")
+    for key in ("dev_size", "hard_negatives", "max_examples"):
+        _check(where, getattr(d, key) >= 0, f"data.{key} must be >= 0, got {getattr(d, key)}")
     _check(where, lo.temperature > 0, f"loss.temperature must be > 0, got {lo.temperature}")
     _check(where, lo.in_batch_negatives or d.hard_negatives > 0 or lo.query_negatives,
            "with loss.in_batch_negatives false and no loss.query_negatives, data.hard_negatives must be > 0 (no negatives left)")
@@ -345,17 +345,16 @@ def _validate(r: Recipe, where: str) -> None:
     _check(where, lo.distill_weight >= 0, f"loss.distill_weight must be >= 0, got {lo.distill_weight}")
     _check(where, lo.distill_temperature > 0, f"loss.distill_temperature must be > 0, got {lo.distill_temperature}")
     _check_toolbox(r, where)
-    _check(where, lr.r >= 1, f"lora.r must be >= 1, got {lr.r}")
-    _check(where, lr.alpha >= 1, f"lora.alpha must be >= 1, got {lr.alpha}")
+    for key in ("r", "alpha"):
+        _check(where, getattr(lr, key) >= 1, f"lora.{key} must be >= 1, got {getattr(lr, key)}")
     _check(where, 0 <= lr.dropout < 1, f"lora.dropout must be in [0, 1), got {lr.dropout}")
     _choice(where, "lora.save", lr.save, ("merged", "adapters"))
-    _check(where, t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
-    _check(where, t.mini_batch_size >= 1, f"train.mini_batch_size must be >= 1, got {t.mini_batch_size}")
+    for key in ("batch_size", "mini_batch_size", "epochs", "checkpoint_every", "log_every"):
+        _check(where, getattr(t, key) >= 1, f"train.{key} must be >= 1, got {getattr(t, key)}")
     _check(where, 0 < t.lr < 1, f"train.lr must be in (0, 1), got {t.lr}")
     _check(where, t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
     _check(where, 0 <= t.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
     _choice(where, "train.schedule", t.schedule, ("linear", "cosine", "constant"))
-    _check(where, t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     _check(where, t.max_steps >= 0, f"train.max_steps must be >= 0, got {t.max_steps}")
     _check(where, t.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0, got {t.max_grad_norm}")
     _check(where, 0 < t.layer_decay <= 1, f"train.layer_decay must be in (0, 1], got {t.layer_decay}")
@@ -363,8 +362,6 @@ def _validate(r: Recipe, where: str) -> None:
     _choice(where, "train.precision", t.precision, ("auto", "fp32", "bf16", "fp16"))
     _check(where, re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", t.device) is not None,
            f"train.device must be auto, cpu, cuda, cuda:N or mps, got '{t.device}'")
-    _check(where, t.checkpoint_every >= 1, f"train.checkpoint_every must be >= 1, got {t.checkpoint_every}")
-    _check(where, t.log_every >= 1, f"train.log_every must be >= 1, got {t.log_every}")
     _check(where, e.every >= 0, f"eval.every must be >= 0, got {e.every}")
     _choice(where, "eval.metric", e.metric, METRICS)
     _choice(where, "eval.dev_pool", e.dev_pool, ("slice", "all"))
@@ -380,7 +377,8 @@ def _check_toolbox(r: Recipe, where: str) -> None:
     m, d, lo, rm = r.model, r.data, r.loss, r.remine
     _choice(where, "model.towers", m.towers, ("shared", "separate"))
     _check(where, m.towers == "shared" or not r.lora.enabled, "model.towers separate does not combine with lora.enabled")
-    _check(where, d.positives >= 1, f"data.positives must be >= 1, got {d.positives}")
+    for key in ("positives", "topic_size"):
+        _check(where, getattr(d, key) >= 1, f"data.{key} must be >= 1, got {getattr(d, key)}")
     _choice(where, "loss.contrastive", lo.contrastive, ("infonce", "circle", "triplet", "cosent"))
     _check(where, 0 <= lo.tau_plus < 1, f"loss.tau_plus must be in [0, 1), got {lo.tau_plus}")
     _check(where, lo.false_negative_margin >= 0, f"loss.false_negative_margin must be >= 0 (0: off), got {lo.false_negative_margin}")

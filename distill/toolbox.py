@@ -35,11 +35,12 @@ class Toolbox:
         return run.encode(run.embed_query, [run.query_tokens[ex.query] for ex in run.dataset.train])
 
     def query_topics(self) -> list[int]:
-        """k-means topic of each training example's query, about one batch's worth of examples per topic."""
+        """k-means topic of each training example's query, about `data.topic_size` batches' worth of examples per
+        topic."""
         from synthgen.sampling import kmeans_clusters
 
         r = self.run.recipe
-        topics = -(-len(self.run.dataset.train) // r.train.batch_size)
+        topics = -(-len(self.run.dataset.train) // (r.train.batch_size * r.data.topic_size))
         return kmeans_clusters(self.embed_queries().float().cpu().numpy(), topics, r.train.seed)
 
     def loss_fn(self, objective: Callable, tensors: Any, batch: Any) -> Callable:

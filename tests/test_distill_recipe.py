@@ -75,6 +75,7 @@ BAD = [
     ("data:\n  dev_size: -1\n", "data.dev_size must be >= 0"),
     ("data:\n  hard_negatives: -2\n", "data.hard_negatives must be >= 0"),
     ("data:\n  max_examples: -2\n", "data.max_examples must be >= 0"),
+    ("data:\n  topic_size: 0\n", "data.topic_size must be >= 1"),
     ("loss:\n  temperature: 0\n", "loss.temperature must be > 0"),
     ("loss:\n  in_batch_negatives: false\ndata:\n  hard_negatives: 0\n", "no negatives left"),
     ("loss:\n  matryoshka_dims: [64, 0]\n", "loss.matryoshka_dims must be positive"),

@@ -155,6 +155,23 @@ def test_resume_after_a_kill_ends_as_an_uninterrupted_run(tmp_path, tiny_bert_pa
     assert (resumed.best_step, resumed.best_dev, resumed.base_dev) == (whole.best_step, whole.best_dev, whole.base_dev)
 
 
+def test_topic_size_makes_fewer_broader_topics(tmp_path, tiny_bert_path, monkeypatch):
+    import synthgen.sampling
+
+    asked, real = [], synthgen.sampling.kmeans_clusters
+    def counting(x, k, seed):
+        asked.append(k)
+        labels = real(x, k, seed)
+        assert len(set(labels)) <= k and len(labels) == len(x)
+        return labels
+
+    monkeypatch.setattr(synthgen.sampling, "kmeans_clusters", counting)
+    for size in (1, 2, 5):  # 40 training records (48 less 8 for dev), batches of 8
+        train(make_recipe(tmp_path, tiny_bert_path, f"size{size}", "train.max_steps=1", "data.topic_batches=true",
+                          f"data.topic_size={size}"), progress=False)
+    assert asked == [5, 3, 1]
+
+
 def test_a_damaged_log_line_costs_that_line_only_on_resume(tmp_path, tiny_bert_path):
     whole = make_recipe(tmp_path, tiny_bert_path, "whole", "train.max_steps=5", "eval.every=2", "train.log_every=1")
     train(whole, progress=False)
