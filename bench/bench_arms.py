@@ -86,10 +86,10 @@ def main() -> None:
         wanted = [{pool.index(seeds[r.seed_id]) for r in dev_records if r.query == t} for t in texts]
         figures["dev_seed"] = ndcg(embed(model, texts, 64), embed(model, pool, 256), wanted)
         if ql_lists:
-            figures["dev_ql"] = judge_agreement(model, ql_lists)
+            figures["dev_ql"] = ql_order(model, ql_lists)
         return {k: round(v, 4) for k, v in figures.items()}
 
-    def judge_agreement(model, lists) -> float:
+    def ql_order(model, lists) -> float:
         """Share of candidate pairs the student orders as the LLM judge alone does: the base model's own dense
         score is not in these labels, unlike the fused positive the other dev signals use."""
         q = embed(model, [query for query, _, _ in lists], 64)
