@@ -157,14 +157,14 @@ def epoch_batches(examples: list[Example], epoch: int, seed: int, batch_size: in
     """The batches of one epoch: a seeded order, up to `positives` positives (one first, then the others in a
     seeded order) and up to `hard_negatives` negatives drawn per example.
 
-    With `topics` (one per example) the order runs topic by topic, the topics in a seeded order, so a batch
-    holds one or two topics and its in-batch negatives are about the same thing as its positives: harder
-    than a random batch's, at no cost (topic-aware sampling, Hofstaetter et al. 2021)."""
+    With `topics` (one per example) each topic is cut into whole batches (the topics' remainders pooled into
+    mixed ones), so a batch's in-batch negatives are about the same thing as its positives: harder than a
+    random batch's, at no cost (topic-aware sampling, Hofstaetter et al. 2021). The batches are then shuffled
+    across topics: a broad topic's batches one after another would train the model on one topic at a time."""
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(examples))
     if topics is not None:
-        topic_rank = rng.permutation(max(topics) + 1)
-        order = order[np.argsort(topic_rank[np.asarray(topics)[order]], kind="stable")]
+        order = _topic_order(order, topics, batch_size, rng)
     drawn = []
     for index in order:
         ex = examples[index]
@@ -177,6 +177,21 @@ def epoch_batches(examples: list[Example], epoch: int, seed: int, batch_size: in
         negs = sorted(rng.choice(len(ex.neg), size=k, replace=False).tolist()) if k else []
         drawn.append((ex, p, negs))
     return [make_batch(drawn[start : start + batch_size], hard_negatives) for start in range(0, len(drawn), batch_size)]
+
+
+def _topic_order(order: np.ndarray, topics: list[int], batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    members: dict[int, list[int]] = {}
+    for index in order.tolist():
+        members.setdefault(topics[index], []).append(index)
+    cuts, rest = [], []
+    for group in members.values():
+        whole = len(group) - len(group) % batch_size
+        cuts += [group[start : start + batch_size] for start in range(0, whole, batch_size)]
+        rest += group[whole:]
+    cuts += [rest[start : start + batch_size] for start in range(0, len(rest), batch_size)]
+    short = cuts.pop() if cuts and len(cuts[-1]) < batch_size else []  # stays last, so every batch is one cut
+    shuffled = [index for cut in rng.permutation(len(cuts)).tolist() for index in cuts[cut]]
+    return np.asarray(shuffled + short, dtype=np.int64)
 
 
 def make_batch(drawn: list[tuple[Example, int | list[int], list[int]]], hard_negatives: int) -> Batch:

@@ -103,6 +103,18 @@ def test_topic_batches_keep_each_topic_together():
     assert len(orders) > 1  # the topics come in a new order each epoch
 
 
+def test_a_broad_topics_batches_are_spread_over_the_epoch():
+    records = [TrainingExample(query=f"q{i}", pos=[f"p{i}"], neg=[f"n{i}"]) for i in range(66)]
+    data = build_dataset(records, [])
+    topics = [i % 2 for i in range(64)] + [2, 2]  # two topics of eight batches, and two strays
+    batches = epoch_batches(data.train, epoch=0, seed=1, batch_size=4, hard_negatives=1, topics=topics)
+    assert len(batches) == 17 and sorted(q for b in batches for q in b.queries) == list(range(66))
+    assert all(len({topics[q] for q in b.queries}) == 1 for b in batches)
+    sequence = [topics[b.queries[0]] for b in batches if topics[b.queries[0]] < 2]
+    switches = sum(a != b for a, b in zip(sequence, sequence[1:]))
+    assert switches > 1  # not all of one topic, then all of the other
+
+
 def test_dev_split_holds_out_whole_queries():
     records = [TrainingExample(query=f"q{i % 30}", pos=[f"p{i}"]) for i in range(90)]
     train, dev = split_dev(records, 10, seed=3)
