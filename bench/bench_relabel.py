@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--throughput-only", action="store_true", help="measure pairs/s, judge nothing else")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_relabel"))
     parser.add_argument("--json", type=Path, help="also write every number here")
+    parser.add_argument("--embedder", type=Path, help="the dense retriever and judge (default: the bundled base model)")
     args = parser.parse_args()
     if not (DATA / "corpus.jsonl").exists():
         sys.exit(f"skipped: {DATA} is not present (benchmark data lives beside the checkout)")
@@ -81,7 +82,9 @@ def main() -> None:
     print(f"SciFact {args.split}: {len(queries)} queries, {len(passages)} passages; top-k {args.top_k}, "
           f"LLM depth {args.depth}, {args.words} passage words")
 
-    index = Retrievers(passages, None)
+    from synthgen.retrieve import Embedder
+
+    index = Retrievers(passages, Embedder(args.embedder) if args.embedder else None)
     p_at_1: dict[str, float] = {}
     for method in ("dense", "bm25", "hybrid"):
         cands = retrieve_candidates(queries, index, method, args.top_k)

@@ -75,10 +75,12 @@ def load_encoder(spec: "ModelConfig", device: str) -> "SentenceTransformer":
     model.max_seq_length = spec.max_passage_length
     model.prompts = {"query": spec.query_prefix.replace("{task}", spec.task), "document": spec.passage_prefix}
     model.default_prompt_name = None
-    if spec.towers == "separate":
-        from distill.towers import split_towers
+    if spec.towers != "shared":
+        from distill.towers import freeze_document_tower, split_towers
 
         model = split_towers(model)
+        if spec.towers == "query":
+            freeze_document_tower(model)
     return model.to(device)
 
 

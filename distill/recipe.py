@@ -34,7 +34,7 @@ class ModelConfig:
     passage_prefix: str = ""  # put before every passage
     task: str = ""  # fills "{task}" for records without one, and in the saved model's query prompt
     trust_remote_code: bool = False  # run code shipped with the base model (off: it is arbitrary code)
-    towers: str = "shared"  # shared: one encoder for queries and passages | separate: two, saved behind a Router
+    towers: str = "shared"  # shared: one encoder for queries and passages | separate: two, saved behind a Router | query: two, the passage one frozen
 
 
 @dataclass
@@ -375,8 +375,8 @@ def _validate(r: Recipe, where: str) -> None:
 def _check_toolbox(r: Recipe, where: str) -> None:
     """The contrastive toolbox's options (README, "Ablations of the contrastive toolbox")."""
     m, d, lo, rm = r.model, r.data, r.loss, r.remine
-    _choice(where, "model.towers", m.towers, ("shared", "separate"))
-    _check(where, m.towers == "shared" or not r.lora.enabled, "model.towers separate does not combine with lora.enabled")
+    _choice(where, "model.towers", m.towers, ("shared", "separate", "query"))
+    _check(where, m.towers == "shared" or not r.lora.enabled, f"model.towers {m.towers} does not combine with lora.enabled")
     for key in ("positives", "topic_size"):
         _check(where, getattr(d, key) >= 1, f"data.{key} must be >= 1, got {getattr(d, key)}")
     _choice(where, "loss.contrastive", lo.contrastive, ("infonce", "circle", "triplet", "cosent"))

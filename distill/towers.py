@@ -35,3 +35,11 @@ def is_two_towers(model: "SentenceTransformer") -> bool:
     from sentence_transformers.base.modules import Router
 
     return isinstance(model[0], Router)
+
+
+def freeze_document_tower(model: "SentenceTransformer") -> None:
+    """Train the query tower only: passages stay where the base model put them, so what the base knows about
+    the corpus is kept whole, the base's passage embeddings (relabel's cache) stay valid, and a training step
+    costs one query pass instead of query + passage passes with their backward."""
+    for param in model[0].sub_modules["document"].parameters():
+        param.requires_grad_(False)

@@ -119,6 +119,8 @@ class _Run:
         query_length = r.model.max_passage_length if r.data.simcse else r.model.max_query_length  # SimCSE: queries are passages
         self.query_tokens = enc.tokenize(self.model, self.dataset.queries, query_length, self.progress, "tokenize queries")
         self.passage_tokens = enc.tokenize(self.model, self.dataset.passages, r.model.max_passage_length, self.progress, "tokenize passages")
+        # a frozen passage tower embeds each passage the same way all run: once, without dropout
+        self.passage_table = self.encode(self.embed, self.passage_tokens) if r.model.towers == "query" else None
 
     def build_optimizer(self) -> None:
         import torch
@@ -140,6 +142,7 @@ class _Run:
 
     # -- the run -----------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        import torch
         from tqdm.auto import tqdm
 
         from distill.data import epoch_batches, statistics
@@ -181,11 +184,14 @@ class _Run:
             tensors = BatchTensors.from_batch(batch, self.device)
             (queries, q_sizes), (passages, p_sizes) = self.ranks.share(batch.queries), self.ranks.share(batch.passages)
             loss_fn = self.toolbox.loss_fn(objective, tensors, batch)  # on the embeddings of every rank's share
+            towers = [[self.query_tokens[i] for i in queries], [self.passage_tokens[i] for i in passages]]
+            if self.passage_table is not None:
+                towers, table = towers[:1], self.passage_table[torch.as_tensor(batch.passages, device=self.passage_table.device)]
             parts = forward_backward(
                 [self.embed_query, self.embed],
-                [[self.query_tokens[i] for i in queries], [self.passage_tokens[i] for i in passages]],
+                towers,
                 r.train.mini_batch_size,
-                lambda q, p: loss_fn(self.ranks.gather(q, q_sizes), self.ranks.gather(p, p_sizes)),
+                lambda q, p=None: loss_fn(self.ranks.gather(q, q_sizes), table if p is None else self.ranks.gather(p, p_sizes)),
                 self.device,
                 scale=self.scaler.scale if self.scaler else None,
             )

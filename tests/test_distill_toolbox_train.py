@@ -49,6 +49,17 @@ def test_two_towers_save_a_router_model_that_sentence_transformers_loads(tmp_pat
     assert model.prompts["query"] == "query: "
 
 
+def test_a_query_tower_trains_alone_and_passages_stay_where_the_base_put_them(tmp_path, tiny_bert_path):
+    recipe = make_recipe(tmp_path, tiny_bert_path, "model", "model.towers=query", "train.max_steps=3", "eval.every=0")
+    train(recipe, progress=False)
+    model = SentenceTransformer(str(tmp_path / "model"), device="cpu")
+    base = SentenceTransformer(str(tiny_bert_path), device="cpu")
+    text = ["protein folding amino acid chain", "a second passage about cells"]
+    assert torch.allclose(model.encode_document(text, convert_to_tensor=True), base.encode(text, convert_to_tensor=True), atol=1e-6)
+    query = model.encode_query(text, convert_to_tensor=True)
+    assert not torch.allclose(query, base.encode([f"query: {t}" for t in text], convert_to_tensor=True), atol=1e-4)
+
+
 @pytest.mark.parametrize("options", [["loss.queue_size=12", "loss.queue_momentum=0.5"], ["remine.every=2", "remine.pool=30"]],
                          ids=["queue", "remine"])
 def test_resume_after_a_kill_ends_as_an_uninterrupted_run(tmp_path, tiny_bert_path, options):
