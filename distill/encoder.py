@@ -124,6 +124,18 @@ def add_lora(model: "SentenceTransformer", spec: "LoraConfig") -> None:
         module.requires_grad_(False)
 
 
+def disable_dropout(model: "SentenceTransformer") -> None:
+    """Every dropout layer off for training (the saved config keeps its rates; inference never drops out anyway).
+
+    On a CPU a dropout layer is not free: its masks cost memory passes, and with attention dropout PyTorch's fused
+    attention falls back to the plain path; on SciFact's records a step took well under half the time without."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
 def freeze_token_embeddings(model: "SentenceTransformer") -> None:
     """Stop training every transformer's token-embedding matrix.
 

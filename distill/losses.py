@@ -140,6 +140,7 @@ def info_nce(
     extra: ExtraNegatives | None = None,
     symmetric: bool = False,
     false_negative_margin: float = 0.0,
+    passage_negatives: bool = False,
 ) -> torch.Tensor:
     """Cross-entropy of each query's positives against its negatives, at temperature `temperature`.
 
@@ -149,12 +150,21 @@ def info_nce(
     cosine is more than `false_negative_margin` above the first positive's: on synthetic data a negative the
     student already ranks well above the positive is more often unlabeled relevant than hard (Qwen3-Embedding's
     mask, margin 0.1; 0: no mask).
+    With `passage_negatives` the row's positive passage is scored against the row's passage negatives too, in the
+    same denominator (GTE's passage-passage term): passages that answer other queries are pushed apart from the
+    row's, which spreads the corpus where the query-side terms only move the passages a batch's queries touch.
     With `symmetric`, the mean of that and `passage_to_query`.
     """
     scores, positive, negative = score_columns(q, p, b, temperature, in_batch_negatives, query_negatives, extra)
     if false_negative_margin > 0:
         first = scores[torch.arange(len(scores), device=scores.device), b.positive][:, None]
         negative = negative & (scores <= first + false_negative_margin / temperature).detach()
+    if passage_negatives:
+        columns = len(p)
+        p_unit = F.normalize(p, dim=-1)
+        scores = torch.cat([scores, p_unit[b.positive] @ p_unit.T / temperature], dim=1)
+        positive = torch.cat([positive, torch.zeros_like(positive[:, :columns])], dim=1)
+        negative = torch.cat([negative, negative[:, :columns]], dim=1)
     forward = contrastive(scores, positive, negative, temperature, tau_plus)
     if not symmetric:
         return forward
@@ -261,7 +271,7 @@ class Objective:
         if c.contrastive == "circle":
             return circle(q, p, b, c.margin, 1 / c.temperature, c.in_batch_negatives, extra)
         return info_nce(q, p, b, c.temperature, c.in_batch_negatives, c.query_negatives, c.tau_plus, extra, c.symmetric,
-                        c.false_negative_margin)
+                        c.false_negative_margin, c.passage_negatives)
 
     def __call__(self, q: torch.Tensor, p: torch.Tensor, b: BatchTensors,
                  extra: ExtraNegatives | None = None) -> dict[str, torch.Tensor]:

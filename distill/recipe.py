@@ -55,6 +55,7 @@ class LossConfig:
     temperature: float = 0.05  # InfoNCE temperature on cosine similarities
     in_batch_negatives: bool = True  # other examples' passages count as negatives
     query_negatives: bool = False  # other queries of the batch count as negatives (Gecko's same-tower term)
+    passage_negatives: bool = False  # the positive passage against the row's passage negatives too (GTE's term)
     symmetric: bool = False  # infonce: also each positive passage picks its own query out of the batch's queries
     matryoshka_dims: list[int] = field(default_factory=list)  # e.g. [384, 256, 128, 64]; empty: full size only
     matryoshka_weights: list[float] = field(default_factory=list)  # one per dim; empty: all 1
@@ -99,6 +100,7 @@ class TrainConfig:
     epochs: int = 1
     max_steps: int = 0  # > 0: stop after this many steps, whatever `epochs` says
     max_grad_norm: float = 1.0  # clip the gradient norm (0: no clipping)
+    dropout: bool = True  # false: every dropout layer off while training (the saved model is the same at inference)
     freeze_embeddings: bool = False  # keep the token embeddings as the base has them (half of MiniLM's weights; a tie on SciFact)
     layer_decay: float = 1.0  # each layer learns at this x the rate of the layer above (LLRD; 0.8 lost on SciFact); 1: one rate
     interpolation: float = 1.0  # WiSE-FT: save base + this x (trained - base); below 1 keeps more of what the base knew
@@ -326,8 +328,8 @@ def _validate(r: Recipe, where: str) -> None:
     m, d, lo, lr, t, e = r.model, r.data, r.loss, r.lora, r.train, r.eval
     _check(where, bool(m.base.strip()), "model.base must name a model")
     _choice(where, "model.pooling", m.pooling, ("auto", "mean", "cls", "last-token"))
-    _check(where, 1 <= m.max_query_length <= 8192, f"model.max_query_length must be 1..8192, got {m.max_query_length}")
-    _check(where, 1 <= m.max_passage_length <= 8192, f"model.max_passage_length must be 1..8192, got {m.max_passage_length}")
+    for key in ("max_query_length", "max_passage_length"):
+        _check(where, 1 <= getattr(m, key) <= 8192, f"model.{key} must be 1..8192, got {getattr(m, key)}")
     _check(where, bool(d.train.strip()), "data.train must name a file")
     for key in ("dev_size", "hard_negatives", "max_examples"):
         _check(where, getattr(d, key) >= 0, f"data.{key} must be >= 0, got {getattr(d, key)}")
@@ -381,11 +383,10 @@ def _check_toolbox(r: Recipe, where: str) -> None:
         _check(where, getattr(d, key) >= 1, f"data.{key} must be >= 1, got {getattr(d, key)}")
     _choice(where, "loss.contrastive", lo.contrastive, ("infonce", "circle", "triplet", "cosent"))
     _check(where, 0 <= lo.tau_plus < 1, f"loss.tau_plus must be in [0, 1), got {lo.tau_plus}")
-    _check(where, lo.false_negative_margin >= 0, f"loss.false_negative_margin must be >= 0 (0: off), got {lo.false_negative_margin}")
-    for key, used in (("tau_plus", lo.tau_plus), ("symmetric", lo.symmetric), ("false_negative_margin", lo.false_negative_margin)):
-        _check(where, not used or lo.contrastive == "infonce", f"loss.{key} applies to loss.contrastive infonce only")
-    _check(where, lo.margin >= 0, f"loss.margin must be >= 0, got {lo.margin}")
-    _check(where, lo.queue_size >= 0, f"loss.queue_size must be >= 0, got {lo.queue_size}")
+    for key in ("tau_plus", "symmetric", "false_negative_margin", "passage_negatives"):
+        _check(where, not getattr(lo, key) or lo.contrastive == "infonce", f"loss.{key} applies to loss.contrastive infonce only")
+    for key in ("margin", "queue_size", "false_negative_margin"):
+        _check(where, getattr(lo, key) >= 0, f"loss.{key} must be >= 0, got {getattr(lo, key)}")
     _check(where, 0 <= lo.queue_momentum < 1, f"loss.queue_momentum must be in [0, 1), got {lo.queue_momentum}")
     _check(where, lo.queue_size == 0 or lo.contrastive in ("infonce", "circle"),
            f"loss.queue_size: the queue adds negatives to infonce or circle, not {lo.contrastive}")
@@ -396,3 +397,4 @@ def _check_toolbox(r: Recipe, where: str) -> None:
            f"remine.ranks must be [FIRST, LAST] with 1 <= FIRST <= LAST, got {rm.ranks}")
     _check(where, 0 < rm.margin <= 1, f"remine.margin must be in (0, 1], got {rm.margin}")
     _check(where, not (d.simcse and rm.every), "remine needs queries: it cannot run with data.simcse")
+    _check(where, r.train.dropout or not d.simcse, "data.simcse needs train.dropout: dropout is what makes its two views differ")

@@ -109,6 +109,8 @@ class _Run:
                 raise UserError(f"{key}: {too_big[0]} is larger than the model's embedding size {self.dimension}")
         if r.lora.enabled:
             enc.add_lora(self.model, r.lora)
+        if not r.train.dropout:
+            enc.disable_dropout(self.model)
         if r.train.freeze_embeddings:
             enc.freeze_token_embeddings(self.model)
         if r.train.interpolation < 1 or r.eval.keep_base:
@@ -378,19 +380,9 @@ class _Run:
             }
             del base
         result = TrainResult(
-            output_dir=str(self.out),
-            steps=self.step,
-            metric=metric,
-            best_step=self.best_step,
-            base_dev=self.base_dev,
-            best_dev=self.best_dev,
-            beats_base=beats,
-            beir=beir,
-            data=self.stats,
-            train_seconds=round(seconds, 2),
-            examples_per_s=round(rate, 3),
-            warnings=self.warnings,
-            fingerprint=self.digest,
+            output_dir=str(self.out), steps=self.step, metric=metric, best_step=self.best_step, base_dev=self.base_dev,
+            best_dev=self.best_dev, beats_base=beats, beir=beir, data=self.stats, train_seconds=round(seconds, 2),
+            examples_per_s=round(rate, 3), warnings=self.warnings, fingerprint=self.digest,
         )
         save_recipe(r, self.out / "recipe.yaml")
         write_card(self.out / "README.md", r, result)

@@ -10,7 +10,7 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from distill.data import build_dataset
-from distill.encoder import add_lora, embed_rows, embedder, load_encoder, save_encoder, tokenize
+from distill.encoder import add_lora, disable_dropout, embed_rows, embedder, load_encoder, save_encoder, tokenize
 from distill.recipe import LoraConfig, ModelConfig
 from synthgen.errors import UserError
 from synthgen.records import TrainingExample
@@ -44,6 +44,23 @@ def test_saved_folder_gives_the_training_side_embeddings(tiny_bert_path, tmp_pat
     mean = load_encoder(ModelConfig(base=str(tiny_bert_path), max_query_length=12, max_passage_length=40,
                                     query_prefix="task: {task} | query: ", passage_prefix="passage: ", task="find facts"), "cpu")
     assert not torch.allclose(training_side(mean, spec)[0], q, atol=1e-3)
+
+
+def test_without_dropout_a_training_mode_pass_repeats_and_the_saved_model_is_unchanged(tiny_bert_path, tmp_path):
+    spec = ModelConfig(base=str(tiny_bert_path), max_query_length=12, max_passage_length=40)
+    model = load_encoder(spec, "cpu")
+    rows = tokenize(model, PASSAGES, 40)
+    embed = embedder(model, "cpu", "fp32")
+    model.train()
+    with torch.no_grad():
+        assert not torch.allclose(embed(rows), embed(rows))  # the tiny BERT drops out at 0.1
+        disable_dropout(model)
+        first = embed(rows)
+        torch.testing.assert_close(embed(rows), first, rtol=0, atol=0)
+    model.eval()
+    torch.testing.assert_close(embed_rows(embed, rows, 2), first, rtol=1e-5, atol=1e-6)  # = inference, which never drops
+    save_encoder(model, tmp_path / "saved")
+    assert SentenceTransformer(str(tmp_path / "saved"), device="cpu")[0].auto_model.config.hidden_dropout_prob > 0
 
 
 def test_lengths_beyond_the_model_are_refused(tiny_bert_path):

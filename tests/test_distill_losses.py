@@ -35,7 +35,8 @@ def cos(a, b):
     return float(a @ b / (a.norm() * b.norm()))
 
 
-def reference_info_nce(data, batch, q, p, temperature, in_batch=True, query_negatives=False, margin=0.0):
+def reference_info_nce(data, batch, q, p, temperature, in_batch=True, query_negatives=False, margin=0.0,
+                       passage_negatives=False):
     """The definition, one query at a time, with identities taken from the texts of the records.
 
     Example i of the batch is data.train[i]; its positives' texts are never its negatives, and with a `margin`
@@ -61,6 +62,9 @@ def reference_info_nce(data, batch, q, p, temperature, in_batch=True, query_nega
                        if queries[j] != queries[i] and not positive_texts[i] & positive_texts[j]]
         if margin > 0:
             logits = logits[:1] + [x for x in logits[1:] if x <= logits[0] + margin / temperature]
+        if passage_negatives:  # the positive passage against the same passage columns the query is scored against
+            logits += [cos(p[positive], p[c]) / temperature for c in range(len(texts))
+                       if c != positive and texts[c] not in other_positives and (in_batch or c in own)]
         total += -logits[0] + math.log(sum(math.exp(x) for x in logits))
     return total / len(q)
 
@@ -93,6 +97,15 @@ def test_info_nce_matches_the_definition(in_batch, query_negatives):
     data, batch, b, q, p = example_batch()
     ours = info_nce(q, p, b, 0.1, in_batch, query_negatives)
     assert float(ours) == pytest.approx(reference_info_nce(data, batch, q, p, 0.1, in_batch, query_negatives), rel=1e-9)
+
+
+@pytest.mark.parametrize("in_batch,query_negatives", [(True, False), (True, True), (False, True)])
+def test_passage_negatives_add_the_positive_passages_own_row(in_batch, query_negatives):
+    data, batch, b, q, p = example_batch()
+    ours = info_nce(q, p, b, 0.1, in_batch, query_negatives, passage_negatives=True)
+    reference = reference_info_nce(data, batch, q, p, 0.1, in_batch, query_negatives, passage_negatives=True)
+    assert float(ours) == pytest.approx(reference, rel=1e-9)
+    assert float(ours) > float(info_nce(q, p, b, 0.1, in_batch, query_negatives))  # more negatives, higher loss
 
 
 @pytest.mark.parametrize("query_negatives", [False, True])

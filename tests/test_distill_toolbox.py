@@ -250,6 +250,9 @@ def test_curriculum_slides_the_window_from_easy_to_hard():
     (["loss.contrastive=simcse"], "loss.contrastive must be one of"),
     (["model.towers=separate", "lora.enabled=true"], "does not combine with lora.enabled"),
     (["remine.every=5", "data.simcse=true"], "remine needs queries"),
+    (["train.dropout=false", "data.simcse=true"], "data.simcse needs train.dropout"),
+    (["loss.contrastive=circle", "loss.passage_negatives=true"], "loss.passage_negatives applies to loss.contrastive infonce only"),
+    (["model.towers=query", "lora.enabled=true"], "model.towers query does not combine with lora.enabled"),
     (["remine.ranks=[5,2]"], "remine.ranks must be"),
     (["data.positives=0"], "data.positives must be >= 1"),
 ])
