@@ -21,8 +21,8 @@ from synthgen.generate import GenerateConfig
 from synthgen.stages.relabel import RelabelOptions
 
 # Passages sampled for LLM queries when the user names no number: on a 2-core CPU with the bundled models this,
-# with its 6 keyphrase queries per passage (GenerateConfig.keyphrase_queries), is about 56 minutes of
-# generation, judging and training plus the evaluation on both threads (bench/results/scifact-keyphrases6.json);
+# with its 6 keyphrase queries per passage (GenerateConfig.keyphrase_queries), is about 30 minutes of
+# generation, judging and training plus the evaluation on both threads (bench/results/scifact-nodrop.json);
 # a smaller corpus takes all of its passages.
 DEFAULT_MAX_PASSAGES = 640
 # Which passages get them: across k-means clusters of the corpus (DUQGen), i.e. a stratified sample, so no topic
