@@ -186,14 +186,14 @@ class _Run:
             tensors = BatchTensors.from_batch(batch, self.device)
             (queries, q_sizes), (passages, p_sizes) = self.ranks.share(batch.queries), self.ranks.share(batch.passages)
             loss_fn = self.toolbox.loss_fn(objective, tensors, batch)  # on the embeddings of every rank's share
-            towers = [[self.query_tokens[i] for i in queries], [self.passage_tokens[i] for i in passages]]
-            if self.passage_table is not None:
+            towers, table = [[self.query_tokens[i] for i in queries], [self.passage_tokens[i] for i in passages]], None
+            if self.passage_table is not None:  # a frozen passage tower: its embeddings are looked up, not computed
                 towers, table = towers[:1], self.passage_table[torch.as_tensor(batch.passages, device=self.passage_table.device)]
             parts = forward_backward(
                 [self.embed_query, self.embed],
                 towers,
                 r.train.mini_batch_size,
-                lambda q, p=None: loss_fn(self.ranks.gather(q, q_sizes), table if p is None else self.ranks.gather(p, p_sizes)),
+                lambda q, p=None: loss_fn(self.ranks.gather(q, q_sizes), table if table is not None else self.ranks.gather(p, p_sizes)),
                 self.device,
                 scale=self.scaler.scale if self.scaler else None,
             )
