@@ -16,6 +16,9 @@
     # (the teacher chooses positive and negatives), then mixed with the run's own train.jsonl
     .venv/bin/python bench/record_variants.py keyphrases --run RUN --as-run KP --count 640
     .venv/bin/synthgen relabel --run KP && cat RUN/train.jsonl KP/train.jsonl > mix.jsonl
+    # the LLM's records of one run with the keyphrase records of another (two draws of the same collection):
+    # which half of a draw carries the difference between two draws' results
+    .venv/bin/python bench/record_variants.py swap --run RUN --other OTHER --out swap.jsonl
 
 A sentence's salience is the mean inverse document frequency of its words over the run's passages: the rarest
 content, not boilerplate such as "Further studies are needed.". Train on the output with
@@ -34,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from synthgen.keyphrases import TASK as KEYPHRASE_TASK  # noqa: E402
+from synthgen.keyphrases import TASK as KEYPHRASE_TASK, is_keyphrase_id  # noqa: E402
 
 # what each kind of LLM-free query asks, as the LLM's task descriptions do (the query-likelihood judge reads it)
 TASKS = {"sentences": "Given a sentence, retrieve the passage it comes from",
@@ -160,16 +163,34 @@ def titled(run: Path, out: Path) -> int:
     return count
 
 
+def swap(run: Path, other: Path, out: Path) -> tuple[int, int]:
+    """The run's LLM records, then the other run's keyphrase records, in train.jsonl's own order (LLM first)."""
+    def records(folder: Path, keyphrases: bool) -> list[str]:
+        lines = open(folder / "train.jsonl", encoding="utf-8").read().splitlines()
+        return [line for line in lines if is_keyphrase_id(json.loads(line)["query_id"]) == keyphrases]
+
+    llm, keyphrase = records(run, False), records(other, True)
+    out.write_text("".join(line + "\n" for line in llm + keyphrase), encoding="utf-8")
+    return len(llm), len(keyphrase)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=["sentences", "keyphrases", "crops", "titled"])
+    parser.add_argument("variant", choices=["sentences", "keyphrases", "crops", "titled", "swap"])
     parser.add_argument("--run", type=Path, required=True, help="a run folder (passages.jsonl, train.jsonl)")
     output = parser.add_mutually_exclusive_group(required=True)
     output.add_argument("--out", type=Path, help="training records (JSONL)")
     output.add_argument("--as-run", type=Path, help="sentences, keyphrases, crops: a run folder to relabel instead")
     parser.add_argument("--count", type=int, default=640, help="sentences, keyphrases, crops: how many")
+    parser.add_argument("--other", type=Path, help="swap: the run folder whose keyphrase records replace the run's")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    if args.variant == "swap":
+        if args.out is None or args.other is None:
+            sys.exit("swap writes records: give --other and --out")
+        llm, keyphrase = swap(args.run, args.other, args.out)
+        print(f"{llm} LLM records of {args.run} + {keyphrase} keyphrase records of {args.other} -> {args.out}")
+        return
     if args.variant == "titled":
         if args.out is None:
             sys.exit("titled changes the run's own records: give --out")
