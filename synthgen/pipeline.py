@@ -24,7 +24,8 @@ from synthgen.stages.relabel import RelabelOptions
 # (GenerateConfig.keyphrase_queries) gives every SciFact passage a query: over five draws of the sample it beat 640
 # by +0.65 nDCG@10 on average (3 of 5 draws up) and narrowed the spread between draws (1.07 points against 1.90;
 # bench/results/scifact-cov1280*.json against scifact-nodrop*.json), for about twice the generation and training
-# time, which still fits 90 minutes on a 2-core CPU. A smaller corpus takes all of its passages.
+# time, which still fits 90 minutes on a 2-core CPU (48 from nothing on two threads: scifact-default1280.json).
+# A smaller corpus takes all of its passages.
 DEFAULT_MAX_PASSAGES = 1280
 # Which passages get them: across k-means clusters of the corpus (DUQGen), i.e. a stratified sample, so no topic
 # is left out by chance. On SciFact it ties with random (mean nDCG@10 over three training seeds at 640 passages
