@@ -9,6 +9,9 @@
     # random crops (Contriever): two independent spans of 10-50% of a passage's words, one the query, the other
     # the positive, a dense rank 4-30 passage as the hard negative
     .venv/bin/python bench/record_variants.py crops --run RUN --out crops.jsonl --count 640
+    # titles: a document's title as the query (once per title, its first passage the seed), the passage the
+    # positive; with --as-run the judges choose positive and negatives like any query (E5's title-passage pairs)
+    .venv/bin/python bench/record_variants.py titles --run RUN --as-run TI --count 100000
     # the run's train.jsonl with each passage's title put back in front of its text (as retrieval and
     # evaluation see passages)
     .venv/bin/python bench/record_variants.py titled --run RUN --out titled.jsonl
@@ -42,7 +45,8 @@ from synthgen.keyphrases import TASK as KEYPHRASE_TASK, is_keyphrase_id  # noqa:
 # what each kind of LLM-free query asks, as the LLM's task descriptions do (the query-likelihood judge reads it)
 TASKS = {"sentences": "Given a sentence, retrieve the passage it comes from",
          "keyphrases": KEYPHRASE_TASK,  # the task `synthgen generate` gives its keyphrase queries
-         "crops": "Given a span of text, retrieve the passage it comes from"}
+         "crops": "Given a span of text, retrieve the passage it comes from",
+         "titles": "Given the title of a document, retrieve the passage it belongs to"}
 
 
 def _write_run(run: Path, passages: list, items: list[tuple[int, str, str]], kind: str, folder: Path) -> int:
@@ -147,6 +151,21 @@ def crops(passages: list, order: list[int], rng: random.Random, count: int) -> l
     return items
 
 
+def titles(passages: list, order: list[int], rng: random.Random, count: int) -> list[tuple[int, str, str]]:
+    """Each distinct title of three words or more once, seeded by its first passage in corpus order (a chunked
+    document's later passages share the title; the judges may prefer one of them)."""
+    from synthgen.retrieve import passage_text
+
+    first: dict[str, int] = {}
+    for at, passage in enumerate(passages):
+        title = " ".join((passage.title or "").split())
+        if len(title.split()) >= 3:
+            first.setdefault(title.lower(), at)
+    rank = {at: i for i, at in enumerate(order)}
+    chosen = sorted(first.values(), key=rank.__getitem__)[:count]
+    return [(at, " ".join(passages[at].title.split()), passage_text(passages[at])) for at in chosen]
+
+
 def titled(run: Path, out: Path) -> int:
     titles: dict[str, str] = {}
     for line in open(run / "passages.jsonl", encoding="utf-8"):
@@ -176,12 +195,12 @@ def swap(run: Path, other: Path, out: Path) -> tuple[int, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=["sentences", "keyphrases", "crops", "titled", "swap"])
+    parser.add_argument("variant", choices=["sentences", "keyphrases", "crops", "titles", "titled", "swap"])
     parser.add_argument("--run", type=Path, required=True, help="a run folder (passages.jsonl, train.jsonl)")
     output = parser.add_mutually_exclusive_group(required=True)
     output.add_argument("--out", type=Path, help="training records (JSONL)")
-    output.add_argument("--as-run", type=Path, help="sentences, keyphrases, crops: a run folder to relabel instead")
-    parser.add_argument("--count", type=int, default=640, help="sentences, keyphrases, crops: how many")
+    output.add_argument("--as-run", type=Path, help="sentences, keyphrases, crops, titles: a run folder to relabel instead")
+    parser.add_argument("--count", type=int, default=640, help="sentences, keyphrases, crops, titles: how many")
     parser.add_argument("--other", type=Path, help="swap: the run folder whose keyphrase records replace the run's")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
@@ -197,7 +216,7 @@ def main() -> None:
         print(f"{titled(args.run, args.out)} records -> {args.out}")
         return
     passages, order, rng = _passages(args.run, args.seed)
-    items = {"sentences": sentences, "keyphrases": keyphrases, "crops": crops}[args.variant](passages, order, rng, args.count)
+    items = {"sentences": sentences, "keyphrases": keyphrases, "crops": crops, "titles": titles}[args.variant](passages, order, rng, args.count)
     if args.as_run:
         print(f"{_write_run(args.run, passages, items, args.variant, args.as_run)} queries -> {args.as_run}/queries.jsonl")
     else:
