@@ -156,14 +156,14 @@ def titles(passages: list, order: list[int], rng: random.Random, count: int) -> 
     document's later passages share the title; the judges may prefer one of them)."""
     from synthgen.retrieve import passage_text
 
-    first: dict[str, int] = {}
+    first: dict[str, tuple[int, str]] = {}
     for at, passage in enumerate(passages):
         title = " ".join((passage.title or "").split())
         if len(title.split()) >= 3:
-            first.setdefault(title.lower(), at)
+            first.setdefault(title.lower(), (at, title))
     rank = {at: i for i, at in enumerate(order)}
-    chosen = sorted(first.values(), key=rank.__getitem__)[:count]
-    return [(at, " ".join(passages[at].title.split()), passage_text(passages[at])) for at in chosen]
+    chosen = sorted(first.values(), key=lambda item: rank[item[0]])[:count]
+    return [(at, title, passage_text(passages[at])) for at, title in chosen]
 
 
 def titled(run: Path, out: Path) -> int:
@@ -193,9 +193,13 @@ def swap(run: Path, other: Path, out: Path) -> tuple[int, int]:
     return len(llm), len(keyphrase)
 
 
+# the LLM-free kinds: each writes (passage index, query, positive text) items for --out or --as-run
+KINDS = {"sentences": sentences, "keyphrases": keyphrases, "crops": crops, "titles": titles}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=["sentences", "keyphrases", "crops", "titles", "titled", "swap"])
+    parser.add_argument("variant", choices=[*KINDS, "titled", "swap"])
     parser.add_argument("--run", type=Path, required=True, help="a run folder (passages.jsonl, train.jsonl)")
     output = parser.add_mutually_exclusive_group(required=True)
     output.add_argument("--out", type=Path, help="training records (JSONL)")
@@ -216,7 +220,7 @@ def main() -> None:
         print(f"{titled(args.run, args.out)} records -> {args.out}")
         return
     passages, order, rng = _passages(args.run, args.seed)
-    items = {"sentences": sentences, "keyphrases": keyphrases, "crops": crops, "titles": titles}[args.variant](passages, order, rng, args.count)
+    items = KINDS[args.variant](passages, order, rng, args.count)
     if args.as_run:
         print(f"{_write_run(args.run, passages, items, args.variant, args.as_run)} queries -> {args.as_run}/queries.jsonl")
     else:
