@@ -7,6 +7,10 @@
     .venv/bin/python bench/model_variants.py soup OUT MODEL MODEL [MODEL ...]
     # another WiSE-FT weight for a model saved at `train.interpolation` A: base + (TO / A) x (model - base)
     .venv/bin/python bench/model_variants.py wise OUT BASE MODEL --saved-at 0.5 --to 1.0
+    # every embedding moved by minus the corpus' mean embedding, then normalised again (a standard Dense layer, so
+    # the folder still loads with SentenceTransformer(path)): passages near the corpus' center, which a query of
+    # any topic reaches, count for less
+    .venv/bin/python bench/model_variants.py center MODEL OUT --corpus BEIR [--cache-dir DIR]
 
 Then `distill eval OUT --data BEIR`.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 
@@ -59,6 +64,28 @@ def wise(out: Path, base: Path, model: Path, saved_at: float, to: float) -> None
     save_file(mixed, str(out / "model.safetensors"), metadata={"format": "pt"})
 
 
+def center(source: Path, out: Path, corpus: Path, cache_dir: Path | None) -> None:
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Normalize
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from distill.evaluate import load_beir
+    from synthgen.records import Passage
+    from synthgen.retrieve import Embedder
+
+    beir = load_beir(corpus)
+    passages = [Passage(id=i, text=t) for i, t in zip(beir.passage_ids, beir.passages)]
+    mean = torch.from_numpy(Embedder(source, cache_dir).encode_passages(passages)).float().mean(0)
+    model = SentenceTransformer(str(source), device="cpu")
+    size = len(mean)
+    shift = Dense(size, size, activation_function=torch.nn.Identity(), init_weight=torch.eye(size), init_bias=-mean)
+    centered = SentenceTransformer(modules=[*model, shift, Normalize()], device="cpu")
+    if out.exists():
+        shutil.rmtree(out)
+    centered.save(str(out))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="variant", required=True)
@@ -75,8 +102,15 @@ def main() -> None:
     w.add_argument("model", type=Path)
     w.add_argument("--saved-at", type=float, required=True)
     w.add_argument("--to", type=float, required=True)
+    c = sub.add_parser("center")
+    c.add_argument("model", type=Path)
+    c.add_argument("out", type=Path)
+    c.add_argument("--corpus", type=Path, required=True, help="a BEIR folder: its corpus.jsonl gives the mean")
+    c.add_argument("--cache-dir", type=Path, help="the embedding cache (the model's passages may be there already)")
     args = parser.parse_args()
-    if args.variant == "length":
+    if args.variant == "center":
+        center(args.model, args.out, args.corpus, args.cache_dir)
+    elif args.variant == "length":
         length(args.model, args.out, args.length)
     elif args.variant == "wise":
         wise(args.out, args.base, args.model, args.saved_at, args.to)
