@@ -23,6 +23,9 @@ import shutil
 import sys
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
 
 def copy_model(source: Path, out: Path) -> None:
     if out.exists():
@@ -69,7 +72,6 @@ def center(source: Path, out: Path, corpus: Path, cache_dir: Path | None) -> Non
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Normalize
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from distill.evaluate import load_beir
     from synthgen.records import Passage
     from synthgen.retrieve import Embedder
