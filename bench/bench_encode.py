@@ -196,13 +196,13 @@ def main() -> None:
     from distill.evaluate import load_beir
     from distill.recipe import resolve_base_model
     from synthgen.errors import UserError
-    from synthgen.machine import cache_root, cpu_has_native_bf16, use_threads
+    from synthgen.machine import cache_root, cpu_has_bf16_units, use_threads
 
     arms = [a.strip() for a in args.backends.split(",") if a.strip()]
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         fail(f"--backends {unknown[0] if unknown else args.backends!r} is not one of {', '.join(ARMS)}")
-    if "torch-bf16" in arms and not cpu_has_native_bf16():
+    if "torch-bf16" in arms and not cpu_has_bf16_units():
         print("this CPU has no native bf16: the torch-bf16 arm is left out", flush=True)
         arms.remove("torch-bf16")
     if args.chunk < 1:

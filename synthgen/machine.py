@@ -1,24 +1,112 @@
-"""What the machine offers that several modules ask about: native bf16 on the CPU, its cores, and the cache folder.
+"""What the machine offers that several modules ask about: whether bf16 pays on the CPU, its cores, and the cache
+folder.
 
-One reading of /proc/cpuinfo serves the LLM backends and the student's training, so both agree on whether
-bf16 is computed or emulated (emulated bf16 matmuls are hundreds of times slower than fp32).
+One answer serves the LLM backends, the retrievers and the student's training, so every stage computes in the
+same precision on a given machine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import platform
+from functools import lru_cache
 from pathlib import Path
 
 from synthgen.errors import UserError
 
+BF16_MIN_SPEEDUP = 1.2  # below this a probe's noise could flip the choice from one run to the next; fp32 is exact
 
-def cpu_has_native_bf16() -> bool:
-    """Whether the CPU computes bf16 matmuls (AVX512-BF16 or AMX) rather than emulating them."""
+
+def cpu_has_bf16_units() -> bool:
+    """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 matmuls are emulated and
+    hundreds of times slower than fp32, so there is nothing to measure."""
     try:
         flags = Path("/proc/cpuinfo").read_text().split()
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_prefers_bf16() -> bool:
+    """Whether autocast to bf16 is the faster choice on this CPU: measured, not read from the flags.
+
+    The flags say only that bf16 instructions exist. On an AVX512-BF16 CPU whose AMX units the hypervisor hides,
+    torch's bf16 linear layers ran 1.9x slower than fp32, the LLM 1.2-1.5x and the student's encoding 1.4x
+    (README, Benchmarks), so trusting the flag chose the slow path for every stage. The probe's ratio is kept
+    under `cache_root()` per CPU, torch version and thread count: the first measurement decides for good, so a
+    resumed run computes as it started."""
+    if not cpu_has_bf16_units():
+        return False
+    return bf16_speedup() >= BF16_MIN_SPEEDUP
+
+
+@lru_cache(maxsize=None)
+def _remembered_speedup(key: str, path: Path) -> float:
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if isinstance(known.get(key), (int, float)):
+        return float(known[key])
+    ratio = known[key] = round(probe_bf16_speedup(), 3)
+    with contextlib.suppress(OSError):  # a read-only home only costs a probe per process
+        path.parent.mkdir(parents=True, exist_ok=True)
+        scratch = path.with_name(f"{path.name}.{os.getpid()}")
+        scratch.write_text(json.dumps(known, indent=1, sort_keys=True))
+        scratch.replace(path)
+    return ratio
+
+
+def bf16_speedup(path: Path | None = None) -> float:
+    """fp32 time over bf16 time of a linear layer of the bundled models' size, remembered in `path`
+    (default: cache_root()/bf16-speedup.json)."""
+    return _remembered_speedup(bf16_probe_key(), path or cache_root() / "bf16-speedup.json")
+
+
+def bf16_probe_key() -> str:
+    """What a remembered ratio holds for: the CPU (name, model number, bf16 flags), torch and its thread count."""
+    import torch
+
+    return f"{_cpu_model()} | torch {torch.__version__} | {torch.get_num_threads()} threads"
+
+
+def probe_bf16_speedup(rounds: int = 5) -> float:
+    """fp32 seconds over bf16-autocast seconds for SmolLM2's and MiniLM's layer shape (576 -> 1536, 256 rows);
+    the arms take turns and each keeps its best round, so a neighbour's load falls on both alike (~0.2 s)."""
+    import time
+
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    layer = torch.nn.Linear(576, 1536)
+    rows = torch.randn(256, 576, generator=generator)
+    best = {"fp32": float("inf"), "bf16": float("inf")}
+    with torch.no_grad():
+        for _ in range(rounds):
+            for arm in best:
+                context = torch.autocast("cpu", dtype=torch.bfloat16) if arm == "bf16" else contextlib.nullcontext()
+                start = time.perf_counter()
+                with context:
+                    for _ in range(4):
+                        layer(rows)
+                best[arm] = min(best[arm], time.perf_counter() - start)
+    return best["fp32"] / best["bf16"]
+
+
+def _cpu_model() -> str:
+    """The CPU's name, model number and bf16 flags: a hypervisor may show one name for hosts with and without AMX."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    units = sorted(set(fields.get("flags", "").split()) & {"avx512_bf16", "amx_bf16", "amx_tile"})
+    return " ".join([fields.get("model name", platform.machine()), f"model {fields.get('model', '?')}", *units])
 
 
 def cache_root() -> Path:
@@ -67,8 +155,8 @@ def resolve_precision(name: str, device: str) -> str:
     if name == "auto":
         if on_cuda:
             return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        return "bf16" if device == "cpu" and cpu_has_native_bf16() else "fp32"
-    if name == "bf16" and device == "cpu" and not cpu_has_native_bf16():
+        return "bf16" if device == "cpu" and cpu_prefers_bf16() else "fp32"
+    if name == "bf16" and device == "cpu" and not cpu_has_bf16_units():
         raise UserError("precision bf16: this CPU has no AVX512-BF16/AMX, so bf16 is emulated and far slower; use fp32 or auto")
     if name == "fp16" and not on_cuda:
         raise UserError(f"precision fp16 needs a CUDA device (device is {device}); use fp32 or auto")

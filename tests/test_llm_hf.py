@@ -37,10 +37,10 @@ def full_forward_scores(llm, request: ScoreRequest):
 def test_dtype_is_float32_on_a_cpu_without_native_bf16(llm):
     import torch
 
-    from synthgen.llm.hf import cpu_has_native_bf16
+    from synthgen.machine import cpu_prefers_bf16
 
     assert llm.device.type == "cpu"
-    assert llm.dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert llm.dtype == (torch.bfloat16 if cpu_prefers_bf16() else torch.float32)
 
 
 def test_score_with_shared_contexts_matches_a_full_forward_pass(llm):

