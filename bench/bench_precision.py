@@ -15,21 +15,10 @@ import argparse
 import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-
-
-def best_of(rounds: int, arms: dict) -> dict[str, float]:
-    best = {name: float("inf") for name in arms}
-    for _ in range(rounds):
-        for name, work in arms.items():
-            start = time.perf_counter()
-            work()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
@@ -47,6 +36,7 @@ def main() -> None:
     from synthgen import machine
     from synthgen.llm import load_llm
     from synthgen.llm.base import SamplingParams, ScoreRequest
+    from synthgen.machine import best_rounds
     from synthgen.retrieve import default_embedder_path
 
     threads = machine.use_threads(args.threads)
@@ -63,12 +53,12 @@ def main() -> None:
     prompts = [[{"role": "user", "content": "Write a search query for this passage.\n" + " ".join(t.split()[:180])}]
                for t in texts[:16]]
     params = SamplingParams(max_tokens=32)
-    rows["LLM generate (16 prompts, 32 tokens)"] = best_of(
+    rows["LLM generate (16 prompts, 32 tokens)"] = best_rounds(
         args.rounds, {arm: (lambda llm=llm: llm.generate(prompts, params, list(range(16)))) for arm, llm in llms.items()})
     requests = [ScoreRequest(context="Passage: " + " ".join(texts[i].split()[:80]) +
                              "\nA search query that this passage answers:", continuation=" " + docs[(i + 7) % 160]["title"])
                 for i in range(96)]
-    rows["LLM judge (96 query-likelihood pairs)"] = best_of(
+    rows["LLM judge (96 query-likelihood pairs)"] = best_rounds(
         args.rounds, {arm: (lambda llm=llm: llm.score(requests)) for arm, llm in llms.items()})
     del llms
 
@@ -79,7 +69,7 @@ def main() -> None:
         with torch.no_grad(), autocast(arm):
             student.encode(texts[:128], batch_size=64, convert_to_tensor=True)
 
-    rows["student encode (128 passages, 256 tokens)"] = best_of(args.rounds, {a: (lambda a=a: encode(a)) for a in ("fp32", "bf16")})
+    rows["student encode (128 passages, 256 tokens)"] = best_rounds(args.rounds, {a: (lambda a=a: encode(a)) for a in ("fp32", "bf16")})
     optimizer = torch.optim.SGD(student.parameters(), lr=0.0)  # a step's compute, weights unchanged
 
     def step(arm: str) -> None:
@@ -90,7 +80,7 @@ def main() -> None:
         loss.backward()
         optimizer.zero_grad()
 
-    rows["student training step (32 queries, 64 passages)"] = best_of(args.rounds, {a: (lambda a=a: step(a)) for a in ("fp32", "bf16")})
+    rows["student training step (32 queries, 64 passages)"] = best_rounds(args.rounds, {a: (lambda a=a: step(a)) for a in ("fp32", "bf16")})
 
     print(f"{machine.bf16_probe_key()}; probe: fp32 time / bf16 time = {probe:.2f} "
           f"(bf16 chosen at >= {machine.BF16_MIN_SPEEDUP}: {'bf16' if probe >= machine.BF16_MIN_SPEEDUP else 'fp32'})")

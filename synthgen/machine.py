@@ -11,21 +11,35 @@ import contextlib
 import json
 import os
 import platform
+import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 from synthgen.errors import UserError
 
 BF16_MIN_SPEEDUP = 1.2  # below this a probe's noise could flip the choice from one run to the next; fp32 is exact
 
 
+def _cpuinfo() -> list[dict[str, str]] | None:
+    """/proc/cpuinfo as one field dict per logical CPU, or None where there is none (not Linux)."""
+    try:
+        blocks = Path("/proc/cpuinfo").read_text().split("\n\n")
+    except OSError:
+        return None
+    cpus = []
+    for block in blocks:
+        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
+        if fields:
+            cpus.append({k.strip(): v.strip() for k, v in fields.items()})
+    return cpus
+
+
 def cpu_has_bf16_units() -> bool:
     """Whether the CPU has bf16 instructions (AVX512-BF16 or AMX); without them bf16 matmuls are emulated and
     hundreds of times slower than fp32, so there is nothing to measure."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
+    cpus = _cpuinfo()
+    flags = set(cpus[0].get("flags", "").split()) if cpus else set()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
@@ -52,12 +66,12 @@ def _remembered_speedup(key: str, path: Path) -> float:
         known = {}
     if isinstance(known.get(key), (int, float)):
         return float(known[key])
+    from synthgen.rundir import write_json
+
     ratio = known[key] = round(probe_bf16_speedup(), 3)
-    with contextlib.suppress(OSError):  # a read-only home only costs a probe per process
+    with contextlib.suppress(OSError, UserError):  # a read-only home only costs a probe per process
         path.parent.mkdir(parents=True, exist_ok=True)
-        scratch = path.with_name(f"{path.name}.{os.getpid()}")
-        scratch.write_text(json.dumps(known, indent=1, sort_keys=True))
-        scratch.replace(path)
+        write_json(path, known)
     return ratio
 
 
@@ -76,35 +90,39 @@ def bf16_probe_key() -> str:
 
 def probe_bf16_speedup(rounds: int = 5) -> float:
     """fp32 seconds over bf16-autocast seconds for SmolLM2's and MiniLM's layer shape (576 -> 1536, 256 rows);
-    the arms take turns and each keeps its best round, so a neighbour's load falls on both alike (~0.2 s)."""
-    import time
-
+    the arms take turns and each keeps its best round (~0.2 s)."""
     import torch
 
-    generator = torch.Generator().manual_seed(0)
     layer = torch.nn.Linear(576, 1536)
-    rows = torch.randn(256, 576, generator=generator)
-    best = {"fp32": float("inf"), "bf16": float("inf")}
-    with torch.no_grad():
-        for _ in range(rounds):
-            for arm in best:
-                context = torch.autocast("cpu", dtype=torch.bfloat16) if arm == "bf16" else contextlib.nullcontext()
-                start = time.perf_counter()
-                with context:
-                    for _ in range(4):
-                        layer(rows)
-                best[arm] = min(best[arm], time.perf_counter() - start)
+    rows = torch.randn(256, 576, generator=torch.Generator().manual_seed(0))
+
+    def run(context) -> None:
+        with torch.no_grad(), context:
+            for _ in range(4):
+                layer(rows)
+
+    best = best_rounds(rounds, {"fp32": lambda: run(contextlib.nullcontext()),
+                                "bf16": lambda: run(torch.autocast("cpu", dtype=torch.bfloat16))})
     return best["fp32"] / best["bf16"]
+
+
+def best_rounds(rounds: int, arms: dict[str, Callable[[], object]]) -> dict[str, float]:
+    """Each arm's fastest of `rounds` runs, the arms taking turns, so a neighbour's load falls on all alike."""
+    best = {name: float("inf") for name in arms}
+    for _ in range(rounds):
+        for name, work in arms.items():
+            start = time.perf_counter()
+            work()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def _cpu_model() -> str:
     """The CPU's name, model number and bf16 flags: a hypervisor may show one name for hosts with and without AMX."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
+    cpus = _cpuinfo()
+    if not cpus:
         return platform.processor() or platform.machine()
-    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    fields = cpus[0]
     units = sorted(set(fields.get("flags", "").split()) & {"avx512_bf16", "amx_bf16", "amx_tile"})
     return " ".join([fields.get("model name", platform.machine()), f"model {fields.get('model', '?')}", *units])
 
@@ -118,14 +136,11 @@ def physical_cores() -> int:
     """Physical cores among the CPUs this process may run on: a second hyperthread of a core adds little to
     matmul-bound work and slows it when both threads compete, and a container may allow fewer CPUs than exist."""
     allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
-    try:
-        blocks = Path("/proc/cpuinfo").read_text().split("\n\n")
-    except OSError:
+    cpus = _cpuinfo()
+    if cpus is None:
         return len(allowed)
     cores = set()
-    for block in blocks:
-        fields = dict(line.split(":", 1) for line in block.splitlines() if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
+    for fields in cpus:
         if "processor" in fields and int(fields["processor"]) in allowed:
             cores.add((fields.get("physical id"), fields.get("core id", fields["processor"])))
     return len(cores) or len(allowed)

@@ -34,7 +34,7 @@ def full_forward_scores(llm, request: ScoreRequest):
     return token_lp, choices
 
 
-def test_dtype_is_float32_on_a_cpu_without_native_bf16(llm):
+def test_dtype_on_a_cpu_follows_the_bf16_measurement(llm):
     import torch
 
     from synthgen.machine import cpu_prefers_bf16
