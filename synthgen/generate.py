@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 from synthgen.errors import UserError
+from synthgen.llm import engine_dtype
 from synthgen.llm.base import LLM, Prompt, SamplingParams
 from synthgen.prompts import Template
 from synthgen.records import Passage, Query
@@ -134,6 +135,7 @@ class BatchLog:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    dtype: str | None = None  # what the LLM computed in (llm.engine_dtype): a resumed run keeps to it
 
 
 def plan(passages: Sequence[Passage], config: GenerateConfig, clusters: Sequence[int] | None = None) -> list[Item]:
@@ -330,7 +332,7 @@ class QueryGenerator:
         started = time.perf_counter()
         query_filter = QueryFilter(self.config, self.examples)
         counts: Counter[str] = Counter(prompted=len(items))
-        log = BatchLog(items=[item.id for item in items])
+        log = BatchLog(items=[item.id for item in items], dtype=engine_dtype(self.llm))
         prompts = {item.id: render(self.template, item, self.config) for item in items}
         accepted: dict[str, Query] = {}
         pending = list(items)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from synthgen.llm import engine_dtype
 from synthgen.llm.base import LLM, ScoreRequest
 from synthgen.prompts import Template, load_template
 from synthgen.records import Passage, Query
@@ -44,6 +45,7 @@ class Judgment:
     judge: str
     score: float
     key: str  # hash of the judge's model, templates, cut and both texts: a stale judgment is never reused
+    dtype: str | None = None  # what the LLM computed in (llm.engine_dtype): a resumed run keeps to it
 
 
 def cut_words(text: str, words: int) -> str:
@@ -112,10 +114,10 @@ class LLMJudges:
 def judge_batch(judges: LLMJudges, batch: JudgeBatch) -> list[Judgment]:
     """The judgments of a batch of pairs, each with the judges it still lacks, in one backend call per set of judges
     (usually one set: all of them)."""
-    made = []
+    made, dtype = [], engine_dtype(judges.llm)
     for missing in dict.fromkeys(m for _, _, m in batch):
         part = [(query, passage) for query, passage, m in batch if m == missing]
         for (query, passage), by_judge in zip(part, judges.score(part, missing)):
-            made.extend(Judgment(query.id, passage.id, j, score, judges.key(j, query, passage))
+            made.extend(Judgment(query.id, passage.id, j, score, judges.key(j, query, passage), dtype)
                         for j, score in by_judge.items())
     return made

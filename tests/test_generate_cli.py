@@ -268,3 +268,24 @@ def test_cluster_sample_takes_passages_across_clusters_and_extends(tmp_path, tin
     assert len(set(clusters)) > 1
     generate(*common, "--max-passages", "9")  # the same clusters, a longer prefix of the same order
     assert {q.passage_id for q in queries(run)} >= set(expected) and len(queries(run)) == 9
+
+
+def test_a_resumed_run_goes_on_in_the_dtype_it_started_in(tmp_path, tiny_llm_path, known_template):
+    """"auto" is decided per machine: batches made in bf16 elsewhere make the rest of the run bf16 here too."""
+    import torch
+
+    from synthgen.llm.hf import resolve_dtype
+
+    common = ["--corpus", str(CORPUS), "--llm", f"hf:{tiny_llm_path}", "--prompt", str(known_template),
+              "--max-tokens", "8", "--quiet", "--out", str(tmp_path / "run")]
+    generate(*common, "--max-passages", "3")
+    progress = tmp_path / "run" / "generate.progress.jsonl"
+    here = str(resolve_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
+    logs = [json.loads(line) for line in progress.read_text().splitlines()]
+    assert {log["dtype"] for log in logs} == {here} and manifest(tmp_path / "run")["dtype"] == here
+    other = "bfloat16" if here == "float32" else "float32"
+    progress.write_text("".join(json.dumps({**log, "dtype": other}) + "\n" for log in logs))
+    generate(*common, "--max-passages", "6")
+    logs = [json.loads(line) for line in progress.read_text().splitlines()]
+    assert len(logs) > 1 and {log["dtype"] for log in logs} == {other}
+    assert manifest(tmp_path / "run")["dtype"] == other

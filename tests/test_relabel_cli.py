@@ -77,6 +77,29 @@ def test_relabel_writes_training_examples_and_manifest(tmp_path, common):
     assert len((run / "judgments.jsonl").read_text().splitlines()) == 12 * 3 * 2
 
 
+def test_judging_resumed_goes_on_in_the_dtype_of_the_earlier_judgments(tmp_path, common):
+    """"auto" is decided per machine: judgments made in bf16 elsewhere make the rest of the run's bf16 here too."""
+    import torch
+
+    from synthgen.llm.hf import resolve_dtype
+
+    run = make_run(tmp_path / "run")
+    args = ["relabel", "--run", run, *common, "--judges", "ql,dense,bm25", "--top-k", "6", "--judge-depth", "3"]
+    assert cli(args) == 0
+    store = run / "judgments.jsonl"
+    here = str(resolve_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
+    judgments = [json.loads(line) for line in store.read_text().splitlines()]
+    assert {j["dtype"] for j in judgments} == {here}
+    assert json.loads((run / "manifest.json").read_text())["relabel"]["dtype"] == here
+    other = "bfloat16" if here == "float32" else "float32"
+    kept = judgments[: len(judgments) // 2]  # the rest is judged again, as after a kill
+    store.write_text("".join(json.dumps({**j, "dtype": other}) + "\n" for j in kept))
+    assert cli(args) == 0
+    judgments = [json.loads(line) for line in store.read_text().splitlines()]
+    assert len(judgments) > len(kept) and {j["dtype"] for j in judgments} == {other}
+    assert json.loads((run / "manifest.json").read_text())["relabel"]["dtype"] == other
+
+
 def test_retrieval_judges_alone_need_no_llm(tmp_path, minilm_path):
     run = make_run(tmp_path / "run")
     args = ["relabel", "--run", run, "--embedder", minilm_path, "--cache-dir", tmp_path / "cache", "--quiet",

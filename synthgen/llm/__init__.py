@@ -17,8 +17,8 @@ from synthgen.errors import UserError
 from synthgen.llm.base import LLM, Completion, Prompt, SamplingParams, ScoreRequest, Scores
 from synthgen.llm.spec import public_spec
 
-__all__ = ["LLM", "Completion", "Prompt", "SamplingParams", "ScoreRequest", "Scores", "llm_name", "load_llm", "parse_spec",
-           "public_spec"]
+__all__ = ["LLM", "Completion", "Prompt", "SamplingParams", "ScoreRequest", "Scores", "dtype_option", "engine_dtype",
+           "llm_name", "load_llm", "parse_spec", "public_spec"]
 
 BACKENDS = ("hf", "vllm", "openai")
 DEFAULT_LLM = "smollm2-135m"  # what no --llm means: the bundled SmolLM2 (synthgen.llm.models.BUNDLED)
@@ -71,3 +71,19 @@ def llm_name(spec: str | None = None) -> str:
         model, _, base_url = target.partition("@")
         return f"openai:{model}@{public_spec(base_url.rstrip('/'))}"  # as OpenAILLM names itself: no credentials
     return f"hf:{target}"
+
+
+def engine_dtype(llm: LLM) -> str | None:
+    """What an in-process engine computes in ("float32", "bfloat16"), recorded with its records so a resumed run
+    computes as it started; None for a server, whose precision is not ours to know or choose."""
+    dtype = str(getattr(llm, "dtype", "") or "").removeprefix("torch.")
+    return dtype if dtype and dtype != "auto" else None
+
+
+def dtype_option(spec: str | None, dtype: str | None) -> dict[str, str]:
+    """The engine option that pins a resumed run to the dtype its first records were made in. "auto" is decided
+    per machine (synthgen.machine measures bf16 against fp32), so a run moved to another machine, or resumed by a
+    version that decides differently, would otherwise mix precisions in one set of records."""
+    if dtype is None or parse_spec(spec or DEFAULT_LLM)[0] == "openai":
+        return {}
+    return {"dtype": dtype}

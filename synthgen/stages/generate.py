@@ -219,11 +219,12 @@ def _run_stage(run: GenerateRun, overwrite: bool, quiet: bool) -> dict:
         from tqdm import tqdm
 
         from synthgen.executors import run_units
-        from synthgen.llm import llm_name
+        from synthgen.llm import dtype_option, llm_name
         from synthgen.work import GenerateWork
 
         section["model"] = llm_name(run.llm)
-        work = GenerateWork(run.llm, run.template, config, run.executor.llm_options(run.llm))
+        options = {**run.executor.llm_options(run.llm), **dtype_option(run.llm, _started_in(logs))}
+        work = GenerateWork(run.llm, run.template, config, options)
         batches = [todo[start : start + config.batch_size] for start in range(0, len(todo), config.batch_size)]
         repeats = RepeatFilter(config, [q for q in existing if q.id in done])
         session_start, session_tokens, session_passages = time.perf_counter(), 0, set()
@@ -248,6 +249,7 @@ def _run_stage(run: GenerateRun, overwrite: bool, quiet: bool) -> dict:
             progress_out.write([log])
         logs.append(log)
     section["complete"] = True
+    section["dtype"] = _started_in(logs)
     totals = _generate_totals(logs, len(passages), queries_path)
     totals["wall_seconds"] = round(time.perf_counter() - run.started, 2)
     section = {**section, **totals}
@@ -289,6 +291,11 @@ def recover(run_dir: Path) -> tuple[list[BatchLog], list[Query]]:
               f"{len(logs) - len(kept) + sum(x is None for x in log_lines)} batch(es) are generated again",
               file=sys.stderr)
     return kept, queries
+
+
+def _started_in(logs: list[BatchLog]) -> Optional[str]:
+    """The dtype the run's LLM batches were first made in (None before any, or from a version that did not say)."""
+    return next((log.dtype for log in logs if log.dtype), None)
 
 
 def _drop_keyphrases(run_dir: Path, logs: list[BatchLog], queries: list[Query]) -> tuple[list[BatchLog], list[Query]]:

@@ -164,8 +164,8 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     judging_seconds = 0.0
     if llm_names:
         store = run_dir / JUDGMENTS
-        known, corrupt = _known_judgments(store)
-        section["models"]["llm"], judges, run_batches = _judging(options, llm_names)
+        known, dtype, corrupt = _known_judgments(store)
+        section["models"]["llm"], judges, run_batches = _judging(options, llm_names, dtype)
         section["prompts"] = judges.prompt_hashes()
         t0 = time.perf_counter()
         with Appender(store) as out:
@@ -173,6 +173,8 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
                                   not quiet, run_batches):
                 out.write(made)
                 fresh += len(made)
+                dtype = dtype or next((j.dtype for j in made if j.dtype), None)
+        section["dtype"] = dtype
         judging_seconds = time.perf_counter() - t0
         reused = sum(1 for c in candidates for j in llm_names for s in c.scores[j] if s is not None) - fresh
 
@@ -196,17 +198,19 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     return section
 
 
-def _known_judgments(store: Path) -> tuple[dict[str, float], int]:
-    """Scores of earlier judgments by key, and how many lines were corrupt. judgments.jsonl is a cache: a corrupt
-    line is dropped from the file, counted and judged again, instead of ending the run."""
+def _known_judgments(store: Path) -> tuple[dict[str, float], Optional[str], int]:
+    """Scores of earlier judgments by key, the dtype the first were made in, and how many lines were corrupt.
+    judgments.jsonl is a cache: a corrupt line is dropped from the file, counted and judged again, instead of
+    ending the run."""
     lines = resume_lines(store, Judgment)
     known = {j.key: j.score for j in lines if j is not None}
+    dtype = next((j.dtype for j in lines if j is not None and j.dtype), None)
     corrupt = sum(j is None for j in lines)
     if corrupt:
         write_jsonl(store, [j for j in lines if j is not None])
         print(f"warning: {store}: {corrupt} corrupt line{'s' * (corrupt > 1)} skipped; those pairs are judged again",
               file=sys.stderr)
-    return known, corrupt
+    return known, dtype, corrupt
 
 
 def read_inputs(run: Path) -> tuple[list[Passage], list[Query]]:
@@ -269,15 +273,16 @@ class RelabelStage:
         return summary(section, self.run_dir)
 
 
-def _judging(options: RelabelOptions, names: list[str]) -> tuple[str, LLMJudges, Callable]:
+def _judging(options: RelabelOptions, names: list[str], dtype: Optional[str]) -> tuple[str, LLMJudges, Callable]:
     """The LLM's name, judges that make the judgment keys without a model, and what judges batches: the
-    executor, which loads the model where the judging runs (here, or on Ray workers) only if there is any."""
+    executor, which loads the model where the judging runs (here, or on Ray workers) only if there is any, in
+    the dtype of the earlier judgments if there are any."""
     from synthgen.executors import run_units
-    from synthgen.llm import llm_name
+    from synthgen.llm import dtype_option, llm_name
     from synthgen.work import JudgeWork
 
     name = llm_name(options.llm)
     judges = LLMJudges(None, names, words=options.judge_words, context_template=options.judge_prompt, llm_name=name)
     work = JudgeWork(options.llm, tuple(names), options.judge_words, options.judge_prompt, judges.settings,
-                     options.executor.llm_options(options.llm))
+                     {**options.executor.llm_options(options.llm), **dtype_option(options.llm, dtype)})
     return name, judges, lambda batches: run_units(options.executor, work, batches)
