@@ -35,13 +35,6 @@ def decoder_flops(config, tokens: int, context: float, head_tokens: int) -> floa
     return (2 * layers * per_layer * tokens + 4 * layers * width * context * tokens + 2 * vocab * width * head_tokens)
 
 
-def encoder_flops(config, tokens: int, context: float) -> float:
-    """FLOPs of `tokens` tokens through a BERT-style encoder whose sequences are `context` tokens long."""
-    width, layers = config.hidden_size, config.num_hidden_layers
-    per_layer = 4 * width * width + 2 * width * config.intermediate_size
-    return 2 * layers * per_layer * tokens + 4 * layers * width * context * tokens
-
-
 def peak_line(flops: float, seconds: float, peak_gflops: float, label: str) -> str:
     achieved = flops / seconds / 1e9
     return f"{achieved:.0f} GFLOPS = {achieved / peak_gflops:.0%} of measured {label} matmul ({peak_gflops:.0f})"

@@ -31,12 +31,6 @@ def split_towers(model: "SentenceTransformer") -> "SentenceTransformer":
     return towers
 
 
-def is_two_towers(model: "SentenceTransformer") -> bool:
-    from sentence_transformers.base.modules import Router
-
-    return isinstance(model[0], Router)
-
-
 def freeze_document_tower(model: "SentenceTransformer") -> None:
     """Train the query tower only: passages stay where the base model put them, so what the base knows about
     the corpus is kept whole, the base's passage embeddings (relabel's cache) stay valid, and a training step

@@ -50,7 +50,6 @@ from synthgen.sampling import SAMPLES, derive_seed, sample_order
 from synthgen.text import NearDuplicateIndex, content_overlap, longest_common_run, words
 
 FORMS = ("question", "claim", "keywords", "title")
-ROLES = ("system", "user", "assistant")
 _MARKER = re.compile(r"^\[\[(system|user|assistant)\]\][ \t]*$", re.MULTILINE)
 _ANSWER = re.compile(r"^\[\[answer\]\][ \t]*\n?", re.MULTILINE)
 

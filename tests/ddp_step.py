@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
 from safetensors.torch import save_file
 
 from distill.data import build_dataset, epoch_batches

@@ -4,7 +4,6 @@ SentenceTransformer(path), and the queue and re-mining survive a kill and resume
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
