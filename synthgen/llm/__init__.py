@@ -17,7 +17,7 @@ from synthgen.errors import UserError
 from synthgen.llm.base import LLM, Completion, Prompt, SamplingParams, ScoreRequest, Scores
 from synthgen.llm.spec import public_spec
 
-__all__ = ["LLM", "Completion", "Prompt", "SamplingParams", "ScoreRequest", "Scores", "dtype_option", "engine_dtype",
+__all__ = ["LLM", "Completion", "Prompt", "SamplingParams", "ScoreRequest", "Scores", "dtype_option", "engine_dtype", "first_dtype",
            "llm_name", "load_llm", "parse_spec", "public_spec"]
 
 BACKENDS = ("hf", "vllm", "openai")
@@ -78,6 +78,12 @@ def engine_dtype(llm: LLM) -> str | None:
     computes as it started; None for a server, whose precision is not ours to know or choose."""
     dtype = str(getattr(llm, "dtype", "") or "").removeprefix("torch.")
     return dtype if dtype and dtype != "auto" else None
+
+
+def first_dtype(records) -> str | None:
+    """The dtype the first of a run's records (batch logs, judgments; None for a corrupt line) was made in: None
+    before any, or from a version that did not say."""
+    return next((r.dtype for r in records if r is not None and r.dtype), None)
 
 
 def dtype_option(spec: str | None, dtype: str | None) -> dict[str, str]:

@@ -26,7 +26,7 @@ from synthgen.machine import torch_threads
 from synthgen.executors import ExecutorConfig
 from synthgen.generate import BatchLog, GenerateConfig, Item, QueryGenerator, RepeatFilter, check_template, plan
 from synthgen.keyphrases import is_keyphrase_id
-from synthgen.llm import public_spec
+from synthgen.llm import first_dtype, public_spec
 from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Query
@@ -223,7 +223,7 @@ def _run_stage(run: GenerateRun, overwrite: bool, quiet: bool) -> dict:
         from synthgen.work import GenerateWork
 
         section["model"] = llm_name(run.llm)
-        options = {**run.executor.llm_options(run.llm), **dtype_option(run.llm, _started_in(logs))}
+        options = {**run.executor.llm_options(run.llm), **dtype_option(run.llm, first_dtype(logs))}
         work = GenerateWork(run.llm, run.template, config, options)
         batches = [todo[start : start + config.batch_size] for start in range(0, len(todo), config.batch_size)]
         repeats = RepeatFilter(config, [q for q in existing if q.id in done])
@@ -249,7 +249,7 @@ def _run_stage(run: GenerateRun, overwrite: bool, quiet: bool) -> dict:
             progress_out.write([log])
         logs.append(log)
     section["complete"] = True
-    section["dtype"] = _started_in(logs)
+    section["dtype"] = first_dtype(logs)
     totals = _generate_totals(logs, len(passages), queries_path)
     totals["wall_seconds"] = round(time.perf_counter() - run.started, 2)
     section = {**section, **totals}
@@ -291,11 +291,6 @@ def recover(run_dir: Path) -> tuple[list[BatchLog], list[Query]]:
               f"{len(logs) - len(kept) + sum(x is None for x in log_lines)} batch(es) are generated again",
               file=sys.stderr)
     return kept, queries
-
-
-def _started_in(logs: list[BatchLog]) -> Optional[str]:
-    """The dtype the run's LLM batches were first made in (None before any, or from a version that did not say)."""
-    return next((log.dtype for log in logs if log.dtype), None)
 
 
 def _drop_keyphrases(run_dir: Path, logs: list[BatchLog], queries: list[Query]) -> tuple[list[BatchLog], list[Query]]:

@@ -18,7 +18,7 @@ from synthgen.errors import UserError
 from synthgen.machine import torch_threads
 from synthgen.executors import ExecutorConfig
 from synthgen.judges import CONTEXT_TEMPLATE, LLM_JUDGES, TEMPLATES, Judgment, LLMJudges
-from synthgen.llm import public_spec
+from synthgen.llm import first_dtype, public_spec
 from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Passage, Query, from_dict, iter_json_lines
@@ -173,7 +173,7 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
                                   not quiet, run_batches):
                 out.write(made)
                 fresh += len(made)
-                dtype = dtype or next((j.dtype for j in made if j.dtype), None)
+                dtype = dtype or first_dtype(made)
         section["dtype"] = dtype
         judging_seconds = time.perf_counter() - t0
         reused = sum(1 for c in candidates for j in llm_names for s in c.scores[j] if s is not None) - fresh
@@ -204,7 +204,7 @@ def _known_judgments(store: Path) -> tuple[dict[str, float], Optional[str], int]
     ending the run."""
     lines = resume_lines(store, Judgment)
     known = {j.key: j.score for j in lines if j is not None}
-    dtype = next((j.dtype for j in lines if j is not None and j.dtype), None)
+    dtype = first_dtype(lines)
     corrupt = sum(j is None for j in lines)
     if corrupt:
         write_jsonl(store, [j for j in lines if j is not None])
