@@ -184,6 +184,14 @@ def llm_pairs(candidates: Sequence[Candidates], depth: int) -> list[tuple[int, i
     return sorted(pairs, key=lambda pair: (pair[1], pair[0]))
 
 
+def judgment_keys(candidates: Sequence[Candidates], passages: Sequence[Passage], judges: LLMJudges,
+                  depth: int) -> set[str]:
+    """The keys of every judgment these candidates need: of the earlier judgments, only these are reused, so only
+    these say what a resumed run goes on in."""
+    return {judges.key(j, candidates[n].query, passages[i]) for n, i in llm_pairs(candidates, depth)
+            for j in judges.judges}
+
+
 def llm_judge(candidates: Sequence[Candidates], passages: Sequence[Passage], judges: LLMJudges, depth: int,
               known: dict[str, float], batch_pairs: int = 128, progress: bool = True,
               run: Callable[[list[JudgeBatch]], Iterator[list[Judgment]]] | None = None) -> Iterator[list[Judgment]]:

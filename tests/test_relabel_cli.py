@@ -98,6 +98,12 @@ def test_judging_resumed_goes_on_in_the_dtype_of_the_earlier_judgments(tmp_path,
     judgments = [json.loads(line) for line in store.read_text().splitlines()]
     assert len(judgments) > len(kept) and {j["dtype"] for j in judgments} == {other}
     assert json.loads((run / "manifest.json").read_text())["relabel"]["dtype"] == other
+    # judgments this run does not reuse (another LLM's, or other texts') say nothing of what it goes on in
+    store.write_text("".join(json.dumps({**j, "key": "stale-" + j["key"]}) + "\n" for j in judgments))
+    assert cli(args) == 0
+    fresh = [json.loads(line) for line in store.read_text().splitlines()][len(judgments):]
+    assert fresh and {j["dtype"] for j in fresh} == {here}
+    assert json.loads((run / "manifest.json").read_text())["relabel"]["dtype"] == here
 
 
 def test_retrieval_judges_alone_need_no_llm(tmp_path, minilm_path):

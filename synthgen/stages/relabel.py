@@ -22,8 +22,8 @@ from synthgen.llm import first_dtype, public_spec
 from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Passage, Query, from_dict, iter_json_lines
-from synthgen.relabel import (Retrievers, SelectionConfig, llm_judge, parse_judges, retrieve_candidates,
-                              score_retrieval_judges, select, summarize)
+from synthgen.relabel import (Retrievers, SelectionConfig, judgment_keys, llm_judge, parse_judges,
+                              retrieve_candidates, score_retrieval_judges, select, summarize)
 from synthgen.retrieve import Embedder
 from synthgen.rundir import Appender, file_fingerprint, prepare_dir, resume_lines, write_jsonl, write_manifest_section
 from synthgen.stages import is_current as _is_current
@@ -164,8 +164,12 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     judging_seconds = 0.0
     if llm_names:
         store = run_dir / JUDGMENTS
-        known, dtype, corrupt = _known_judgments(store)
-        section["models"]["llm"], judges, run_batches = _judging(options, llm_names, dtype)
+        earlier, corrupt = _earlier_judgments(store)
+        known = {j.key: j.score for j in earlier}
+        section["models"]["llm"], judges = _judges(options, llm_names)
+        needed = judgment_keys(candidates, passages, judges, options.judge_depth)
+        dtype = first_dtype(j for j in earlier if j.key in needed)
+        run_batches = _judge_runner(options, judges, dtype)
         section["prompts"] = judges.prompt_hashes()
         t0 = time.perf_counter()
         with Appender(store) as out:
@@ -198,19 +202,17 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     return section
 
 
-def _known_judgments(store: Path) -> tuple[dict[str, float], Optional[str], int]:
-    """Scores of earlier judgments by key, the dtype the first were made in, and how many lines were corrupt.
-    judgments.jsonl is a cache: a corrupt line is dropped from the file, counted and judged again, instead of
-    ending the run."""
+def _earlier_judgments(store: Path) -> tuple[list[Judgment], int]:
+    """The judgments of earlier runs, and how many lines were corrupt. judgments.jsonl is a cache: a corrupt line
+    is dropped from the file, counted and judged again, instead of ending the run."""
     lines = resume_lines(store, Judgment)
-    known = {j.key: j.score for j in lines if j is not None}
-    dtype = first_dtype(lines)
-    corrupt = sum(j is None for j in lines)
+    earlier = [j for j in lines if j is not None]
+    corrupt = len(lines) - len(earlier)
     if corrupt:
-        write_jsonl(store, [j for j in lines if j is not None])
+        write_jsonl(store, earlier)
         print(f"warning: {store}: {corrupt} corrupt line{'s' * (corrupt > 1)} skipped; those pairs are judged again",
               file=sys.stderr)
-    return known, dtype, corrupt
+    return earlier, corrupt
 
 
 def read_inputs(run: Path) -> tuple[list[Passage], list[Query]]:
@@ -273,16 +275,22 @@ class RelabelStage:
         return summary(section, self.run_dir)
 
 
-def _judging(options: RelabelOptions, names: list[str], dtype: Optional[str]) -> tuple[str, LLMJudges, Callable]:
-    """The LLM's name, judges that make the judgment keys without a model, and what judges batches: the
-    executor, which loads the model where the judging runs (here, or on Ray workers) only if there is any, in
-    the dtype of the earlier judgments if there are any."""
-    from synthgen.executors import run_units
-    from synthgen.llm import dtype_option, llm_name
-    from synthgen.work import JudgeWork
+def _judges(options: RelabelOptions, names: list[str]) -> tuple[str, LLMJudges]:
+    """The LLM's name, and judges that make the judgment keys without a model."""
+    from synthgen.llm import llm_name
 
     name = llm_name(options.llm)
-    judges = LLMJudges(None, names, words=options.judge_words, context_template=options.judge_prompt, llm_name=name)
-    work = JudgeWork(options.llm, tuple(names), options.judge_words, options.judge_prompt, judges.settings,
+    return name, LLMJudges(None, names, words=options.judge_words, context_template=options.judge_prompt,
+                           llm_name=name)
+
+
+def _judge_runner(options: RelabelOptions, judges: LLMJudges, dtype: Optional[str]) -> Callable:
+    """What judges batches: the executor, which loads the model where the judging runs (here, or on Ray workers)
+    only if there is any, in the dtype of the earlier judgments this run reuses if there are any."""
+    from synthgen.executors import run_units
+    from synthgen.llm import dtype_option
+    from synthgen.work import JudgeWork
+
+    work = JudgeWork(options.llm, tuple(judges.judges), options.judge_words, options.judge_prompt, judges.settings,
                      {**options.executor.llm_options(options.llm), **dtype_option(options.llm, dtype)})
-    return name, judges, lambda batches: run_units(options.executor, work, batches)
+    return lambda batches: run_units(options.executor, work, batches)
