@@ -17,8 +17,8 @@ from synthgen.errors import UserError
 from synthgen.llm.base import LLM, Completion, Prompt, SamplingParams, ScoreRequest, Scores
 from synthgen.llm.spec import public_spec
 
-__all__ = ["LLM", "Completion", "Prompt", "SamplingParams", "ScoreRequest", "Scores", "dtype_option", "engine_dtype", "first_dtype",
-           "llm_name", "load_llm", "parse_spec", "public_spec"]
+__all__ = ["LLM", "Completion", "Prompt", "SamplingParams", "ScoreRequest", "Scores", "dtype_option", "engine_dtype",
+           "first_dtype", "llm_name", "load_llm", "parse_spec", "public_spec"]
 
 BACKENDS = ("hf", "vllm", "openai")
 DEFAULT_LLM = "smollm2-135m"  # what no --llm means: the bundled SmolLM2 (synthgen.llm.models.BUNDLED)
