@@ -50,6 +50,7 @@ class PipelineOptions:
     seed: int = GenerateConfig.seed  # RNG seed of generate and relabel; training has the recipe's train.seed
     prompt: Optional[Path] = None
     judges: str = RelabelOptions.judges
+    judge_keyphrases: bool = RelabelOptions.judge_keyphrases
     overrides: list[str] = field(default_factory=list)  # recipe KEY=VALUE
     cache_dir: Optional[Path] = None
     executor: ExecutorConfig = ExecutorConfig()  # where generate's and relabel's LLM work runs
@@ -84,8 +85,8 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     recipe = train.build_recipe(options.recipe, options.overrides, run_dir, options.eval, options.dims)
     train.check_model_folder(recipe, run_dir)
     train.check_dims(recipe)
-    relabel_options = RelabelOptions(llm=options.llm, judges=options.judges, seed=options.seed,
-                                     cache_dir=options.cache_dir, executor=options.executor)
+    relabel_options = RelabelOptions(llm=options.llm, judges=options.judges, judge_keyphrases=options.judge_keyphrases,
+                                     seed=options.seed, cache_dir=options.cache_dir, executor=options.executor)
     relabel_options.resolve()
     config = GenerateConfig(queries_per_passage=options.queries_per_passage, max_passages=options.max_passages,
                             seed=options.seed, sample=options.sample, keyphrase_queries=options.keyphrase_queries,
@@ -109,6 +110,7 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
         "max_passages": config.max_passages,
         "sample": config.sample,
         "keyphrase_queries": config.keyphrase_queries,
+        "judge_keyphrases": relabel_options.judge_keyphrases,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     write_manifest_section(run_dir, "pipeline", section)

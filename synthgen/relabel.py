@@ -346,11 +346,15 @@ def summarize(selections: Sequence[Selection], judges: Sequence[str]) -> dict:
     """Counts and rates for the manifest: written, dropped by reason, positive-is-seed, judge agreement."""
     kept = [s for s in selections if s.example is not None]
     n = len(kept)
-    agreement = {j: round(sum(s.top1[j] == s.fused_top for s in kept) / n, 4) if n else None for j in judges}
-    pairwise = {
-        f"{a}~{b}": round(sum(s.top1[a] == s.top1[b] for s in kept) / n, 4) if n else None
-        for x, a in enumerate(judges) for b in judges[x + 1 :]
-    }
+
+    def share(agree: Callable[[Selection], bool], *needed: str) -> float | None:
+        """Over the kept queries that every judge in `needed` ranked (keyphrase queries may skip the LLM's)."""
+        ranked = [s for s in kept if all(j in s.top1 for j in needed)]
+        return round(sum(map(agree, ranked)) / len(ranked), 4) if ranked else None
+
+    agreement = {j: share(lambda s, j=j: s.top1[j] == s.fused_top, j) for j in judges}
+    pairwise = {f"{a}~{b}": share(lambda s, a=a, b=b: s.top1[a] == s.top1[b], a, b)
+                for x, a in enumerate(judges) for b in judges[x + 1 :]}
     return {
         "written": n,
         "dropped": dict(Counter(s.dropped for s in selections if s.dropped)),

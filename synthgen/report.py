@@ -44,7 +44,10 @@ def format_report(section: dict[str, Any]) -> str:
                   "point (README, Results).", ""]
     if section.get("keyphrase_queries"):
         lines += [f"Keyphrase queries (no LLM): {section['keyphrase_queries']} per passage given to the LLM "
-                  "(--keyphrase-queries; 0 turns them off), judged like the LLM's.", ""]
+                  "(--keyphrase-queries; 0 turns them off), "
+                  + ("judged like the LLM's." if section.get("judge_keyphrases", True) else
+                     "judged by the retrievers alone (--no-judge-keyphrases: on SciFact 0.71 nDCG@10 lower than with "
+                     "the LLM judging them too; README, Ablations)."), ""]
     dev = section["dev"]
     if dev["base"] and dev["trained"]:
         m = dev["metric"]

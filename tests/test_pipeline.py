@@ -113,6 +113,7 @@ def test_every_artifact_of_a_whole_run(whole_run, adi):
 
     report = (run / "report.md").read_text()
     assert "| generate | ran |" in report and "| train | ran |" in report and "Keyphrase queries (no LLM): 1 per" in report
+    assert section["judge_keyphrases"] and "judged like the LLM's" in report
     assert f"{table['dims']['128']['ndcg@10']['trained']:.4f}" in report
     assert (run / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (run / "plot.png").stat().st_size > 10_000
@@ -186,6 +187,11 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
     with_keyphrases = list(read_records(run / "queries.jsonl", Query))
     assert with_keyphrases[: len(after)] == after and progress.read_text().startswith(llm_batches)
     assert {q.form for q in with_keyphrases[len(after):]} == {"keyphrases"} and len(with_keyphrases) == len(after) + 10
+    assert manifest(run)["relabel"]["counts"]["llm_judged_queries"] == len(with_keyphrases)
+    pipeline(*smaller, *regenerated, "--keyphrase-queries", "1", "--no-judge-keyphrases")  # the retrievers rank them
+    assert statuses() == {"generate": "skipped", "relabel": "ran", "train": "ran"}
+    assert manifest(run)["relabel"]["counts"]["llm_judged_queries"] == len(after)
+    assert "judged by the retrievers alone" in (run / "report.md").read_text()
     pipeline(*smaller, *regenerated)
     assert statuses()["generate"] == "ran"
     assert list(read_records(run / "queries.jsonl", Query)) == after and progress.read_text() == llm_batches

@@ -12,12 +12,15 @@ import pytest
 
 from relabel_corpus import passages, queries
 from synthgen.cli import main
+from synthgen.keyphrases import idf, is_keyphrase_id, keyphrase_queries
 from synthgen.records import Query, TrainingExample, dumps, read_records
 
 
-def make_run(folder: Path, extra_queries: int = 0) -> Path:
+def make_run(folder: Path, extra_queries: int = 0, keyphrases: bool = False) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     qs = queries()
+    if keyphrases:  # what `synthgen generate --keyphrase-queries` adds after the LLM's queries
+        qs += keyphrase_queries(passages(), len(passages()), idf(passages()))
     for n in range(extra_queries):  # more queries, so that a run lasts long enough to be killed
         base = qs[n % len(qs)]
         qs.append(Query(f"{base.id}-{n}", base.passage_id, base.task, f"{base.query} variant {n}", base.form))
@@ -117,6 +120,32 @@ def test_retrieval_judges_alone_need_no_llm(tmp_path, minilm_path):
     assert not (run / "judgments.jsonl").exists()
 
 
+def test_keyphrase_queries_may_be_left_to_the_retriever_judges(tmp_path, common):
+    run = make_run(tmp_path / "run", keyphrases=True)
+    keyphrase_ids = {q.id for q in read_records(run / "queries.jsonl", Query) if is_keyphrase_id(q.id)}
+    assert len(keyphrase_ids) == 12
+    args = ["relabel", "--run", run, *common, "--top-k", "6", "--judge-depth", "3"]
+    assert cli([*args, "--no-judge-keyphrases"]) == 0
+    judged = {json.loads(line)["query_id"] for line in (run / "judgments.jsonl").read_text().splitlines()}
+    assert judged == {q.id for q in queries()}  # the LLM judged the LLM's queries only
+    section = json.loads((run / "manifest.json").read_text())["relabel"]
+    assert section["counts"]["llm_judged_queries"] == 12 and section["counts"]["written"] == 24
+    assert section["config"]["judge_keyphrases"] is False
+    records = {ex.query_id: ex for ex in read_records(run / "train.jsonl", TrainingExample)}
+    # a keyphrase query's record is the one the retriever judges alone make of it
+    alone = make_run(tmp_path / "alone", keyphrases=True)
+    assert cli(["relabel", "--run", alone, *common, "--top-k", "6", "--judges", "dense,bm25"]) == 0
+    assert all(ex == records[ex.query_id] for ex in read_records(alone / "train.jsonl", TrainingExample)
+               if ex.query_id in keyphrase_ids)
+
+    assert cli([*args, "--judge-keyphrases"]) == 0  # another train.jsonl; the LLM's queries are not judged again
+    counts = json.loads((run / "manifest.json").read_text())["relabel"]["counts"]
+    assert counts["llm_judged_queries"] == 24 and counts["llm_judgments_reused"] == 12 * 3
+    assert counts["llm_pairs_judged"] > 0
+    judged = {json.loads(line)["query_id"] for line in (run / "judgments.jsonl").read_text().splitlines()}
+    assert judged == set(records)
+
+
 @pytest.mark.parametrize(
     "break_run, message",
     [
@@ -140,7 +169,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, capsys, break_run, message):
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
     run = make_run(tmp_path / "run")
     for bad in (["--negative-ranks", "20"], ["--judges", "ql,oracle"], ["--margin", "1.5"], ["--judges", "dense2"],
-                ["--negative-strategy", "hardest"], ["--judges", "dense,bm25", "--min-agreement", "3"]):
+                ["--negative-strategy", "hardest"], ["--judges", "dense,bm25", "--min-agreement", "3"],
+                ["--min-agreement", "3", "--no-judge-keyphrases"]):
         assert cli(["relabel", "--run", run, "--quiet", *bad]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err

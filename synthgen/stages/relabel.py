@@ -18,6 +18,7 @@ from synthgen.errors import UserError
 from synthgen.machine import torch_threads
 from synthgen.executors import ExecutorConfig
 from synthgen.judges import CONTEXT_TEMPLATE, LLM_JUDGES, TEMPLATES, Judgment, LLMJudges
+from synthgen.keyphrases import is_keyphrase_id
 from synthgen.llm import first_dtype, public_spec
 from synthgen.lock import hold
 from synthgen.prompts import load_template
@@ -56,6 +57,7 @@ class RelabelOptions:
     min_agreement: int = SelectionConfig.min_agreement
     seed: int = SelectionConfig.seed  # of the random choice of negatives
     positives: int = SelectionConfig.positives
+    judge_keyphrases: bool = True  # whether the LLM judges also rank the keyphrase queries' candidates
     cache_dir: Optional[Path] = None
     batch_pairs: int = 128
     executor: ExecutorConfig = ExecutorConfig()  # where the LLM judges run; never part of the identity
@@ -73,6 +75,10 @@ class RelabelOptions:
         selection.check()
         if self.min_agreement > len(names):
             raise UserError(f"--min-agreement {self.min_agreement} is more than the {len(names)} judges in --judges")
+        retrievers = [j for j in names if j not in LLM_JUDGES]
+        if not self.judge_keyphrases and retrievers and self.min_agreement > len(retrievers):
+            raise UserError(f"--min-agreement {self.min_agreement} is more than the {len(retrievers)} retriever judges "
+                            "that rank keyphrase queries without --judge-keyphrases")
         if self.judge_depth < 1 or self.judge_words < 1 or self.batch_pairs < 1:
             raise UserError("--judge-depth, --judge-words and --batch-pairs must be at least 1")
         if "dense2" in names and self.second_embedder is None:
@@ -92,7 +98,8 @@ class RelabelOptions:
         config = {"judges": list(names), "retrieval": self.retrieval, "top_k": self.top_k,
                   "judge_depth": self.judge_depth, "judge_words": self.judge_words, "index": self.index,
                   **asdict(selection)}
-        for key, before in (("positives", 1), ("min_agreement", 0)):
+        config["judge_keyphrases"] = self.judge_keyphrases
+        for key, before in (("positives", 1), ("min_agreement", 0), ("judge_keyphrases", True)):
             if config[key] == before:  # the old value leaves the identity of runs made before the option as it was
                 del config[key]
         llm_names = [j for j in config["judges"] if j in LLM_JUDGES]
@@ -160,6 +167,8 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
         "models": {"embedder": first.name, **({"second_embedder": second.name} if second else {})},
     }
     llm_names = [j for j in names if j in LLM_JUDGES]
+    unjudged = _left_to_retrievers(candidates, names, options.judge_keyphrases)
+    llm_judged = [c for c in candidates if c.query.id not in unjudged]
     fresh = reused = corrupt = 0
     judging_seconds = 0.0
     if llm_names:
@@ -167,27 +176,30 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
         earlier, corrupt = _earlier_judgments(store)
         known = {j.key: j.score for j in earlier}
         section["models"]["llm"], judges = _judges(options, llm_names)
-        needed = judgment_keys(candidates, passages, judges, options.judge_depth)
+        needed = judgment_keys(llm_judged, passages, judges, options.judge_depth)
         dtype = first_dtype(j for j in earlier if j.key in needed)
         run_batches = _judge_runner(options, judges, dtype)
         section["prompts"] = judges.prompt_hashes()
         t0 = time.perf_counter()
         with Appender(store) as out:
-            for made in llm_judge(candidates, passages, judges, options.judge_depth, known, options.batch_pairs,
+            for made in llm_judge(llm_judged, passages, judges, options.judge_depth, known, options.batch_pairs,
                                   not quiet, run_batches):
                 out.write(made)
                 fresh += len(made)
                 dtype = dtype or first_dtype(made)
         section["dtype"] = dtype
         judging_seconds = time.perf_counter() - t0
-        reused = sum(1 for c in candidates for j in llm_names for s in c.scores[j] if s is not None) - fresh
+        reused = sum(1 for c in llm_judged for j in llm_names for s in c.scores[j] if s is not None) - fresh
 
-    selections = [select(c, passages, names, selection) for c in candidates]
+    retriever_names = tuple(j for j in names if j not in LLM_JUDGES)
+    selections = [select(c, passages, retriever_names if c.query.id in unjudged else names, selection)
+                  for c in candidates]
     write_jsonl(run_dir / "train.jsonl", [s.example for s in selections if s.example is not None])
     summary = summarize(selections, names)
     fresh_pairs = fresh // max(len(llm_names), 1)
     section["counts"] = {"passages": len(passages), "queries": len(queries),
                          "seed_in_retrieved_top_k": sum(c.seed_rank is not None for c in candidates),
+                         "llm_judged_queries": len(llm_judged) if llm_names else 0,
                          "llm_pairs_judged": fresh_pairs, "llm_judgments_reused": reused,
                          "corrupt_judgments_skipped": corrupt, **summary}
     section["throughput"] = {
@@ -200,6 +212,15 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     }
     write_manifest_section(run_dir, "relabel", section)
     return section
+
+
+def _left_to_retrievers(candidates: list, names: tuple[str, ...], judge_keyphrases: bool) -> set[str]:
+    """The ids of the queries the LLM judges skip: the keyphrase queries, unless asked to judge them or no retriever
+    judge is there to rank them. On SciFact's defaults they are four fifths of the LLM's pairs, and the judges move
+    only 5% of them off their seed passage (README, Ablations)."""
+    if judge_keyphrases or all(j in LLM_JUDGES for j in names):
+        return set()
+    return {c.query.id for c in candidates if is_keyphrase_id(c.query.id)}
 
 
 def _earlier_judgments(store: Path) -> tuple[list[Judgment], int]:
