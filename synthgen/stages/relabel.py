@@ -167,7 +167,8 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
         "models": {"embedder": first.name, **({"second_embedder": second.name} if second else {})},
     }
     llm_names = [j for j in names if j in LLM_JUDGES]
-    unjudged = _left_to_retrievers(candidates, names, options.judge_keyphrases)
+    retriever_names = tuple(j for j in names if j not in LLM_JUDGES)
+    unjudged = _left_to_retrievers(candidates, retriever_names, options.judge_keyphrases)
     llm_judged = [c for c in candidates if c.query.id not in unjudged]
     fresh = reused = corrupt = 0
     judging_seconds = 0.0
@@ -191,7 +192,6 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
         judging_seconds = time.perf_counter() - t0
         reused = sum(1 for c in llm_judged for j in llm_names for s in c.scores[j] if s is not None) - fresh
 
-    retriever_names = tuple(j for j in names if j not in LLM_JUDGES)
     selections = [select(c, passages, retriever_names if c.query.id in unjudged else names, selection)
                   for c in candidates]
     write_jsonl(run_dir / "train.jsonl", [s.example for s in selections if s.example is not None])
@@ -214,12 +214,12 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     return section
 
 
-def _left_to_retrievers(candidates: list, names: tuple[str, ...], judge_keyphrases: bool) -> set[str]:
+def _left_to_retrievers(candidates: list, retriever_names: tuple[str, ...], judge_keyphrases: bool) -> set[str]:
     """The ids of the queries the LLM judges skip: the keyphrase queries, unless asked to judge them or no retriever
     judge is there to rank them. On SciFact's defaults they are four fifths of the LLM's pairs and the judges move
     only 5% of them off their seed passage, yet leaving them to the retrievers cost 0.71 nDCG@10, through the negatives
     (README, Ablations): so the LLM judges them unless told not to."""
-    if judge_keyphrases or all(j in LLM_JUDGES for j in names):
+    if judge_keyphrases or not retriever_names:
         return set()
     return {c.query.id for c in candidates if is_keyphrase_id(c.query.id)}
 
