@@ -41,8 +41,10 @@ class RelabelOptions:
     judges: str = "ql,dense,bm25"
     retrieval: str = "hybrid"
     top_k: int = 20
-    # 2, not 3: a third fewer LLM pairs (about 6 of relabel's ~20 minutes on SciFact) for -0.13 nDCG@10 over two
-    # SciFact draws and +0.25 over five ADI draws, ties both (README, Ablations); 5 deep tied for 64% more pairs.
+    # 2, not 3: a third fewer LLM pairs for -0.13 nDCG@10 over two SciFact draws and +0.25 over five ADI draws, ties
+    # both (README, Ablations); 5 deep tied for 64% more pairs. It saves less time than pairs (about 18% of judging,
+    # 1.5-3 of relabel's ~18 minutes on SciFact): every passage is judged either way, and reading a passage once for all
+    # its queries costs about three pairs.
     judge_depth: int = 2
     judge_words: int = 80
     judge_prompt: Optional[Path] = None
