@@ -192,6 +192,26 @@ def judgment_keys(candidates: Sequence[Candidates], passages: Sequence[Passage],
             for j in judges.judges}
 
 
+def judge_batches(candidates: Sequence[Candidates], passages: Sequence[Passage], judges: LLMJudges,
+                  pairs: Sequence[tuple[int, int]], known: dict[str, float], batch_pairs: int) -> list[JudgeBatch]:
+    """The pairs `known` lacks, each with the judges it still needs, in batches of about `batch_pairs`: a passage's
+    pairs are never split, since the backend reads a passage once for all its queries in a batch."""
+    todo: list[tuple[int, int, tuple[str, ...]]] = []  # (candidate list, corpus index, judges still to run)
+    for n, i in pairs:
+        missing = tuple(j for j in judges.judges if judges.key(j, candidates[n].query, passages[i]) not in known)
+        if missing:
+            todo.append((n, i, missing))
+    batches: list[JudgeBatch] = []
+    start = 0
+    while start < len(todo):
+        end = min(start + batch_pairs, len(todo))
+        while end < len(todo) and todo[end][1] == todo[end - 1][1]:
+            end += 1
+        batches.append([(candidates[n].query, passages[i], missing) for n, i, missing in todo[start:end]])
+        start = end
+    return batches
+
+
 def llm_judge(candidates: Sequence[Candidates], passages: Sequence[Passage], judges: LLMJudges, depth: int,
               known: dict[str, float], batch_pairs: int = 128, progress: bool = True,
               run: Callable[[list[JudgeBatch]], Iterator[list[Judgment]]] | None = None) -> Iterator[list[Judgment]]:
@@ -204,21 +224,9 @@ def llm_judge(candidates: Sequence[Candidates], passages: Sequence[Passage], jud
     from tqdm import tqdm
 
     pairs = llm_pairs(candidates, depth)
-    todo: list[tuple[int, int, tuple[str, ...]]] = []  # (candidate list, corpus index, judges still to run)
-    for n, i in pairs:
-        missing = tuple(j for j in judges.judges if judges.key(j, candidates[n].query, passages[i]) not in known)
-        if missing:
-            todo.append((n, i, missing))
-    batches: list[JudgeBatch] = []
-    start = 0
-    while start < len(todo):
-        end = min(start + batch_pairs, len(todo))
-        while end < len(todo) and todo[end][1] == todo[end - 1][1]:  # never split one passage's pairs
-            end += 1
-        batches.append([(candidates[n].query, passages[i], missing) for n, i, missing in todo[start:end]])
-        start = end
+    batches = judge_batches(candidates, passages, judges, pairs, known, batch_pairs)
     results = run(batches) if run is not None else (judge_batch(judges, batch) for batch in batches)
-    with tqdm(total=len(todo), desc="judging", unit="pair", disable=not progress or not todo) as bar:
+    with tqdm(total=sum(map(len, batches)), desc="judging", unit="pair", disable=not progress or not batches) as bar:
         for batch, made in zip(batches, results):
             for judged in made:
                 known[judged.key] = judged.score

@@ -4,8 +4,9 @@ import pytest
 
 from synthgen.errors import UserError
 from synthgen.records import Passage, Query
-from synthgen.relabel import (Candidates, SelectionConfig, fuse, fused_order, judge_ranks, llm_pairs, near_duplicate,
-                              parse_judges, scaled_scores, select, summarize)
+from synthgen.judges import LLMJudges
+from synthgen.relabel import (Candidates, SelectionConfig, fuse, fused_order, judge_batches, judge_ranks, llm_pairs,
+                              near_duplicate, parse_judges, scaled_scores, select, summarize)
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
 
@@ -142,6 +143,20 @@ def test_llm_pairs_are_passage_major_and_include_the_seed():
     c1 = cands({"ql": [None] * 4}, seed=3, seed_rank=4)
     c2 = cands({"ql": [None] * 4}, seed=0, seed_rank=1)
     assert llm_pairs([c1, c2], depth=2) == [(0, 0), (1, 0), (0, 1), (1, 1), (0, 3)]
+
+
+def test_judge_batches_skip_known_pairs_and_never_split_a_passage():
+    passages = corpus(4)
+    many = [Candidates(Query(id=f"q{n}", passage_id="p0", task="t", query=f"query {n}", form="question"),
+                       [0, 1, 2, 3], 0, 1) for n in range(3)]
+    judges = LLMJudges(None, ["ql"], llm_name="hf:none")
+    pairs = llm_pairs(many, depth=2)  # 3 queries x passages 0 and 1
+    known = {judges.key("ql", many[0].query, passages[1]): -1.0}
+    batches = judge_batches(many, passages, judges, pairs, known, batch_pairs=2)
+    assert [[(q.id, p.id) for q, p, _ in b] for b in batches] == [
+        [("q0", "p0"), ("q1", "p0"), ("q2", "p0")],  # 2 asked, 3 sent: passage 0's pairs stay together
+        [("q1", "p1"), ("q2", "p1")]]  # q0 x p1 was judged already
+    assert all(missing == ("ql",) for b in batches for _, _, missing in b)
 
 
 def test_options_are_checked():
