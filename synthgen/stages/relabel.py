@@ -42,9 +42,9 @@ class RelabelOptions:
     retrieval: str = "hybrid"
     top_k: int = 20
     # 2, not 3: a third fewer LLM pairs for -0.13 nDCG@10 over two SciFact draws and +0.25 over five ADI draws, ties
-    # both (README, Ablations); 5 deep tied for 64% more pairs. It saves less time than pairs (about 18% of judging,
-    # 1.5-3 of relabel's ~18 minutes on SciFact): every passage is judged either way, and reading a passage once for all
-    # its queries costs about three pairs.
+    # both (README, Ablations); 5 deep tied for 64% more pairs. It saves less time than pairs (14% of judging, 2.7 of
+    # relabel's ~18 minutes on SciFact; bench/bench_judging.py): every passage is judged either way, and reading a
+    # passage once for all its queries costs about eight pairs.
     judge_depth: int = 2
     judge_words: int = 80
     judge_prompt: Optional[Path] = None
