@@ -22,6 +22,9 @@
     # the LLM's records of one run with the keyphrase records of another (two draws of the same collection):
     # which half of a draw carries the difference between two draws' results
     .venv/bin/python bench/record_variants.py swap --run RUN --other OTHER --out swap.jsonl
+    # training data that hurts, to see whether a guard sees harm: the run's train.jsonl with the positive of a
+    # fraction of its records replaced by a passage drawn at random from the run's
+    .venv/bin/python bench/record_variants.py corrupt --run RUN --out corrupt.jsonl --fraction 0.5
 
 A sentence's salience is the mean inverse document frequency of its words over the run's passages: the rarest
 content, not boilerplate such as "Further studies are needed.". Train on the output with
@@ -193,21 +196,51 @@ def swap(run: Path, other: Path, out: Path) -> tuple[int, int]:
     return len(llm), len(keyphrase)
 
 
+def corrupt(run: Path, out: Path, fraction: float, rng: random.Random) -> tuple[int, int]:
+    """The run's records, a `fraction` of them with a random passage (not one of the record's own) as the positive:
+    the scores and ids of a replaced positive are dropped, so nothing downstream reads the judges' old choice."""
+    texts = {}
+    for line in open(run / "passages.jsonl", encoding="utf-8"):
+        passage = json.loads(line)
+        texts[passage["id"]] = passage["text"]
+    ids = sorted(texts)
+    records = [json.loads(line) for line in open(run / "train.jsonl", encoding="utf-8")]
+    replaced = 0
+    for record in records:
+        if rng.random() >= fraction:
+            continue
+        own = set(record.get("pos_ids", [])) | set(record.get("neg_ids", [])) | {record.get("seed_id")}
+        pick = rng.choice([i for i in rng.sample(ids, 8) if i not in own])
+        record["pos"], record["pos_ids"] = [texts[pick]], [pick]
+        record.pop("pos_scores", None)
+        record.pop("neg_scores", None)
+        replaced += 1
+    out.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return len(records), replaced
+
+
 # the LLM-free kinds: each writes (passage index, query, positive text) items for --out or --as-run
 KINDS = {"sentences": sentences, "keyphrases": keyphrases, "crops": crops, "titles": titles}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=[*KINDS, "titled", "swap"])
+    parser.add_argument("variant", choices=[*KINDS, "titled", "swap", "corrupt"])
     parser.add_argument("--run", type=Path, required=True, help="a run folder (passages.jsonl, train.jsonl)")
     output = parser.add_mutually_exclusive_group(required=True)
     output.add_argument("--out", type=Path, help="training records (JSONL)")
     output.add_argument("--as-run", type=Path, help="sentences, keyphrases, crops, titles: a run folder to relabel instead")
     parser.add_argument("--count", type=int, default=640, help="sentences, keyphrases, crops, titles: how many")
     parser.add_argument("--other", type=Path, help="swap: the run folder whose keyphrase records replace the run's")
+    parser.add_argument("--fraction", type=float, default=0.5, help="corrupt: the share of positives replaced")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    if args.variant == "corrupt":
+        if args.out is None:
+            sys.exit("corrupt changes the run's own records: give --out")
+        total, replaced = corrupt(args.run, args.out, args.fraction, random.Random(args.seed))
+        print(f"{replaced} of {total} positives replaced by random passages -> {args.out}")
+        return
     if args.variant == "swap":
         if args.out is None or args.other is None:
             sys.exit("swap writes records: give --other and --out")
