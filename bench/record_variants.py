@@ -210,7 +210,12 @@ def corrupt(run: Path, out: Path, fraction: float, rng: random.Random) -> tuple[
         if rng.random() >= fraction:
             continue
         own = set(record.get("pos_ids", [])) | set(record.get("neg_ids", [])) | {record.get("seed_id")}
-        pick = rng.choice([i for i in rng.sample(ids, 8) if i not in own])
+        if not set(ids) - own:
+            continue  # no passage that is not the record's own
+        choices: list[str] = []
+        while not choices:  # draws again only when all 8 are the record's own (a tiny corpus)
+            choices = [i for i in rng.sample(ids, min(8, len(ids))) if i not in own]
+        pick = rng.choice(choices)
         record["pos"], record["pos_ids"] = [texts[pick]], [pick]
         record.pop("pos_scores", None)
         record.pop("neg_scores", None)
