@@ -39,63 +39,69 @@ def main() -> None:
     import numpy as np
 
     from synthgen.judges import LLM_JUDGES, LLMJudges, judge_batch
-    from synthgen.keyphrases import is_keyphrase_id
     from synthgen.llm import load_llm
     from synthgen.machine import torch_threads
     from synthgen.relabel import Retrievers, judge_batches, llm_pairs, parse_judges, retrieve_candidates
     from synthgen.retrieve import Embedder
-    from synthgen.stages.relabel import RelabelOptions, read_inputs
+    from synthgen.stages.relabel import RelabelOptions, left_to_retrievers, read_inputs
 
     options = RelabelOptions(cache_dir=args.cache_dir)
     passages, queries = read_inputs(args.run)
     retrievers = Retrievers(passages, Embedder(options.embedder, options.cache_dir), index=options.index)
     candidates = retrieve_candidates(queries, retrievers, options.retrieval, options.top_k)
     llm = load_llm(options.llm)
-    judges = LLMJudges(llm, [j for j in parse_judges(options.judges) if j in LLM_JUDGES], words=options.judge_words)
+    names = parse_judges(options.judges)
+    judges = LLMJudges(llm, [j for j in names if j in LLM_JUDGES], words=options.judge_words)
+    retriever_names = tuple(j for j in names if j not in LLM_JUDGES)
+
+    def reads(batch) -> int:
+        return len({p.id for _, p, _ in batch})
 
     arms = {}
     for depth in (int(d) for d in args.depths.split(",")):
         for keyphrases in (True, False):
-            judged = [c for c in candidates if keyphrases or not is_keyphrase_id(c.query.id)]
+            unjudged = left_to_retrievers(candidates, retriever_names, keyphrases)
+            judged = [c for c in candidates if c.query.id not in unjudged]
             pairs = llm_pairs(judged, depth)
             batches = judge_batches(judged, passages, judges, pairs, {}, options.batch_pairs)
             arms[f"depth {depth}, keyphrases {'judged' if keyphrases else 'left to retrievers'}"] = {
                 "depth": depth, "judge_keyphrases": keyphrases, "batches": batches,
                 "pairs": len(pairs), "passages": len({i for _, i in pairs}),
-                "reads": sum(len({p.id for _, p, _ in b}) for b in batches)}
+                "reads": sum(map(reads, batches))}
     rng = random.Random(args.seed)
     for arm in arms.values():
         arm["sample"] = rng.sample(range(len(arm["batches"])), min(args.batches, len(arm["batches"])))
         arm["timed"] = []  # (passages read, pairs, seconds) per sampled batch
 
-    names = list(arms)
-    judge_batch(judges, arms[names[0]]["batches"][0])  # warm-up: first-call allocations are no arm's cost
+    labels = list(arms)
+    judge_batch(judges, arms[labels[0]]["batches"][0])  # warm-up: first-call allocations are no arm's cost
     for r in range(args.batches):
-        for name in names[r % len(names):] + names[: r % len(names)]:  # each arm first in turn
+        for name in labels[r % len(labels):] + labels[: r % len(labels)]:  # each arm first in turn
             arm = arms[name]
             if r >= len(arm["sample"]):
                 continue
             batch = arm["batches"][arm["sample"][r]]
             t0 = time.perf_counter()
             judge_batch(judges, batch)
-            arm["timed"].append((len({p.id for _, p, _ in batch}), len(batch), time.perf_counter() - t0))
+            arm["timed"].append((reads(batch), len(batch), time.perf_counter() - t0))
         print(f"round {r + 1}/{args.batches} done", file=sys.stderr)
 
     rows = np.array([t for arm in arms.values() for t in arm["timed"]], dtype=float)
     per_read, per_pair = np.linalg.lstsq(rows[:, :2], rows[:, 2], rcond=None)[0]
-    first = arms[names[0]]
     report = {"run": str(args.run), "llm": llm.name, "threads": torch_threads(), "batch_pairs": options.batch_pairs,
               "judge_words": options.judge_words, "sampled_batches_per_arm": args.batches, "seed": args.seed,
               "seconds_per_passage_read": round(float(per_read), 4), "seconds_per_pair": round(float(per_pair), 4),
               "arms": []}
     print(f"{'arm':<42} {'pairs':>7} {'passages':>8} {'reads':>6} {'min (sampled)':>13} {'min (split)':>11} "
           f"{'vs first':>8}")
+    for arm in arms.values():
+        timed = np.array(arm["timed"], dtype=float)
+        arm["minutes"] = arm["pairs"] * timed[:, 2].sum() / timed[:, 1].sum() / 60
     for name, arm in arms.items():
         timed = np.array(arm["timed"], dtype=float)
-        sampled = arm["pairs"] * timed[:, 2].sum() / timed[:, 1].sum() / 60
+        sampled = arm["minutes"]
         split = (per_read * arm["reads"] + per_pair * arm["pairs"]) / 60
-        arm["minutes"] = sampled
-        ratio = sampled / first["minutes"] if "minutes" in first else 1.0
+        ratio = sampled / arms[labels[0]]["minutes"]
         print(f"{name:<42} {arm['pairs']:>7} {arm['passages']:>8} {arm['reads']:>6} {sampled:>13.1f} {split:>11.1f} "
               f"{ratio:>8.2f}")
         report["arms"].append({"arm": name, "depth": arm["depth"], "judge_keyphrases": arm["judge_keyphrases"],

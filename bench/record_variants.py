@@ -204,13 +204,14 @@ def corrupt(run: Path, out: Path, fraction: float, rng: random.Random) -> tuple[
         passage = json.loads(line)
         texts[passage["id"]] = passage["text"]
     ids = sorted(texts)
+    every = set(ids)
     records = [json.loads(line) for line in open(run / "train.jsonl", encoding="utf-8")]
     replaced = 0
     for record in records:
         if rng.random() >= fraction:
             continue
         own = set(record.get("pos_ids", [])) | set(record.get("neg_ids", [])) | {record.get("seed_id")}
-        if not set(ids) - own:
+        if every <= own:
             continue  # no passage that is not the record's own
         choices: list[str] = []
         while not choices:  # draws again only when all 8 are the record's own (a tiny corpus)

@@ -172,7 +172,7 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     }
     llm_names = [j for j in names if j in LLM_JUDGES]
     retriever_names = tuple(j for j in names if j not in LLM_JUDGES)
-    unjudged = _left_to_retrievers(candidates, retriever_names, options.judge_keyphrases)
+    unjudged = left_to_retrievers(candidates, retriever_names, options.judge_keyphrases)
     llm_judged = [c for c in candidates if c.query.id not in unjudged]
     fresh = reused = corrupt = 0
     judging_seconds = 0.0
@@ -218,7 +218,7 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     return section
 
 
-def _left_to_retrievers(candidates: list, retriever_names: tuple[str, ...], judge_keyphrases: bool) -> set[str]:
+def left_to_retrievers(candidates: list, retriever_names: tuple[str, ...], judge_keyphrases: bool) -> set[str]:
     """The ids of the queries the LLM judges skip: the keyphrase queries, unless asked to judge them or no retriever
     judge is there to rank them. On SciFact's defaults they are four fifths of the LLM's pairs and the judges move
     only 5% of them off their seed passage, yet leaving them to the retrievers cost 0.71 nDCG@10, through the negatives
