@@ -95,11 +95,10 @@ def main() -> None:
     print(f"{'arm':<42} {'pairs':>7} {'passages':>8} {'reads':>6} {'min (sampled)':>13} {'min (split)':>11} "
           f"{'vs first':>8}")
     for arm in arms.values():
-        timed = np.array(arm["timed"], dtype=float)
-        arm["minutes"] = arm["pairs"] * timed[:, 2].sum() / timed[:, 1].sum() / 60
+        arm["timed"] = np.array(arm["timed"], dtype=float)
+        arm["minutes"] = arm["pairs"] * arm["timed"][:, 2].sum() / arm["timed"][:, 1].sum() / 60
     for name, arm in arms.items():
-        timed = np.array(arm["timed"], dtype=float)
-        sampled = arm["minutes"]
+        timed, sampled = arm["timed"], arm["minutes"]
         split = (per_read * arm["reads"] + per_pair * arm["pairs"]) / 60
         ratio = sampled / arms[labels[0]]["minutes"]
         print(f"{name:<42} {arm['pairs']:>7} {arm['passages']:>8} {arm['reads']:>6} {sampled:>13.1f} {split:>11.1f} "

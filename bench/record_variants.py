@@ -82,11 +82,16 @@ def _write(passages: list, items: list[tuple[int, str, str]], out: Path, rng: ra
     return len(items)
 
 
-def _passages(run: Path, seed: int) -> tuple[list, list[int], random.Random]:
-    """The run's passages and a seeded order to take them in."""
+def _read_passages(run: Path) -> list:
+    """The run's passages.jsonl as Passage records."""
     from synthgen.records import Passage, read_records
 
-    passages = list(read_records(run / "passages.jsonl", Passage))
+    return list(read_records(run / "passages.jsonl", Passage))
+
+
+def _passages(run: Path, seed: int) -> tuple[list, list[int], random.Random]:
+    """The run's passages and a seeded order to take them in."""
+    passages = _read_passages(run)
     rng = random.Random(seed)
     order = list(range(len(passages)))
     rng.shuffle(order)
@@ -171,9 +176,8 @@ def titles(passages: list, order: list[int], rng: random.Random, count: int) -> 
 
 def titled(run: Path, out: Path) -> int:
     titles: dict[str, str] = {}
-    for line in open(run / "passages.jsonl", encoding="utf-8"):
-        passage = json.loads(line)
-        titles.setdefault(passage["text"], (passage.get("title") or "").strip())
+    for passage in _read_passages(run):
+        titles.setdefault(passage.text, (passage.title or "").strip())
     count = 0
     with open(out, "w", encoding="utf-8") as handle:
         for line in open(run / "train.jsonl", encoding="utf-8"):
@@ -199,10 +203,7 @@ def swap(run: Path, other: Path, out: Path) -> tuple[int, int]:
 def corrupt(run: Path, out: Path, fraction: float, rng: random.Random) -> tuple[int, int]:
     """The run's records, a `fraction` of them with a random passage (not one of the record's own) as the positive:
     the scores and ids of a replaced positive are dropped, so nothing downstream reads the judges' old choice."""
-    texts = {}
-    for line in open(run / "passages.jsonl", encoding="utf-8"):
-        passage = json.loads(line)
-        texts[passage["id"]] = passage["text"]
+    texts = {passage.id: passage.text for passage in _read_passages(run)}
     ids = sorted(texts)
     every = set(ids)
     records = [json.loads(line) for line in open(run / "train.jsonl", encoding="utf-8")]
