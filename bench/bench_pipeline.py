@@ -112,6 +112,7 @@ def main() -> None:
         "zero_shot_recall100": round(metrics["recall@100"]["base"], 4),
         "adapted_recall100": round(metrics["recall@100"]["trained"], 4),
         "minutes": round(sum(stage_seconds.values()) / 60, 1),
+        "wall_minutes": round(wall / 60, 1),  # this invocation, from the command's start to its end
         "stage_minutes": {k: round(v / 60, 1) for k, v in stage_seconds.items()},
         "encode_minutes": round(encode_seconds / 60, 1),
         "queries": manifest["generate"]["counts"]["written"],  # the LLM's and the keyphrase queries
@@ -122,6 +123,7 @@ def main() -> None:
                 "test_says_better": gain > 0},
         "dims": dims,
         "warnings": section.get("warnings", []),
+        "time_budget": section.get("time_budget"),  # --time-budget's choice and projection, when given
         "command": "bench/bench_pipeline.py " + " ".join(sys.argv[1:]),
     }
     out = REPO / "bench" / "results" / f"{args.name or data.name}.json"

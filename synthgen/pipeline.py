@@ -10,15 +10,21 @@ refused as the single commands refuse them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from synthgen.errors import UserError
 from synthgen.executors import ExecutorConfig
 from synthgen.generate import GenerateConfig
 from synthgen.stages.relabel import RelabelOptions
+
+if TYPE_CHECKING:
+    from distill.recipe import Recipe
+    from synthgen.budget import Choice
+    from synthgen.stages.generate import GenerateRun
 
 # Passages sampled for LLM queries when the user names no number. 1,280 with 6 keyphrase queries per passage
 # (GenerateConfig.keyphrase_queries) gives every SciFact passage a query: over five draws of the sample it beat 640
@@ -42,6 +48,7 @@ class PipelineOptions:
     dims: str = ""  # Matryoshka sizes to evaluate, "384,128" (empty: the recipe's)
     llm: Optional[str] = None  # writes the queries and judges them
     max_passages: Optional[int] = DEFAULT_MAX_PASSAGES  # None: every passage
+    time_budget: Optional[float] = None  # minutes: fewer passages than max_passages where they would not fit
     queries_per_passage: int = GenerateConfig.queries_per_passage
     sample: str = DEFAULT_SAMPLE  # which passages get queries: random | cluster
     keyphrase_queries: int = GenerateConfig.keyphrase_queries  # LLM-free queries per LLM passage
@@ -68,6 +75,8 @@ def run_pipeline(options: PipelineOptions) -> dict[str, Any]:
         raise UserError(f"corpus not found: {options.corpus}")
     if options.llm is not None:
         parse_spec(options.llm)
+    if options.time_budget is not None and not options.time_budget > 0:
+        raise UserError(f"--time-budget must be more than 0 minutes, not {options.time_budget:g}")
     run_dir = prepare_dir(options.out)
     with hold(run_dir):  # the whole pipeline: its stages, the model folder it may replace, the report
         return _run_locked(options, run_dir, started)
@@ -96,8 +105,12 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
 
     quiet_libraries()  # distill's warnings as `warning: ...` lines, without the libraries' loading chatter
     train_stage = train.TrainStage(recipe, run_dir, options.quiet)
-    stages = [generate.GenerateStage(prepared, options.quiet), RelabelStage(run_dir, relabel_options, options.quiet),
-              train_stage]
+    budget = None
+    if options.time_budget is not None:
+        budget = functools.partial(spend_budget, options.time_budget, recipe=recipe, relabel_options=relabel_options,
+                                   started=started, quiet=options.quiet)
+    generate_stage = generate.GenerateStage(prepared, options.quiet, budget)
+    stages = [generate_stage, RelabelStage(run_dir, relabel_options, options.quiet), train_stage]
     reports = run_stages(run_dir, stages)
     result = train_stage.result
     section = {
@@ -107,7 +120,8 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
         "dev": {"metric": result.metric, "base": result.base_dev, "trained": result.best_dev,
                 "beats_base": result.beats_base},
         "warnings": result.warnings,
-        "max_passages": config.max_passages,
+        "max_passages": generate_stage.prepared.config.max_passages,
+        "time_budget": generate_stage.choice.to_dict() if generate_stage.choice else None,
         "sample": config.sample,
         "keyphrase_queries": config.keyphrase_queries,
         "judge_keyphrases": relabel_options.judge_keyphrases,
@@ -120,6 +134,47 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     print(report, end="")
     print(f"report: {run_dir / REPORT}, plot: {run_dir / PLOT}")
     return section
+
+
+def spend_budget(minutes: float, prepared: GenerateRun, *, recipe: Recipe, relabel_options: RelabelOptions,
+                 started: float, quiet: bool) -> Choice:
+    """How many passages the LLM takes within `minutes` (synthgen.budget): generate a prefix of the sample, measure,
+    choose. A choice recorded for the same budget, limit and queries is reused, so a resumed run keeps its number.
+
+    The prefix is at least what the run folder already holds of the same sample, so no finished work is cut."""
+    from synthgen import budget
+    from synthgen.judges import LLM_JUDGES
+    from synthgen.relabel import parse_judges
+    from synthgen.rundir import read_manifest, write_manifest_section
+    from synthgen.stages import generate
+
+    run_dir, config = prepared.run_dir, prepared.config
+    limit = min(config.max_passages or len(prepared.passages), len(prepared.passages))
+    manifest = read_manifest(run_dir)
+    recorded = manifest.get("budget", {})
+    if (recorded.get("identity") == prepared.identity and recorded.get("choice", {}).get("minutes") == minutes
+            and recorded["choice"].get("limit") == limit):
+        choice = budget.Choice(**recorded["choice"], fresh=False)
+        print(f"{choice.line()}; chosen before, kept")
+        return choice
+    prefix = min(limit, max(budget.CALIBRATION_PASSAGES, generate.passages_done(prepared)))
+    prepared.clusters()  # once, before the copy: the cluster sample embeds the corpus
+    section = generate.rerun(dataclasses.replace(prepared, config=dataclasses.replace(config, max_passages=prefix)), quiet)
+    counts, seconds = section["counts"], section["throughput"]["llm_seconds"]
+    prompts = max(counts["queries_prompted"], 1)
+    eval_passages, encode_seconds = budget.measure_eval(recipe, config.seed) if recipe.eval.beir else (0, 0.0)
+    shape = budget.Shape(
+        queries_per_passage=config.queries_per_passage, keyphrase_queries=config.keyphrase_queries,
+        passages=len(prepared.passages), judge_keyphrases=relabel_options.judge_keyphrases,
+        llm_judges=any(j in LLM_JUDGES for j in parse_judges(relabel_options.judges)), epochs=recipe.train.epochs,
+        hard_negatives=recipe.data.hard_negatives, eval_passages=eval_passages)
+    rates = budget.Rates(prompt_seconds=seconds / prompts,
+                         queries_per_prompt=(counts["written"] - counts["keyphrases"]) / prompts,
+                         encode_seconds=encode_seconds)
+    choice = budget.decide(minutes, time.perf_counter() - started, prefix, limit, shape, rates)
+    write_manifest_section(run_dir, "budget", {"identity": prepared.identity, "choice": choice.to_dict()})
+    print(choice.line())
+    return choice
 
 
 def run_stages(run_dir: Path, stages: list) -> dict[str, Any]:

@@ -42,6 +42,15 @@ def format_report(section: dict[str, Any]) -> str:
                   "on SciFact 1,280 with a keyphrase query for every passage beat 640 by 0.65 nDCG@10 on average "
                   "over five samples, 2,560 was no better over two, and the sample itself moved a result by about a "
                   "point (README, Results).", ""]
+    budget = section.get("time_budget")
+    if budget:
+        projected = ", ".join(f"{k} {v:.1f}" for k, v in budget["projected_minutes"].items() if v)
+        lines += [f"Time budget (--time-budget): {budget['minutes']:g} minutes. Measured on the first "
+                  f"{budget['calibration_passages']} passages ({budget['rates']['prompt_seconds']:.2f} LLM seconds a "
+                  f"prompt, {budget['spent_minutes']:.1f} minutes spent by then), the projection fitted "
+                  f"{budget['passages']} of up to {budget['limit']} passages; its minutes per stage: {projected}, "
+                  f"{budget['projected_total_minutes']:.1f} in all (the table above has what they took). `--max-passages "
+                  f"{budget['passages']}` repeats this sample without a budget.", ""]
     if section.get("keyphrase_queries"):
         lines += [f"Keyphrase queries (no LLM): {section['keyphrase_queries']} per passage given to the LLM "
                   "(--keyphrase-queries; 0 turns them off), "

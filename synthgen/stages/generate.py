@@ -18,7 +18,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from synthgen.corpus import ChunkConfig, ingest
 from synthgen.errors import UserError
@@ -36,6 +36,7 @@ from synthgen.rundir import (Appender, fingerprint, prepare_dir, read_manifest, 
 from synthgen.stages import is_current as _is_current
 
 if TYPE_CHECKING:
+    from synthgen.budget import Choice
     from synthgen.corpus import IngestReport
     from synthgen.prompts import Template
     from synthgen.records import Passage
@@ -146,6 +147,15 @@ def _rerun(run: GenerateRun, quiet: bool) -> dict:
     if previous.get("identity") == run.identity and not (wanted is None or (before is not None and wanted >= before)):
         keep_queries(run.run_dir, {item.id for item in run.items()})
     return run_stage(run, overwrite=True, quiet=quiet)
+
+
+def passages_done(run: GenerateRun) -> int:
+    """LLM passages of the run's sample already in finished batches of its folder (0 if made under another identity),
+    read from the progress file: a killed run's manifest still holds the counts of its start."""
+    if read_manifest(run.run_dir).get("generate", {}).get("identity") != run.identity:
+        return 0
+    logs, _ = recover(run.run_dir)
+    return len({item.rsplit("@", 1)[0] for log in logs for item in log.items if not is_keyphrase_id(item)})
 
 
 def counts(section: dict) -> dict[str, Any]:
@@ -354,14 +364,22 @@ class GenerateStage:
 
     name = "generate"
 
-    def __init__(self, run: GenerateRun, quiet: bool = False):
-        self.prepared, self.quiet = run, quiet
+    def __init__(self, run: GenerateRun, quiet: bool = False,
+                 budget: Optional[Callable[[GenerateRun], Choice]] = None):
+        self.prepared, self.quiet, self.budget = run, quiet, budget
+        self.choice: Optional[Choice] = None
 
     def prepare(self) -> None:
-        pass
+        """With a time budget, choose how many passages the LLM takes (synthgen.budget): the choice generates a
+        prefix of the sample first, so it counts as this stage's time."""
+        if self.budget is not None:
+            self.choice = self.budget(self.prepared)
+            config = dataclasses.replace(self.prepared.config, max_passages=self.choice.passages)
+            self.prepared = dataclasses.replace(self.prepared, config=config)
 
     def is_current(self, section: dict) -> bool:
-        return is_current(section, self.prepared)
+        # a budget chosen now generated the prefix it measured on: the stage ran, even when that prefix is all it takes
+        return (self.choice is None or not self.choice.fresh) and is_current(section, self.prepared)
 
     def run(self) -> dict:
         return rerun(self.prepared, self.quiet)

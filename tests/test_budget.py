@@ -1,0 +1,51 @@
+"""The time budget's arithmetic (synthgen.budget): the projection and the choice it makes; the pipeline's use of it
+is in test_pipeline."""
+
+from __future__ import annotations
+
+import pytest
+
+from synthgen.budget import Rates, Shape, choose, decide, project
+
+SHAPE = Shape(queries_per_passage=1, keyphrase_queries=6, passages=5000, judge_keyphrases=True, llm_judges=True,
+              epochs=1, hard_negatives=1, eval_passages=5000)
+RATES = Rates(prompt_seconds=3.0, queries_per_prompt=0.95, encode_seconds=0.07)
+
+
+def remaining(n: int, done: int, shape: Shape = SHAPE, rates: Rates = RATES) -> float:
+    stages = project(n, shape, rates)
+    return sum(stages.values()) - project(done, shape, rates)["generate"]
+
+
+@pytest.mark.parametrize("budget_minutes", [5, 30, 60, 90, 170, 10_000])
+@pytest.mark.parametrize("spent", [0.0, 300.0])
+def test_the_choice_is_the_most_passages_that_fit(budget_minutes, spent):
+    done, limit = 64, 1280
+    fitting = [n for n in range(done, limit + 1) if spent + remaining(n, done) <= budget_minutes * 60]
+    assert choose(budget_minutes * 60, spent, done, limit, SHAPE, RATES) == (fitting[-1] if fitting else done)
+
+
+def test_more_minutes_never_buy_fewer_passages_and_the_limit_holds():
+    chosen = [choose(m * 60, 120.0, 64, 1280, SHAPE, RATES) for m in range(1, 400, 7)]
+    assert chosen == sorted(chosen) and chosen[0] == 64 and chosen[-1] == 1280
+
+
+def test_every_stage_grows_with_the_passages_and_options_that_cost_time_cost_it():
+    small, large = project(100, SHAPE, RATES), project(800, SHAPE, RATES)
+    assert all(large[k] > small[k] for k in ("generate", "relabel", "train")) and large["eval"] == small["eval"]
+    unjudged = project(800, Shape(**{**SHAPE.__dict__, "judge_keyphrases": False}), RATES)
+    assert unjudged["relabel"] < large["relabel"] and unjudged["train"] == large["train"]
+    assert project(800, Shape(**{**SHAPE.__dict__, "hard_negatives": 3}), RATES)["train"] == pytest.approx(2 * large["train"])
+    # the keyphrase queries cannot outnumber the corpus's passages: beyond that only the LLM's queries add work
+    assert project(5000, SHAPE, RATES)["train"] - project(4000, SHAPE, RATES)["train"] == pytest.approx(
+        1000 * 0.95 * (project(2, SHAPE, RATES)["train"] - project(1, SHAPE, RATES)["train"]) / (0.95 + 6))
+
+
+def test_the_record_says_what_was_chosen_and_whether_it_fits():
+    choice = decide(90, 240.0, 64, 1280, SHAPE, RATES)
+    assert choice.passages == choose(90 * 60, 240.0, 64, 1280, SHAPE, RATES)
+    assert choice.projected_total_minutes == pytest.approx((240 + remaining(choice.passages, 64)) / 60, abs=0.06)
+    assert choice.projected_total_minutes <= 90 and "over the budget" not in choice.line()
+    assert "fresh" not in choice.to_dict()
+    over = decide(1, 240.0, 64, 1280, SHAPE, RATES)
+    assert over.passages == 64 and "over the budget already" in over.line()
