@@ -2,44 +2,35 @@
 
 Minutes are what a user knows; how many passages fit in them depends on the CPU: the default 1,280 passages took
 48 minutes on one 2-core machine and about 2 h 50 on another (bench/results/scifact-default1280.json,
-scifact-avx2-stages.json). The LLM's passages come in a fixed sample order and a larger --max-passages extends a
-smaller one (synthgen.stages.generate), so the pipeline first generates a short prefix of the sample, measures
-this machine's LLM seconds per prompt (and, with --eval, the student's seconds per passage), projects every later
-stage from them, and extends the sample to the largest number of passages whose projection fits. Nothing
-generated for the measurement is thrown away.
+scifact-avx2-stages.json), and the stages do not scale alike: judging is bound by compute, writing by memory. So
+every stage's speed is measured on this machine before choosing (synthgen.stages.budget): the first passages of
+the sample are generated and relabeled (real work: a larger --max-passages extends the same sample and relabel
+reuses judgments by key), a few training steps run on their records, and --eval's encoder reads a sample of its
+corpus. This module is the arithmetic: from those rates, the seconds each stage takes for n passages, and the
+largest n that fits.
 
-The choice is a projection: relabel and training are not measured on this machine before they run but scaled
-from the LLM's speed with ratios measured on two machines (below), so the report shows the projection beside the
-minutes each stage took. The chosen number is recorded (manifest section "budget") and reused when the run
-resumes; `--max-passages N` with that number repeats the run on any machine.
+It is a projection: the rates of a prefix stand for the whole run, so the report shows it beside the minutes each
+stage took. The chosen number is recorded (manifest section "budget") and reused when the run resumes;
+`--max-passages N` with that number repeats the run on any machine.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from distill.recipe import Recipe
 
-# Prompts generated before choosing: four batches of 16, enough for a steady rate (the first batch is no slower
-# than the rest); about 3 minutes on the slowest CPU measured (3.05 LLM seconds a prompt).
+# Passages generated and relabeled before choosing: four batches of 16 prompts, whose mean was within 3% of the
+# whole run's on SciFact (2.15 against 2.21 LLM seconds a prompt; batches vary by about 16%).
 CALIBRATION_PASSAGES = 64
+# Training steps of the probe: the first includes what the first step allocates, so more than one or two.
+PROBE_STEPS = 4
 # Generate's wall time over its LLM time: filtering, writing and the keyphrase queries (draw 12: 65.1 LLM minutes
 # of about 66 outside the corpus embedding).
 GENERATE_OVERHEAD = 1.05
-# Relabel's seconds per query the LLM judges, as a multiple of generate's LLM seconds per prompt, at the default
-# judge depth (2) and passage length: 0.132 on an AVX512-BF16 CPU in bf16 (draw 10: 17.1 minutes, 6,495 queries,
-# 1.195 s a prompt), 0.129 on an AVX2 CPU in fp32 (draw 12: 42.5 minutes, 6,473 queries, 3.05 s a prompt).
-RELABEL_PER_QUERY = 0.131
-# The same for a query no LLM judges (--judges without ql or yesno, or --no-judge-keyphrases): retrieval and
-# fusion only, a guess no run has measured apart; it is a small share of relabel either way.
-RELABEL_PER_QUERY_NO_LLM = 0.005
-# Training's seconds per example with one hard negative, in multiples of the same: 0.158 (draw 10: 203 steps of
-# 32 in about 20.4 minutes) and 0.119 (draw 12: 2.76 examples/s). The higher one: an overrun costs the user more
-# than a few unused minutes.
-TRAIN_PER_EXAMPLE = 0.158
 
 
 @dataclass(frozen=True)
@@ -52,7 +43,7 @@ class Shape:
     judge_keyphrases: bool  # whether the LLM judges read the keyphrase queries' candidates too
     llm_judges: bool  # whether any LLM judge runs in relabel
     epochs: int
-    hard_negatives: int  # per training example: each is one more passage through the student
+    max_examples: int = 0  # train.max_steps times the batch size, when the recipe stops early (0: no cap)
     eval_passages: int = 0  # passages --eval encodes (the trained model's, and the base model's not cached)
 
 
@@ -62,6 +53,10 @@ class Rates:
 
     prompt_seconds: float  # the LLM's seconds per generate prompt
     queries_per_prompt: float  # LLM queries kept per prompt (some answers are malformed or filtered)
+    judge_seconds: float = 0.0  # relabel's LLM seconds per query the LLM judges
+    relabel_seconds: float = 0.0  # relabel's seconds besides judging: loading, indexing, retrieval
+    example_seconds: float = 0.0  # training's seconds per example
+    train_seconds: float = 0.0  # training's seconds besides its steps: loading, tokenizing, saving
     encode_seconds: float = 0.0  # the student's seconds per --eval passage
 
 
@@ -70,12 +65,13 @@ def project(passages: int, shape: Shape, rates: Rates) -> dict[str, float]:
     prompts = passages * shape.queries_per_passage
     llm_queries = prompts * rates.queries_per_prompt
     keyphrases = min(passages * shape.keyphrase_queries, shape.passages)
-    queries = llm_queries + keyphrases
     judged = (llm_queries + (keyphrases if shape.judge_keyphrases else 0)) if shape.llm_judges else 0
-    relabel = (judged * RELABEL_PER_QUERY + (queries - judged) * RELABEL_PER_QUERY_NO_LLM) * rates.prompt_seconds
-    examples = queries * shape.epochs
-    train = examples * TRAIN_PER_EXAMPLE * rates.prompt_seconds * (1 + shape.hard_negatives) / 2
-    return {"generate": prompts * rates.prompt_seconds * GENERATE_OVERHEAD, "relabel": relabel, "train": train,
+    examples = (llm_queries + keyphrases) * shape.epochs
+    if shape.max_examples:
+        examples = min(examples, shape.max_examples)
+    return {"generate": prompts * rates.prompt_seconds * GENERATE_OVERHEAD,
+            "relabel": rates.relabel_seconds + judged * rates.judge_seconds,
+            "train": rates.train_seconds + examples * rates.example_seconds,
             "eval": shape.eval_passages * rates.encode_seconds}
 
 
@@ -110,17 +106,17 @@ class Choice:
     rates: dict[str, float]
     projected_minutes: dict[str, float]  # per stage, for the chosen passages (generate: the whole stage)
     projected_total_minutes: float  # of the whole run: what was spent, and what the chosen passages still cost
-    fresh: bool = field(default=True, compare=False)  # chosen in this invocation (not read back from the manifest)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if k != "fresh"}
+        return asdict(self)
 
     def line(self) -> str:
         projected = ", ".join(f"{k} {v:.1f}" for k, v in self.projected_minutes.items() if v)
         over = (f"; over the budget already: the {self.passages} passages measured on are kept"
                 if self.projected_total_minutes > self.minutes else "")
         return (f"time budget {self.minutes:g} min: {self.passages} of up to {self.limit} passages for the LLM "
-                f"(measured on {self.calibration_passages}: {self.rates['prompt_seconds']:.2f} s a prompt; "
+                f"(measured on {self.calibration_passages}: {self.rates['prompt_seconds']:.2f} s a prompt, "
+                f"{self.rates['judge_seconds']:.2f} s a judged query, {self.rates['example_seconds']:.3f} s an example; "
                 f"{self.spent_minutes:.1f} min spent; projected minutes {projected}, "
                 f"{self.projected_total_minutes:.1f} in all{over})")
 

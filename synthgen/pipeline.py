@@ -10,21 +10,15 @@ refused as the single commands refuse them.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
 from synthgen.errors import UserError
 from synthgen.executors import ExecutorConfig
 from synthgen.generate import GenerateConfig
 from synthgen.stages.relabel import RelabelOptions
-
-if TYPE_CHECKING:
-    from distill.recipe import Recipe
-    from synthgen.budget import Choice
-    from synthgen.stages.generate import GenerateRun
 
 # Passages sampled for LLM queries when the user names no number. 1,280 with 6 keyphrase queries per passage
 # (GenerateConfig.keyphrase_queries) gives every SciFact passage a query: over five draws of the sample it beat 640
@@ -87,8 +81,9 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     from distill.logbook import LOG
     from synthgen.corpus import ChunkConfig
     from synthgen.report import PLOT, REPORT, eval_table, format_report, plot
-    from synthgen.rundir import write_manifest_section, write_text
+    from synthgen.rundir import read_manifest, write_manifest_section, write_text
     from synthgen.stages import generate, train
+    from synthgen.stages.budget import BudgetStage
     from synthgen.stages.relabel import RelabelStage
 
     recipe = train.build_recipe(options.recipe, options.overrides, run_dir, options.eval, options.dims)
@@ -105,12 +100,10 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
 
     quiet_libraries()  # distill's warnings as `warning: ...` lines, without the libraries' loading chatter
     train_stage = train.TrainStage(recipe, run_dir, options.quiet)
-    budget = None
-    if options.time_budget is not None:
-        budget = functools.partial(spend_budget, options.time_budget, recipe=recipe, relabel_options=relabel_options,
-                                   started=started, quiet=options.quiet)
-    generate_stage = generate.GenerateStage(prepared, options.quiet, budget)
+    generate_stage = generate.GenerateStage(prepared, options.quiet, budgeted=options.time_budget is not None)
     stages = [generate_stage, RelabelStage(run_dir, relabel_options, options.quiet), train_stage]
+    if options.time_budget is not None:  # first: it chooses how many passages generate takes
+        stages.insert(0, BudgetStage(options.time_budget, prepared, recipe, relabel_options, started, options.quiet))
     reports = run_stages(run_dir, stages)
     result = train_stage.result
     section = {
@@ -121,7 +114,7 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
                 "beats_base": result.beats_base},
         "warnings": result.warnings,
         "max_passages": generate_stage.prepared.config.max_passages,
-        "time_budget": generate_stage.choice.to_dict() if generate_stage.choice else None,
+        "time_budget": read_manifest(run_dir)["budget"]["choice"] if options.time_budget is not None else None,
         "sample": config.sample,
         "keyphrase_queries": config.keyphrase_queries,
         "judge_keyphrases": relabel_options.judge_keyphrases,
@@ -134,47 +127,6 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     print(report, end="")
     print(f"report: {run_dir / REPORT}, plot: {run_dir / PLOT}")
     return section
-
-
-def spend_budget(minutes: float, prepared: GenerateRun, *, recipe: Recipe, relabel_options: RelabelOptions,
-                 started: float, quiet: bool) -> Choice:
-    """How many passages the LLM takes within `minutes` (synthgen.budget): generate a prefix of the sample, measure,
-    choose. A choice recorded for the same budget, limit and queries is reused, so a resumed run keeps its number.
-
-    The prefix is at least what the run folder already holds of the same sample, so no finished work is cut."""
-    from synthgen import budget
-    from synthgen.judges import LLM_JUDGES
-    from synthgen.relabel import parse_judges
-    from synthgen.rundir import read_manifest, write_manifest_section
-    from synthgen.stages import generate
-
-    run_dir, config = prepared.run_dir, prepared.config
-    limit = min(config.max_passages or len(prepared.passages), len(prepared.passages))
-    manifest = read_manifest(run_dir)
-    recorded = manifest.get("budget", {})
-    if (recorded.get("identity") == prepared.identity and recorded.get("choice", {}).get("minutes") == minutes
-            and recorded["choice"].get("limit") == limit):
-        choice = budget.Choice(**recorded["choice"], fresh=False)
-        print(f"{choice.line()}; chosen before, kept")
-        return choice
-    prefix = min(limit, max(budget.CALIBRATION_PASSAGES, generate.passages_done(prepared)))
-    prepared.clusters()  # once, before the copy: the cluster sample embeds the corpus
-    section = generate.rerun(dataclasses.replace(prepared, config=dataclasses.replace(config, max_passages=prefix)), quiet)
-    counts, seconds = section["counts"], section["throughput"]["llm_seconds"]
-    prompts = max(counts["queries_prompted"], 1)
-    eval_passages, encode_seconds = budget.measure_eval(recipe, config.seed) if recipe.eval.beir else (0, 0.0)
-    shape = budget.Shape(
-        queries_per_passage=config.queries_per_passage, keyphrase_queries=config.keyphrase_queries,
-        passages=len(prepared.passages), judge_keyphrases=relabel_options.judge_keyphrases,
-        llm_judges=any(j in LLM_JUDGES for j in parse_judges(relabel_options.judges)), epochs=recipe.train.epochs,
-        hard_negatives=recipe.data.hard_negatives, eval_passages=eval_passages)
-    rates = budget.Rates(prompt_seconds=seconds / prompts,
-                         queries_per_prompt=(counts["written"] - counts["keyphrases"]) / prompts,
-                         encode_seconds=encode_seconds)
-    choice = budget.decide(minutes, time.perf_counter() - started, prefix, limit, shape, rates)
-    write_manifest_section(run_dir, "budget", {"identity": prepared.identity, "choice": choice.to_dict()})
-    print(choice.line())
-    return choice
 
 
 def run_stages(run_dir: Path, stages: list) -> dict[str, Any]:

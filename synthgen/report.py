@@ -45,12 +45,17 @@ def format_report(section: dict[str, Any]) -> str:
     budget = section.get("time_budget")
     if budget:
         projected = ", ".join(f"{k} {v:.1f}" for k, v in budget["projected_minutes"].items() if v)
+        rates = budget["rates"]
         lines += [f"Time budget (--time-budget): {budget['minutes']:g} minutes. Measured on the first "
-                  f"{budget['calibration_passages']} passages ({budget['rates']['prompt_seconds']:.2f} LLM seconds a "
-                  f"prompt, {budget['spent_minutes']:.1f} minutes spent by then), the projection fitted "
+                  f"{budget['calibration_passages']} passages, generated and relabeled, and a few training steps on "
+                  f"their records ({rates['prompt_seconds']:.2f} s a prompt, {rates['judge_seconds']:.2f} s a judged "
+                  f"query, {rates['example_seconds']:.3f} s a training example; {budget['spent_minutes']:.1f} minutes "
+                  "spent by then), the projection fitted "
                   f"{budget['passages']} of up to {budget['limit']} passages; its minutes per stage: {projected}, "
-                  f"{budget['projected_total_minutes']:.1f} in all (the table above has what they took). `--max-passages "
-                  f"{budget['passages']}` repeats this sample without a budget.", ""]
+                  f"{budget['projected_total_minutes']:.1f} in all (the table above has what they took)"
+                  + (", over the budget already: the passages measured on are kept" if
+                     budget["projected_total_minutes"] > budget["minutes"] else "")
+                  + f". `--max-passages {budget['passages']}` repeats this sample without a budget.", ""]
     if section.get("keyphrase_queries"):
         lines += [f"Keyphrase queries (no LLM): {section['keyphrase_queries']} per passage given to the LLM "
                   "(--keyphrase-queries; 0 turns them off), "

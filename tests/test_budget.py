@@ -1,15 +1,18 @@
-"""The time budget's arithmetic (synthgen.budget): the projection and the choice it makes; the pipeline's use of it
-is in test_pipeline."""
+"""The time budget's arithmetic (synthgen.budget): the projection and the choice it makes; the budget stage that
+measures the rates is in test_pipeline."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from synthgen.budget import Rates, Shape, choose, decide, project
 
 SHAPE = Shape(queries_per_passage=1, keyphrase_queries=6, passages=5000, judge_keyphrases=True, llm_judges=True,
-              epochs=1, hard_negatives=1, eval_passages=5000)
-RATES = Rates(prompt_seconds=3.0, queries_per_prompt=0.95, encode_seconds=0.07)
+              epochs=1, eval_passages=5000)
+RATES = Rates(prompt_seconds=3.0, queries_per_prompt=0.95, judge_seconds=0.4, relabel_seconds=30.0,
+              example_seconds=0.36, train_seconds=20.0, encode_seconds=0.07)
 
 
 def remaining(n: int, done: int, shape: Shape = SHAPE, rates: Rates = RATES) -> float:
@@ -30,15 +33,19 @@ def test_more_minutes_never_buy_fewer_passages_and_the_limit_holds():
     assert chosen == sorted(chosen) and chosen[0] == 64 and chosen[-1] == 1280
 
 
-def test_every_stage_grows_with_the_passages_and_options_that_cost_time_cost_it():
+def test_each_stage_counts_the_work_the_options_give_it():
     small, large = project(100, SHAPE, RATES), project(800, SHAPE, RATES)
     assert all(large[k] > small[k] for k in ("generate", "relabel", "train")) and large["eval"] == small["eval"]
-    unjudged = project(800, Shape(**{**SHAPE.__dict__, "judge_keyphrases": False}), RATES)
-    assert unjudged["relabel"] < large["relabel"] and unjudged["train"] == large["train"]
-    assert project(800, Shape(**{**SHAPE.__dict__, "hard_negatives": 3}), RATES)["train"] == pytest.approx(2 * large["train"])
+    # 800 passages: 760 LLM queries and 4,800 keyphrase queries, all judged and all trained on
+    assert large["relabel"] == pytest.approx(30 + (760 + 4800) * 0.4)
+    assert large["train"] == pytest.approx(20 + (760 + 4800) * 0.36)
+    unjudged = project(800, dataclasses.replace(SHAPE, judge_keyphrases=False), RATES)
+    assert unjudged["relabel"] == pytest.approx(30 + 760 * 0.4) and unjudged["train"] == large["train"]
+    assert project(800, dataclasses.replace(SHAPE, llm_judges=False), RATES)["relabel"] == 30
+    capped = project(800, dataclasses.replace(SHAPE, max_examples=64), RATES)  # train.max_steps stops training
+    assert capped["train"] == pytest.approx(20 + 64 * 0.36)
     # the keyphrase queries cannot outnumber the corpus's passages: beyond that only the LLM's queries add work
-    assert project(5000, SHAPE, RATES)["train"] - project(4000, SHAPE, RATES)["train"] == pytest.approx(
-        1000 * 0.95 * (project(2, SHAPE, RATES)["train"] - project(1, SHAPE, RATES)["train"]) / (0.95 + 6))
+    assert project(1000, SHAPE, RATES)["train"] - project(900, SHAPE, RATES)["train"] == pytest.approx(95 * 0.36)
 
 
 def test_the_record_says_what_was_chosen_and_whether_it_fits():
@@ -46,6 +53,5 @@ def test_the_record_says_what_was_chosen_and_whether_it_fits():
     assert choice.passages == choose(90 * 60, 240.0, 64, 1280, SHAPE, RATES)
     assert choice.projected_total_minutes == pytest.approx((240 + remaining(choice.passages, 64)) / 60, abs=0.06)
     assert choice.projected_total_minutes <= 90 and "over the budget" not in choice.line()
-    assert "fresh" not in choice.to_dict()
     over = decide(1, 240.0, 64, 1280, SHAPE, RATES)
     assert over.passages == 64 and "over the budget already" in over.line()

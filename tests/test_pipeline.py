@@ -241,37 +241,50 @@ def test_dev_slice_shrinks_to_fit_a_small_corpus(tmp_path):
     assert fit_dev_size(roomy) == roomy
 
 
-def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_path, tmp_path, capsys):
-    """82 ADI passages: the budget measures on the first 64 (synthgen.budget.CALIBRATION_PASSAGES), then a roomy
-    budget takes all 82 and a tight one stops at the 64 it measured on; either way no generated query is lost."""
+def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_path, tmp_path):
+    """82 ADI passages: the budget stage generates and relabels the first 64 (synthgen.budget.CALIBRATION_PASSAGES)
+    and probes training, then a roomy budget takes all 82 and a tight one stops at the 64 it measured on; either
+    way no generated query or judgment is lost."""
     from synthgen.budget import CALIBRATION_PASSAGES
+    from synthgen.stages.budget import PROBE
 
     base = [*common, "--max-passages", "82", "--keyphrase-queries", "1", "--set", f"model.base={tiny_bert_path}",
             *[x for item in SMALL_RECIPE for x in ("--set", item)]]
     plain, roomy, tight = tmp_path / "plain", tmp_path / "roomy", tmp_path / "tight"
+
+    def statuses(run: Path) -> dict[str, str]:
+        return {name: s["status"] for name, s in manifest(run)["pipeline"]["stages"].items()}
+
     pipeline(*base, "--out", str(plain))
     pipeline(*base, "--out", str(roomy), "--time-budget", "600", "--eval", str(adi))
     chosen = manifest(roomy)["pipeline"]["time_budget"]
     assert chosen["calibration_passages"] == CALIBRATION_PASSAGES < 82 and chosen["passages"] == 82
-    assert chosen["rates"]["encode_seconds"] > 0  # --eval's encoding was measured
-    assert manifest(roomy)["generate"]["config"]["max_passages"] == 82
+    rates = chosen["rates"]
+    assert min(rates["prompt_seconds"], rates["judge_seconds"], rates["example_seconds"], rates["encode_seconds"]) > 0
+    assert statuses(roomy) == {"budget": "ran", "generate": "ran", "relabel": "ran", "train": "ran"}
+    assert manifest(roomy)["generate"]["config"]["max_passages"] == 82 and not (roomy / PROBE).exists()
     # the prefix extended, its keyphrase queries written again: the same file as one run of 82 without a budget
     assert (roomy / "queries.jsonl").read_bytes() == (plain / "queries.jsonl").read_bytes()
+    assert manifest(roomy)["relabel"]["counts"]["llm_judgments_reused"] > 0  # the prefix's judgments
+    # and the same choices from the judgments (their scores may differ in the last digits: other batches)
+    def chosen(run: Path) -> list:
+        return [(e.query_id, e.pos_ids, e.neg_ids) for e in read_records(run / "train.jsonl", TrainingExample)]
+
+    assert chosen(roomy) == chosen(plain)
     assert "`--max-passages 82` repeats this sample" in (roomy / "report.md").read_text()
 
-    capsys.readouterr()
     pipeline(*base, "--out", str(roomy), "--time-budget", "600", "--eval", str(adi))  # resumed: the choice is kept
-    assert "chosen before, kept" in capsys.readouterr().out
-    assert {s["status"] for s in manifest(roomy)["pipeline"]["stages"].values()} == {"skipped"}
+    assert set(statuses(roomy).values()) == {"skipped"}
 
     pipeline(*base, "--out", str(tight), "--time-budget", "0.01")
     chosen = manifest(tight)["pipeline"]["time_budget"]
     assert chosen["passages"] == CALIBRATION_PASSAGES and chosen["projected_total_minutes"] > 0.01
-    assert "over the budget already" in capsys.readouterr().out
+    assert "over the budget already" in (tight / "report.md").read_text()
+    # the prefix is all it takes: generated and relabeled while measuring, so those stages are current
+    assert statuses(tight) == {"budget": "ran", "generate": "skipped", "relabel": "skipped", "train": "ran"}
     llm = [q for q in read_records(tight / "queries.jsonl", Query) if q.form != "keyphrases"]
     assert llm == [q for q in read_records(plain / "queries.jsonl", Query) if q.form != "keyphrases"][: len(llm)]
     assert len({q.passage_id for q in llm}) == CALIBRATION_PASSAGES
-    assert manifest(tight)["pipeline"]["stages"]["generate"]["status"] == "ran"
 
     # a folder already holding more of the sample measures on all of it: a budget never cuts finished work
     queries = (plain / "queries.jsonl").read_bytes()

@@ -18,7 +18,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from synthgen.corpus import ChunkConfig, ingest
 from synthgen.errors import UserError
@@ -36,7 +36,6 @@ from synthgen.rundir import (Appender, fingerprint, prepare_dir, read_manifest, 
 from synthgen.stages import is_current as _is_current
 
 if TYPE_CHECKING:
-    from synthgen.budget import Choice
     from synthgen.corpus import IngestReport
     from synthgen.prompts import Template
     from synthgen.records import Passage
@@ -364,22 +363,18 @@ class GenerateStage:
 
     name = "generate"
 
-    def __init__(self, run: GenerateRun, quiet: bool = False,
-                 budget: Optional[Callable[[GenerateRun], Choice]] = None):
-        self.prepared, self.quiet, self.budget = run, quiet, budget
-        self.choice: Optional[Choice] = None
+    def __init__(self, run: GenerateRun, quiet: bool = False, budgeted: bool = False):
+        self.prepared, self.quiet, self.budgeted = run, quiet, budgeted
 
     def prepare(self) -> None:
-        """With a time budget, choose how many passages the LLM takes (synthgen.budget): the choice generates a
-        prefix of the sample first, so it counts as this stage's time."""
-        if self.budget is not None:
-            self.choice = self.budget(self.prepared)
-            config = dataclasses.replace(self.prepared.config, max_passages=self.choice.passages)
+        """With --time-budget, the budget stage before this one chose how many passages the LLM takes."""
+        if self.budgeted:  # recorded in its manifest section (synthgen.stages.budget)
+            chosen = read_manifest(self.prepared.run_dir)["budget"]["choice"]["passages"]
+            config = dataclasses.replace(self.prepared.config, max_passages=chosen)
             self.prepared = dataclasses.replace(self.prepared, config=config)
 
     def is_current(self, section: dict) -> bool:
-        # a budget chosen now generated the prefix it measured on: the stage ran, even when that prefix is all it takes
-        return (self.choice is None or not self.choice.fresh) and is_current(section, self.prepared)
+        return is_current(section, self.prepared)
 
     def run(self) -> dict:
         return rerun(self.prepared, self.quiet)

@@ -1,0 +1,108 @@
+"""The budget stage (--time-budget): measures every stage's speed on a prefix of the sample, then chooses how many
+passages the LLM takes (the arithmetic: synthgen.budget); the generate stage reads the choice from the manifest.
+
+The measuring is mostly real work: the prefix's queries and judgments stay (a larger sample extends a smaller one,
+and relabel reuses judgments by key). Only the training probe's few steps and the --eval encoder's sample are
+thrown away. The stage's identity is the generate identity, the budget and the most passages allowed, so a
+resumed run keeps its choice, and the prefix is at least what the folder already holds, so no finished work is cut.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from synthgen import budget
+from synthgen.rundir import remove_tree, write_manifest_section
+from synthgen.stages import generate
+from synthgen.stages.relabel import RelabelOptions, RelabelStage
+
+if TYPE_CHECKING:
+    from distill.recipe import Recipe
+    from synthgen.stages.generate import GenerateRun
+
+PROBE = ".budget-probe"  # the training probe's model folder, inside the run folder while it runs
+
+
+class BudgetStage:
+    name = "budget"
+
+    def __init__(self, minutes: float, prepared: GenerateRun, recipe: Recipe, relabel_options: RelabelOptions,
+                 started: float, quiet: bool = False):
+        self.minutes, self.prepared, self.recipe, self.relabel_options = minutes, prepared, recipe, relabel_options
+        self.started, self.quiet = started, quiet
+        config = prepared.config
+        self.limit = min(config.max_passages or len(prepared.passages), len(prepared.passages))
+        self.identity = {"generate": prepared.identity, "minutes": minutes, "limit": self.limit}
+
+    def prepare(self) -> None:
+        pass
+
+    def is_current(self, section: dict) -> bool:
+        return section.get("identity") == self.identity and "choice" in section
+
+    def run(self) -> dict:
+        prepared, config = self.prepared, self.prepared.config
+        run_dir = prepared.run_dir
+        prefix = min(self.limit, max(budget.CALIBRATION_PASSAGES, generate.passages_done(prepared)))
+        prepared.clusters()  # once, before the copy: the cluster sample embeds the corpus
+        made = generate.rerun(dataclasses.replace(prepared, config=dataclasses.replace(config, max_passages=prefix)),
+                              self.quiet)
+        judged = RelabelStage(run_dir, self.relabel_options, self.quiet).run()
+        example_seconds, train_seconds = probe_training(self.recipe, run_dir, self.quiet)
+        eval_passages, encode_seconds = budget.measure_eval(self.recipe, config.seed) if self.recipe.eval.beir else (0, 0.0)
+
+        counts, prompts = made["counts"], max(made["counts"]["queries_prompted"], 1)
+        relabel = judged["throughput"]
+        judged_queries = judged["counts"]["llm_judged_queries"]
+        rates = budget.Rates(
+            prompt_seconds=made["throughput"]["llm_seconds"] / prompts,
+            queries_per_prompt=(counts["written"] - counts["keyphrases"]) / prompts,
+            judge_seconds=relabel["judging_seconds"] / judged_queries if judged_queries else 0.0,
+            relabel_seconds=relabel["wall_seconds"] - relabel["judging_seconds"],
+            example_seconds=example_seconds, train_seconds=train_seconds, encode_seconds=encode_seconds)
+        from synthgen.judges import LLM_JUDGES
+        from synthgen.relabel import parse_judges
+
+        shape = budget.Shape(
+            queries_per_passage=config.queries_per_passage, keyphrase_queries=config.keyphrase_queries,
+            passages=len(prepared.passages), judge_keyphrases=self.relabel_options.judge_keyphrases,
+            llm_judges=any(j in LLM_JUDGES for j in parse_judges(self.relabel_options.judges)),
+            epochs=self.recipe.train.epochs, max_examples=self.recipe.train.max_steps * self.recipe.train.batch_size,
+            eval_passages=eval_passages)
+        # spent: everything so far, the probes included; the prefix's judgments are in `spent` and in the projection
+        # of relabel both, which errs on the side of finishing early
+        choice = budget.decide(self.minutes, time.perf_counter() - self.started, prefix, self.limit, shape, rates)
+        section = {"identity": self.identity, "choice": choice.to_dict()}
+        write_manifest_section(run_dir, self.name, section)
+        return section
+
+    def counts(self, section: dict) -> dict[str, Any]:
+        choice = section["choice"]
+        return {"passages": choice["passages"], "measured_on": choice["calibration_passages"]}
+
+    def summary(self, section: dict) -> str:
+        return budget.Choice(**section["choice"]).line()
+
+
+def probe_training(recipe: Recipe, run_dir: Path, quiet: bool) -> tuple[float, float]:
+    """Seconds per training example and the training run's other seconds, from a few steps of the recipe on the
+    prefix's train.jsonl (the run's own data path) into a folder deleted afterwards."""
+    from distill.train import train
+
+    folder = run_dir / PROBE
+    remove_tree(folder)
+    probe = dataclasses.replace(
+        recipe, output=str(folder.resolve()),
+        train=dataclasses.replace(recipe.train, max_steps=budget.PROBE_STEPS, checkpoint_every=budget.PROBE_STEPS),
+        data=dataclasses.replace(recipe.data, dev="", dev_size=0),
+        eval=dataclasses.replace(recipe.eval, beir="", every=0))
+    started = time.perf_counter()
+    result = train(probe, progress=not quiet)
+    wall = time.perf_counter() - started
+    remove_tree(folder)
+    if not result.examples_per_s:
+        return 0.0, wall
+    return 1 / result.examples_per_s, max(wall - result.train_seconds, 0.0)
