@@ -138,7 +138,9 @@ def last_run_seconds(run_dir: Path, section: dict) -> dict[str, float]:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     seconds = {}
     for name, stage in section["stages"].items():
-        if name == "generate":  # a resumed generate's wall time covers its last part only; its batches, all
+        if name == "generate" and "budget" in section["stages"] and stage["status"] == "ran":
+            seconds[name] = stage["seconds"]  # its wall_seconds count from the run's start: the budget stage's too
+        elif name == "generate":  # a resumed generate's wall time covers its last part only; its batches, all
             generated = manifest["generate"]
             seconds[name] = max(stage["seconds"] if stage["status"] == "ran" else 0.0, generated.get("wall_seconds", 0.0),
                                 generated.get("throughput", {}).get("llm_seconds") or 0.0)
