@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from synthgen import budget
+from synthgen.judges import LLM_JUDGES
+from synthgen.relabel import parse_judges
 from synthgen.rundir import remove_tree, write_manifest_section
 from synthgen.stages import generate
 from synthgen.stages.relabel import RelabelOptions, RelabelStage
@@ -63,9 +65,6 @@ class BudgetStage:
             judge_seconds=relabel["judging_seconds"] / judged_queries if judged_queries else 0.0,
             relabel_seconds=relabel["wall_seconds"] - relabel["judging_seconds"],
             example_seconds=example_seconds, train_seconds=train_seconds, encode_seconds=encode_seconds)
-        from synthgen.judges import LLM_JUDGES
-        from synthgen.relabel import parse_judges
-
         shape = budget.Shape(
             queries_per_passage=config.queries_per_passage, keyphrase_queries=config.keyphrase_queries,
             passages=len(prepared.passages), judge_keyphrases=self.relabel_options.judge_keyphrases,
