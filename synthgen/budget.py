@@ -17,11 +17,7 @@ stage took. The chosen number is recorded (manifest section "budget") and reused
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from distill.recipe import Recipe
+from typing import Any
 
 # Passages generated and relabeled before choosing: four batches of 16 prompts, whose mean was within 3% of the
 # whole run's on SciFact (2.15 against 2.21 LLM seconds a prompt; batches vary by about 16%).
@@ -102,7 +98,7 @@ class Choice:
     limit: int  # --max-passages (or the corpus size): the budget never takes more
     passages: int  # chosen
     calibration_passages: int
-    spent_minutes: float  # before choosing: reading the corpus, the cluster sample, the calibration prefix
+    spent_minutes: float  # before choosing: reading the corpus, the cluster sample, the prefix and the probes
     rates: dict[str, float]
     projected_minutes: dict[str, float]  # per stage, for the chosen passages (generate: the whole stage)
     projected_total_minutes: float  # of the whole run: what was spent, and what the chosen passages still cost
@@ -110,10 +106,16 @@ class Choice:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def over_budget(self) -> bool:
+        return self.projected_total_minutes > self.minutes
+
+    def projected(self) -> str:
+        return ", ".join(f"{k} {v:.1f}" for k, v in self.projected_minutes.items() if v)
+
     def line(self) -> str:
-        projected = ", ".join(f"{k} {v:.1f}" for k, v in self.projected_minutes.items() if v)
-        over = (f"; over the budget already: the {self.passages} passages measured on are kept"
-                if self.projected_total_minutes > self.minutes else "")
+        projected = self.projected()
+        over = f"; over the budget already: the {self.passages} passages measured on are kept" if self.over_budget else ""
         return (f"time budget {self.minutes:g} min: {self.passages} of up to {self.limit} passages for the LLM "
                 f"(measured on {self.calibration_passages}: {self.rates['prompt_seconds']:.2f} s a prompt, "
                 f"{self.rates['judge_seconds']:.2f} s a judged query, {self.rates['example_seconds']:.3f} s an example; "
@@ -131,22 +133,3 @@ def decide(minutes: float, spent_seconds: float, done: int, limit: int, shape: S
                   projected_minutes={k: round(v / 60, 1) for k, v in projected.items()},
                   projected_total_minutes=round((spent_seconds + still) / 60, 1))
 
-
-PROBE_PASSAGES = 128  # two batches of --eval's 64: a second or two of a slow CPU per 15 passages
-
-
-def measure_eval(recipe: Recipe, seed: int) -> tuple[int, float]:
-    """What --eval will encode (the trained model's passages, and the base model's the cache lacks) and the base
-    model's seconds per passage, measured on a seeded sample of them in the evaluation's batches."""
-    import random
-
-    from distill.evaluate import load_beir
-    from distill.recipe import resolve_base_model
-    from synthgen.records import Passage
-    from synthgen.retrieve import Embedder
-
-    beir = load_beir(Path(recipe.eval.beir), recipe.eval.beir_split)
-    embedder = Embedder(resolve_base_model(recipe.model.base), None, recipe.eval.batch_size)
-    uncached = embedder.missing([Passage(id=i, text=t) for i, t in zip(beir.passage_ids, beir.passages)])
-    sample = random.Random(seed).sample(beir.passages, min(PROBE_PASSAGES, len(beir.passages)))
-    return len(beir.passages) + uncached, embedder.seconds_per_passage(sample) if sample else 0.0

@@ -42,20 +42,20 @@ def format_report(section: dict[str, Any]) -> str:
                   "on SciFact 1,280 with a keyphrase query for every passage beat 640 by 0.65 nDCG@10 on average "
                   "over five samples, 2,560 was no better over two, and the sample itself moved a result by about a "
                   "point (README, Results).", ""]
-    budget = section.get("time_budget")
-    if budget:
-        projected = ", ".join(f"{k} {v:.1f}" for k, v in budget["projected_minutes"].items() if v)
-        rates = budget["rates"]
-        lines += [f"Time budget (--time-budget): {budget['minutes']:g} minutes. Measured on the first "
-                  f"{budget['calibration_passages']} passages, generated and relabeled, and a few training steps on "
+    if section.get("time_budget"):
+        from synthgen.budget import Choice
+
+        budget = Choice(**section["time_budget"])
+        rates = budget.rates
+        lines += [f"Time budget (--time-budget): {budget.minutes:g} minutes. Measured on the first "
+                  f"{budget.calibration_passages} passages, generated and relabeled, and a few training steps on "
                   f"their records ({rates['prompt_seconds']:.2f} s a prompt, {rates['judge_seconds']:.2f} s a judged "
-                  f"query, {rates['example_seconds']:.3f} s a training example; {budget['spent_minutes']:.1f} minutes "
+                  f"query, {rates['example_seconds']:.3f} s a training example; {budget.spent_minutes:.1f} minutes "
                   "spent by then), the projection fitted "
-                  f"{budget['passages']} of up to {budget['limit']} passages; its minutes per stage: {projected}, "
-                  f"{budget['projected_total_minutes']:.1f} in all (the table above has what they took)"
-                  + (", over the budget already: the passages measured on are kept" if
-                     budget["projected_total_minutes"] > budget["minutes"] else "")
-                  + f". `--max-passages {budget['passages']}` repeats this sample without a budget.", ""]
+                  f"{budget.passages} of up to {budget.limit} passages; its minutes per stage: {budget.projected()}, "
+                  f"{budget.projected_total_minutes:.1f} in all (the table above has what they took)"
+                  + (", over the budget already: the passages measured on are kept" if budget.over_budget else "")
+                  + f". `--max-passages {budget.passages}` repeats this sample without a budget.", ""]
     if section.get("keyphrase_queries"):
         lines += [f"Keyphrase queries (no LLM): {section['keyphrase_queries']} per passage given to the LLM "
                   "(--keyphrase-queries; 0 turns them off), "

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from synthgen.stages.generate import GenerateRun
 
 PROBE = ".budget-probe"  # the training probe's model folder, inside the run folder while it runs
+PROBE_PASSAGES = 128  # --eval passages the encoder is timed on: two batches of 64, a few seconds on a slow CPU
 
 
 class BudgetStage:
@@ -54,7 +55,7 @@ class BudgetStage:
                               self.quiet)
         judged = RelabelStage(run_dir, self.relabel_options, self.quiet).run()
         example_seconds, train_seconds = probe_training(self.recipe, run_dir, self.quiet)
-        eval_passages, encode_seconds = budget.measure_eval(self.recipe, config.seed) if self.recipe.eval.beir else (0, 0.0)
+        eval_passages, encode_seconds = measure_eval(self.recipe, config.seed) if self.recipe.eval.beir else (0, 0.0)
 
         counts, prompts = made["counts"], max(made["counts"]["queries_prompted"], 1)
         relabel = judged["throughput"]
@@ -105,3 +106,20 @@ def probe_training(recipe: Recipe, run_dir: Path, quiet: bool) -> tuple[float, f
     if not result.examples_per_s:
         return 0.0, wall
     return 1 / result.examples_per_s, max(wall - result.train_seconds, 0.0)
+
+
+def measure_eval(recipe: Recipe, seed: int) -> tuple[int, float]:
+    """What --eval will encode (the trained model's passages, and the base model's the cache lacks) and the base
+    model's seconds per passage, measured on a seeded sample of them in the evaluation's batches."""
+    import random
+
+    from distill.evaluate import load_beir
+    from distill.recipe import resolve_base_model
+    from synthgen.records import Passage
+    from synthgen.retrieve import Embedder
+
+    beir = load_beir(Path(recipe.eval.beir), recipe.eval.beir_split)
+    embedder = Embedder(resolve_base_model(recipe.model.base), None, recipe.eval.batch_size)
+    uncached = embedder.missing([Passage(id=i, text=t) for i, t in zip(beir.passage_ids, beir.passages)])
+    sample = random.Random(seed).sample(beir.passages, min(PROBE_PASSAGES, len(beir.passages)))
+    return len(beir.passages) + uncached, embedder.seconds_per_passage(sample) if sample else 0.0

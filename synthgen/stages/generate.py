@@ -154,7 +154,12 @@ def passages_done(run: GenerateRun) -> int:
     if read_manifest(run.run_dir).get("generate", {}).get("identity") != run.identity:
         return 0
     logs, _ = recover(run.run_dir)
-    return len({item.rsplit("@", 1)[0] for log in logs for item in log.items if not is_keyphrase_id(item)})
+    return len(_prompted(logs))
+
+
+def _prompted(logs: list[BatchLog]) -> set[str]:
+    """The ids of the passages the LLM was prompted with in `logs` (keyphrase queries are not the LLM's)."""
+    return {item.rsplit("@", 1)[0] for log in logs for item in log.items if not is_keyphrase_id(item)}
 
 
 def counts(section: dict) -> dict[str, Any]:
@@ -329,7 +334,7 @@ def _generate_totals(logs, passages_read: int, queries_path: Path) -> dict:
     seconds = sum(log.seconds for log in logs)
     prompt_tokens = sum(log.prompt_tokens for log in logs)
     completion_tokens = sum(log.completion_tokens for log in logs)
-    prompted = {item.rsplit("@", 1)[0] for log in logs for item in log.items if not is_keyphrase_id(item)}
+    prompted = _prompted(logs)
     written = sum(1 for line in open(queries_path, encoding="utf-8") if line.strip()) if queries_path.exists() else 0
     keyphrases = counts.get("keyphrases", 0)
     rate = (lambda n: round(n / seconds, 3) if seconds else None)
