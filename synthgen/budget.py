@@ -56,8 +56,8 @@ class Rates:
     encode_seconds: float = 0.0  # the student's seconds per --eval passage
 
 
-def project(passages: int, shape: Shape, rates: Rates) -> dict[str, float]:
-    """Seconds each stage takes for `passages` LLM passages (generate from nothing)."""
+def _work(passages: int, shape: Shape, rates: Rates) -> tuple[float, float, float]:
+    """Generate prompts, LLM-judged queries and training examples for `passages` LLM passages."""
     prompts = passages * shape.queries_per_passage
     llm_queries = prompts * rates.queries_per_prompt
     keyphrases = min(passages * shape.keyphrase_queries, shape.passages)
@@ -65,21 +65,29 @@ def project(passages: int, shape: Shape, rates: Rates) -> dict[str, float]:
     examples = (llm_queries + keyphrases) * shape.epochs
     if shape.max_examples:
         examples = min(examples, shape.max_examples)
-    return {"generate": prompts * rates.prompt_seconds * GENERATE_OVERHEAD,
-            "relabel": rates.relabel_seconds + judged * rates.judge_seconds,
+    return prompts, judged, examples
+
+
+def project(passages: int, shape: Shape, rates: Rates, done: int = 0) -> dict[str, float]:
+    """Seconds each stage still takes for `passages` LLM passages when the first `done` are generated and relabeled
+    already (the budget's prefix): their queries are kept and relabel reuses their judgments by key, so only
+    generation and judging of the rest remain. Training and evaluation start over."""
+    prompts, judged, examples = _work(passages, shape, rates)
+    prompts_done, judged_done, _ = _work(done, shape, rates)
+    return {"generate": (prompts - prompts_done) * rates.prompt_seconds * GENERATE_OVERHEAD,
+            "relabel": rates.relabel_seconds + (judged - judged_done) * rates.judge_seconds,
             "train": rates.train_seconds + examples * rates.example_seconds,
             "eval": shape.eval_passages * rates.encode_seconds}
 
 
 def choose(budget_seconds: float, spent_seconds: float, done: int, limit: int, shape: Shape, rates: Rates) -> int:
-    """The most passages, from `done` (already generated) to `limit`, whose remaining work fits what is left.
+    """The most passages, from `done` (already generated and relabeled) to `limit`, whose remaining work fits what
+    is left.
 
-    `spent_seconds` is what the run took so far, the `done` passages' generation included. Never fewer than
-    `done`: that work is kept, and a budget it already exceeds leaves nothing more to choose."""
+    `spent_seconds` is what the run took so far, the `done` passages' generation and judging included. Never fewer
+    than `done`: that work is kept, and a budget it already exceeds leaves nothing more to choose."""
     def fits(n: int) -> bool:
-        remaining = project(n, shape, rates)
-        remaining["generate"] -= project(done, shape, rates)["generate"]
-        return spent_seconds + sum(remaining.values()) <= budget_seconds
+        return spent_seconds + sum(project(n, shape, rates, done).values()) <= budget_seconds
 
     lo, hi = done, max(done, limit)
     if fits(hi):
@@ -100,7 +108,7 @@ class Choice:
     calibration_passages: int
     spent_minutes: float  # before choosing: reading the corpus, the cluster sample, the prefix and the probes
     rates: dict[str, float]
-    projected_minutes: dict[str, float]  # per stage, for the chosen passages (generate: the whole stage)
+    projected_minutes: dict[str, float]  # per stage, what the chosen passages still cost after the budget stage
     projected_total_minutes: float  # of the whole run: what was spent, and what the chosen passages still cost
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,11 +133,9 @@ class Choice:
 
 def decide(minutes: float, spent_seconds: float, done: int, limit: int, shape: Shape, rates: Rates) -> Choice:
     passages = choose(minutes * 60, spent_seconds, done, limit, shape, rates)
-    projected = project(passages, shape, rates)
-    still = sum(projected.values()) - project(done, shape, rates)["generate"]
+    projected = project(passages, shape, rates, done)
     return Choice(minutes=minutes, limit=limit, passages=passages, calibration_passages=done,
                   spent_minutes=round(spent_seconds / 60, 1),
                   rates={k: float(f"{v:.4g}") for k, v in asdict(rates).items()},
                   projected_minutes={k: round(v / 60, 1) for k, v in projected.items()},
-                  projected_total_minutes=round((spent_seconds + still) / 60, 1))
-
+                  projected_total_minutes=round((spent_seconds + sum(projected.values())) / 60, 1))

@@ -7,7 +7,8 @@ import dataclasses
 
 import pytest
 
-from synthgen.budget import Rates, Shape, choose, decide, project
+from synthgen.budget import GENERATE_OVERHEAD, Rates, Shape, choose, decide, project
+from synthgen.stages.budget import judge_seconds
 
 SHAPE = Shape(queries_per_passage=1, keyphrase_queries=6, passages=5000, judge_keyphrases=True, llm_judges=True,
               epochs=1, eval_passages=5000)
@@ -16,8 +17,7 @@ RATES = Rates(prompt_seconds=3.0, queries_per_prompt=0.95, judge_seconds=0.4, re
 
 
 def remaining(n: int, done: int, shape: Shape = SHAPE, rates: Rates = RATES) -> float:
-    stages = project(n, shape, rates)
-    return sum(stages.values()) - project(done, shape, rates)["generate"]
+    return sum(project(n, shape, rates, done).values())
 
 
 @pytest.mark.parametrize("budget_minutes", [5, 30, 60, 90, 170, 10_000])
@@ -46,6 +46,25 @@ def test_each_stage_counts_the_work_the_options_give_it():
     assert capped["train"] == pytest.approx(20 + 64 * 0.36)
     # the keyphrase queries cannot outnumber the corpus's passages: beyond that only the LLM's queries add work
     assert project(1000, SHAPE, RATES)["train"] - project(900, SHAPE, RATES)["train"] == pytest.approx(95 * 0.36)
+
+
+def test_the_prefix_is_neither_generated_nor_judged_again():
+    # 64 passages done: 60.8 LLM queries and 384 keyphrase queries already written and judged
+    again = project(64, SHAPE, RATES, done=64)
+    assert again["generate"] == 0 and again["relabel"] == 30
+    assert again["train"] == project(64, SHAPE, RATES)["train"]  # training and evaluation start over
+    more = project(800, SHAPE, RATES, done=64)
+    assert more["generate"] == pytest.approx((800 - 64) * 3.0 * GENERATE_OVERHEAD)
+    assert more["relabel"] == pytest.approx(30 + (760 + 4800 - 60.8 - 384) * 0.4)
+
+
+def test_a_judged_query_costs_its_pairs_as_if_all_were_fresh():
+    counts = {"llm_judged_queries": 100, "llm_pairs_judged": 200, "llm_judgments_reused": 0}
+    assert judge_seconds(counts, 50.0, 1) == pytest.approx(0.5)
+    # half the pairs reused (two LLM judges: two judgments a pair): the 200 fresh pairs took the seconds
+    resumed = dict(counts, llm_judgments_reused=400)
+    assert judge_seconds(resumed, 50.0, 2) == pytest.approx(50.0 / 200 * 400 / 100)
+    assert judge_seconds(dict(counts, llm_pairs_judged=0, llm_judgments_reused=200), 0.0, 1) == 0.0
 
 
 def test_the_record_says_what_was_chosen_and_whether_it_fits():

@@ -59,21 +59,20 @@ class BudgetStage:
 
         counts, prompts = made["counts"], max(made["counts"]["queries_prompted"], 1)
         relabel = judged["throughput"]
-        judged_queries = judged["counts"]["llm_judged_queries"]
+        llm_judges = [j for j in parse_judges(self.relabel_options.judges) if j in LLM_JUDGES]
         rates = budget.Rates(
             prompt_seconds=made["throughput"]["llm_seconds"] / prompts,
             queries_per_prompt=(counts["written"] - counts["keyphrases"]) / prompts,
-            judge_seconds=relabel["judging_seconds"] / judged_queries if judged_queries else 0.0,
+            judge_seconds=judge_seconds(judged["counts"], relabel["judging_seconds"], len(llm_judges)),
             relabel_seconds=relabel["wall_seconds"] - relabel["judging_seconds"],
             example_seconds=example_seconds, train_seconds=train_seconds, encode_seconds=encode_seconds)
         shape = budget.Shape(
             queries_per_passage=config.queries_per_passage, keyphrase_queries=config.keyphrase_queries,
             passages=len(prepared.passages), judge_keyphrases=self.relabel_options.judge_keyphrases,
-            llm_judges=any(j in LLM_JUDGES for j in parse_judges(self.relabel_options.judges)),
+            llm_judges=bool(llm_judges),
             epochs=self.recipe.train.epochs, max_examples=self.recipe.train.max_steps * self.recipe.train.batch_size,
             eval_passages=eval_passages)
-        # spent: everything so far, the probes included; the prefix's judgments are in `spent` and in the projection
-        # of relabel both, which errs on the side of finishing early
+        # spent: everything so far, the prefix's generation and judging and the probes included
         choice = budget.decide(self.minutes, time.perf_counter() - self.started, prefix, self.limit, shape, rates)
         section = {"identity": self.identity, "choice": choice.to_dict()}
         write_manifest_section(run_dir, self.name, section)
@@ -85,6 +84,16 @@ class BudgetStage:
 
     def summary(self, section: dict) -> str:
         return budget.Choice(**section["choice"]).line()
+
+
+def judge_seconds(counts: dict[str, Any], seconds: float, llm_judges: int) -> float:
+    """Judging seconds per LLM-judged query, as if all its pairs were fresh: a resumed prefix reuses some of its
+    judgments, the passages beyond it have none to reuse. 0 when nothing was judged here (no rate to measure)."""
+    fresh = counts["llm_pairs_judged"]
+    if not fresh or not counts["llm_judged_queries"]:
+        return 0.0
+    pairs = fresh + counts["llm_judgments_reused"] / max(llm_judges, 1)
+    return seconds / fresh * pairs / counts["llm_judged_queries"]
 
 
 def probe_training(recipe: Recipe, run_dir: Path, quiet: bool) -> tuple[float, float]:
