@@ -27,6 +27,12 @@ PROBE_STEPS = 4
 # Generate's wall time over its LLM time: filtering, writing and the keyphrase queries (draw 12: 65.1 LLM minutes
 # of about 66 outside the corpus embedding).
 GENERATE_OVERHEAD = 1.05
+# What an LLM judge's reading of a passage costs, in pairs: it reads a passage once for all the pairs of a batch
+# (bench/bench_judging.py: 0.141 s a read and 0.0181 s a pair on an AVX512-BF16 CPU, 0.29 and 0.037 on an AVX2
+# one). Relabel's cost follows passages read more than pairs: a 64-passage prefix reads a passage for 1.17 pairs,
+# the next 477 passages' queries read one for 1.65 (SciFact), so a rate per query taken on the prefix projected
+# relabel 27% long there, and this model 1.3% long (2.3% short at 299 passages).
+READ_PAIRS = 7.8
 
 
 @dataclass(frozen=True)
@@ -49,33 +55,44 @@ class Rates:
 
     prompt_seconds: float  # the LLM's seconds per generate prompt
     queries_per_prompt: float  # LLM queries kept per prompt (some answers are malformed or filtered)
-    judge_seconds: float = 0.0  # relabel's LLM seconds per query the LLM judges
+    pair_seconds: float = 0.0  # relabel's LLM seconds per pair judged, a passage read counting READ_PAIRS pairs
+    pairs_per_query: float = 0.0  # LLM pairs per judged query: its seed and the candidates above the judge depth
     relabel_seconds: float = 0.0  # relabel's seconds besides judging: loading, indexing, retrieval
     example_seconds: float = 0.0  # training's seconds per example
     train_seconds: float = 0.0  # training's seconds besides its steps: loading, tokenizing, saving
     encode_seconds: float = 0.0  # the student's seconds per --eval passage
 
 
-def _work(passages: int, shape: Shape, rates: Rates) -> tuple[float, float, float]:
-    """Generate prompts, LLM-judged queries and training examples for `passages` LLM passages."""
+def _work(passages: int, shape: Shape, rates: Rates) -> tuple[float, float, float, float]:
+    """Generate prompts, LLM-judged queries, their distinct seed passages and the training examples for `passages`
+    LLM passages. The keyphrase queries take the sample's first passages, the LLM's among them."""
     prompts = passages * shape.queries_per_passage
     llm_queries = prompts * rates.queries_per_prompt
     keyphrases = min(passages * shape.keyphrase_queries, shape.passages)
     judged = (llm_queries + (keyphrases if shape.judge_keyphrases else 0)) if shape.llm_judges else 0
+    seeds = max(passages, keyphrases if shape.judge_keyphrases else 0) if shape.llm_judges else 0
     examples = (llm_queries + keyphrases) * shape.epochs
     if shape.max_examples:
         examples = min(examples, shape.max_examples)
-    return prompts, judged, examples
+    return prompts, judged, seeds, examples
 
 
 def project(passages: int, shape: Shape, rates: Rates, done: int = 0) -> dict[str, float]:
     """Seconds each stage still takes for `passages` LLM passages when the first `done` are generated and relabeled
     already (the budget's prefix): their queries are kept and relabel reuses their judgments by key, so only
-    generation and judging of the rest remain. Training and evaluation start over."""
-    prompts, judged, examples = _work(passages, shape, rates)
-    prompts_done, judged_done, _ = _work(done, shape, rates)
+    generation and judging of the rest remain. Training and evaluation start over.
+
+    Judging reads each new seed passage, and each candidate that is not one: the candidates are counted as if none
+    were shared among the new queries, which errs long (SciFact: passages read 1.5% over at 299 passages, 7.6% at
+    541), never past the corpus."""
+    prompts, judged, seeds, examples = _work(passages, shape, rates)
+    prompts_done, judged_done, seeds_done, _ = _work(done, shape, rates)
+    new_queries, new_seeds = judged - judged_done, seeds - seeds_done
+    candidates = new_queries * max(rates.pairs_per_query - 1, 0.0)
+    reads = min(new_seeds + candidates * (1 - new_seeds / max(shape.passages, 1)), shape.passages)
     return {"generate": (prompts - prompts_done) * rates.prompt_seconds * GENERATE_OVERHEAD,
-            "relabel": rates.relabel_seconds + (judged - judged_done) * rates.judge_seconds,
+            "relabel": rates.relabel_seconds
+            + (READ_PAIRS * reads + new_queries * rates.pairs_per_query) * rates.pair_seconds,
             "train": rates.train_seconds + examples * rates.example_seconds,
             "eval": shape.eval_passages * rates.encode_seconds}
 
@@ -121,12 +138,16 @@ class Choice:
     def projected(self) -> str:
         return ", ".join(f"{k} {v:.1f}" for k, v in self.projected_minutes.items() if v)
 
+    def measured(self) -> str:
+        rates = self.rates
+        return (f"{rates['prompt_seconds']:.2f} s a prompt, {rates['pair_seconds']:.3f} s a judged pair (reading a "
+                f"passage: {READ_PAIRS:g} pairs), {rates['example_seconds']:.3f} s a training example")
+
     def line(self) -> str:
         projected = self.projected()
         over = f"; over the budget already: the {self.passages} passages measured on are kept" if self.over_budget else ""
         return (f"time budget {self.minutes:g} min: {self.passages} of up to {self.limit} passages for the LLM "
-                f"(measured on {self.calibration_passages}: {self.rates['prompt_seconds']:.2f} s a prompt, "
-                f"{self.rates['judge_seconds']:.2f} s a judged query, {self.rates['example_seconds']:.3f} s an example; "
+                f"(measured on {self.calibration_passages}: {self.measured()}; "
                 f"{self.spent_minutes:.1f} min spent; projected minutes {projected}, "
                 f"{self.projected_total_minutes:.1f} in all{over})")
 

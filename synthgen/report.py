@@ -46,11 +46,9 @@ def format_report(section: dict[str, Any]) -> str:
         from synthgen.budget import Choice
 
         budget = Choice(**section["time_budget"])
-        rates = budget.rates
         lines += [f"Time budget (--time-budget): {budget.minutes:g} minutes. Measured on the first "
                   f"{budget.calibration_passages} passages, generated and relabeled, and a few training steps on "
-                  f"their records ({rates['prompt_seconds']:.2f} s a prompt, {rates['judge_seconds']:.2f} s a judged "
-                  f"query, {rates['example_seconds']:.3f} s a training example; {budget.spent_minutes:.1f} minutes "
+                  f"their records ({budget.measured()}; {budget.spent_minutes:.1f} minutes "
                   "spent by then), the projection fitted "
                   f"{budget.passages} of up to {budget.limit} passages; its minutes per stage: {budget.projected()}, "
                   f"{budget.projected_total_minutes:.1f} in all (the table above has what they took)"

@@ -7,12 +7,12 @@ import dataclasses
 
 import pytest
 
-from synthgen.budget import GENERATE_OVERHEAD, Rates, Shape, choose, decide, project
-from synthgen.stages.budget import judge_seconds
+from synthgen.budget import GENERATE_OVERHEAD, READ_PAIRS, Rates, Shape, choose, decide, project
+from synthgen.stages.budget import judging_rates
 
 SHAPE = Shape(queries_per_passage=1, keyphrase_queries=6, passages=5000, judge_keyphrases=True, llm_judges=True,
               epochs=1, eval_passages=5000)
-RATES = Rates(prompt_seconds=3.0, queries_per_prompt=0.95, judge_seconds=0.4, relabel_seconds=30.0,
+RATES = Rates(prompt_seconds=3.0, queries_per_prompt=0.95, pair_seconds=0.05, pairs_per_query=2.0, relabel_seconds=30.0,
               example_seconds=0.36, train_seconds=20.0, encode_seconds=0.07)
 
 
@@ -36,11 +36,15 @@ def test_more_minutes_never_buy_fewer_passages_and_the_limit_holds():
 def test_each_stage_counts_the_work_the_options_give_it():
     small, large = project(100, SHAPE, RATES), project(800, SHAPE, RATES)
     assert all(large[k] > small[k] for k in ("generate", "relabel", "train")) and large["eval"] == small["eval"]
-    # 800 passages: 760 LLM queries and 4,800 keyphrase queries, all judged and all trained on
-    assert large["relabel"] == pytest.approx(30 + (760 + 4800) * 0.4)
+    # 100 passages: 95 LLM queries and 600 keyphrase queries, all judged and trained on; judging reads the 600 seed
+    # passages (the LLM's 100 among them) and the 695 other candidates, less those that are seeds
+    assert small["relabel"] == pytest.approx(30 + (READ_PAIRS * (600 + 695 * (1 - 600 / 5000)) + 695 * 2) * 0.05)
+    # 800 passages: 760 + 4,800 queries, whose 4,800 seeds and 5,560 other candidates would read past the corpus
+    assert large["relabel"] == pytest.approx(30 + (READ_PAIRS * 5000 + 5560 * 2) * 0.05)
     assert large["train"] == pytest.approx(20 + (760 + 4800) * 0.36)
     unjudged = project(800, dataclasses.replace(SHAPE, judge_keyphrases=False), RATES)
-    assert unjudged["relabel"] == pytest.approx(30 + 760 * 0.4) and unjudged["train"] == large["train"]
+    assert unjudged["relabel"] == pytest.approx(30 + (READ_PAIRS * (800 + 760 * (1 - 800 / 5000)) + 760 * 2) * 0.05)
+    assert unjudged["train"] == large["train"]
     assert project(800, dataclasses.replace(SHAPE, llm_judges=False), RATES)["relabel"] == 30
     capped = project(800, dataclasses.replace(SHAPE, max_examples=64), RATES)  # train.max_steps stops training
     assert capped["train"] == pytest.approx(20 + 64 * 0.36)
@@ -49,22 +53,31 @@ def test_each_stage_counts_the_work_the_options_give_it():
 
 
 def test_the_prefix_is_neither_generated_nor_judged_again():
-    # 64 passages done: 60.8 LLM queries and 384 keyphrase queries already written and judged
+    # 64 passages done: 60.8 LLM queries and 384 keyphrase queries on 384 seeds already written and judged
     again = project(64, SHAPE, RATES, done=64)
     assert again["generate"] == 0 and again["relabel"] == 30
     assert again["train"] == project(64, SHAPE, RATES)["train"]  # training and evaluation start over
-    more = project(800, SHAPE, RATES, done=64)
-    assert more["generate"] == pytest.approx((800 - 64) * 3.0 * GENERATE_OVERHEAD)
-    assert more["relabel"] == pytest.approx(30 + (760 + 4800 - 60.8 - 384) * 0.4)
+    more = project(200, SHAPE, RATES, done=64)
+    assert more["generate"] == pytest.approx((200 - 64) * 3.0 * GENERATE_OVERHEAD)
+    queries, seeds = 190 + 1200 - 60.8 - 384, 1200 - 384  # new: 945.2 queries on 816 seeds
+    assert more["relabel"] == pytest.approx(30 + (READ_PAIRS * (seeds + queries * (1 - seeds / 5000)) + queries * 2) * 0.05)
 
 
-def test_a_judged_query_costs_its_pairs_as_if_all_were_fresh():
-    counts = {"llm_judged_queries": 100, "llm_pairs_judged": 200, "llm_judgments_reused": 0}
-    assert judge_seconds(counts, 50.0, 1) == pytest.approx(0.5)
-    # half the pairs reused (two LLM judges: two judgments a pair): the 200 fresh pairs took the seconds
-    resumed = dict(counts, llm_judgments_reused=400)
-    assert judge_seconds(resumed, 50.0, 2) == pytest.approx(50.0 / 200 * 400 / 100)
-    assert judge_seconds(dict(counts, llm_pairs_judged=0, llm_judgments_reused=200), 0.0, 1) == 0.0
+def relabeled(queries: int, fresh: int, read: int, reused: int, seconds: float) -> dict:
+    return {"counts": {"llm_judged_queries": queries, "llm_pairs_judged": fresh, "llm_passages_read": read,
+                       "llm_judgments_reused": reused},
+            "throughput": {"judging_seconds": seconds}}
+
+
+def test_judging_is_measured_per_pair_and_passage_read():
+    rates = judging_rates(relabeled(100, 200, 150, 0, 50.0), 1, None)
+    assert rates == pytest.approx({"pair_seconds": 50.0 / (READ_PAIRS * 150 + 200), "pairs_per_query": 2.0})
+    # half the pairs reused (two LLM judges: two judgments a pair): the 200 fresh pairs and their reads took the time
+    assert judging_rates(relabeled(100, 200, 150, 400, 50.0), 2, None)["pairs_per_query"] == pytest.approx(4.0)
+    # nothing judged now: the seconds come from the run that judged them, the pairs from what this one would judge
+    resumed = judging_rates(relabeled(100, 0, 0, 200, 0.0), 1, relabeled(100, 200, 150, 0, 50.0))
+    assert resumed == pytest.approx(rates)
+    assert judging_rates(relabeled(100, 0, 0, 200, 0.0), 1, None)["pair_seconds"] == 0.0
 
 
 def test_the_record_says_what_was_chosen_and_whether_it_fits():

@@ -246,6 +246,7 @@ def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_
     and probes training, then a roomy budget takes all 82 and a tight one stops at the 64 it measured on; either
     way no generated query or judgment is lost."""
     from synthgen.budget import CALIBRATION_PASSAGES
+    from synthgen.lock import lock_path
     from synthgen.stages.budget import PROBE
 
     base = [*common, "--max-passages", "82", "--keyphrase-queries", "1", "--set", f"model.base={tiny_bert_path}",
@@ -260,9 +261,11 @@ def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_
     chosen = manifest(roomy)["pipeline"]["time_budget"]
     assert chosen["calibration_passages"] == CALIBRATION_PASSAGES < 82 and chosen["passages"] == 82
     rates = chosen["rates"]
-    assert min(rates["prompt_seconds"], rates["judge_seconds"], rates["example_seconds"], rates["encode_seconds"]) > 0
+    assert min(rates["prompt_seconds"], rates["pair_seconds"], rates["example_seconds"], rates["encode_seconds"]) > 0
+    assert rates["pairs_per_query"] >= 1  # the seed, and candidates above the judge depth
     assert statuses(roomy) == {"budget": "ran", "generate": "ran", "relabel": "ran", "train": "ran"}
-    assert manifest(roomy)["generate"]["config"]["max_passages"] == 82 and not (roomy / PROBE).exists()
+    assert manifest(roomy)["generate"]["config"]["max_passages"] == 82
+    assert not (roomy / PROBE).exists() and not lock_path(roomy / PROBE).exists()  # the probe leaves nothing
     # the prefix extended, its keyphrase queries written again: the same file as one run of 82 without a budget
     assert (roomy / "queries.jsonl").read_bytes() == (plain / "queries.jsonl").read_bytes()
     assert manifest(roomy)["relabel"]["counts"]["llm_judgments_reused"] > 0  # the prefix's judgments
@@ -290,4 +293,6 @@ def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_
     queries = (plain / "queries.jsonl").read_bytes()
     pipeline(*base, "--out", str(plain), "--time-budget", "0.01")
     assert manifest(plain)["pipeline"]["time_budget"]["calibration_passages"] == 82
+    # all its judgments reused, nothing judged now: judging's rate comes from the run that judged them
+    assert manifest(plain)["pipeline"]["time_budget"]["rates"]["pair_seconds"] > 0
     assert (plain / "queries.jsonl").read_bytes() == queries

@@ -71,11 +71,13 @@ def test_relabel_writes_training_examples_and_manifest(tmp_path, common):
     assert set(section["prompts"]) == {"judge_passage.j2", "judge_query_likelihood.j2", "judge_relevance.j2"}
     judgments = (run / "judgments.jsonl").read_text().splitlines()
     assert len(judgments) == 12 * 3 * 2  # two LLM judges per pair
+    # what judging cost is counted by: each passage a judge read once for all its pairs (the time budget's model)
+    assert counts["llm_passages_read"] == len({json.loads(line)["passage_id"] for line in judgments}) < 12 * 3
 
     first = (run / "train.jsonl").read_text()
     assert cli(args) == 0  # a second run judges nothing again and writes the same records
     again = json.loads((run / "manifest.json").read_text())["relabel"]["counts"]
-    assert again["llm_pairs_judged"] == 0 and again["llm_judgments_reused"] == 12 * 3 * 2
+    assert again["llm_pairs_judged"] == again["llm_passages_read"] == 0 and again["llm_judgments_reused"] == 12 * 3 * 2
     assert (run / "train.jsonl").read_text() == first
     assert len((run / "judgments.jsonl").read_text().splitlines()) == 12 * 3 * 2
 

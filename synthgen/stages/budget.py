@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from synthgen import budget
 from synthgen.judges import LLM_JUDGES
+from synthgen.lock import lock_path
 from synthgen.relabel import parse_judges
-from synthgen.rundir import remove_tree, write_manifest_section
+from synthgen.rundir import read_manifest, remove_tree, write_manifest_section
 from synthgen.stages import generate
 from synthgen.stages.relabel import RelabelOptions, RelabelStage
 
@@ -53,6 +54,7 @@ class BudgetStage:
         prepared.clusters()  # once, before the copy: the cluster sample embeds the corpus
         made = generate.rerun(dataclasses.replace(prepared, config=dataclasses.replace(config, max_passages=prefix)),
                               self.quiet)
+        before = read_manifest(run_dir).get(RelabelStage.name)  # a killed budget stage's prefix was judged then
         judged = RelabelStage(run_dir, self.relabel_options, self.quiet).run()
         example_seconds, train_seconds = probe_training(self.recipe, run_dir, self.quiet)
         eval_passages, encode_seconds = measure_eval(self.recipe, config.seed) if self.recipe.eval.beir else (0, 0.0)
@@ -63,7 +65,7 @@ class BudgetStage:
         rates = budget.Rates(
             prompt_seconds=made["throughput"]["llm_seconds"] / prompts,
             queries_per_prompt=(counts["written"] - counts["keyphrases"]) / prompts,
-            judge_seconds=judge_seconds(judged["counts"], relabel["judging_seconds"], len(llm_judges)),
+            **judging_rates(judged, len(llm_judges), before),
             relabel_seconds=relabel["wall_seconds"] - relabel["judging_seconds"],
             example_seconds=example_seconds, train_seconds=train_seconds, encode_seconds=encode_seconds)
         shape = budget.Shape(
@@ -86,14 +88,23 @@ class BudgetStage:
         return budget.Choice(**section["choice"]).line()
 
 
-def judge_seconds(counts: dict[str, Any], seconds: float, llm_judges: int) -> float:
-    """Judging seconds per LLM-judged query, as if all its pairs were fresh: a resumed prefix reuses some of its
-    judgments, the passages beyond it have none to reuse. 0 when nothing was judged here (no rate to measure)."""
-    fresh = counts["llm_pairs_judged"]
-    if not fresh or not counts["llm_judged_queries"]:
-        return 0.0
-    pairs = fresh + counts["llm_judgments_reused"] / max(llm_judges, 1)
-    return seconds / fresh * pairs / counts["llm_judged_queries"]
+def judging_rates(relabeled: dict[str, Any], llm_judges: int, before: dict[str, Any] | None) -> dict[str, float]:
+    """Seconds per judged pair (a passage read counting budget.READ_PAIRS pairs) and LLM pairs per judged query,
+    from what relabel judged now; when it judged nothing (the prefix's judgments all reused, e.g. a budget stage
+    resumed after a kill), the pair's seconds from the relabel section that judged them."""
+    counts = relabeled["counts"]
+    queries = counts["llm_judged_queries"]
+    if not queries:
+        return {"pair_seconds": 0.0, "pairs_per_query": 0.0}
+    pairs = counts["llm_pairs_judged"] + counts["llm_judgments_reused"] / max(llm_judges, 1)
+    measured = pair_seconds(relabeled) or (pair_seconds(before) if before and "throughput" in before else 0.0)
+    return {"pair_seconds": measured, "pairs_per_query": pairs / queries}
+
+
+def pair_seconds(relabeled: dict[str, Any]) -> float:
+    counts = relabeled["counts"]
+    cost = budget.READ_PAIRS * counts.get("llm_passages_read", 0) + counts["llm_pairs_judged"]
+    return relabeled["throughput"]["judging_seconds"] / cost if counts["llm_pairs_judged"] else 0.0
 
 
 def probe_training(recipe: Recipe, run_dir: Path, quiet: bool) -> tuple[float, float]:
@@ -112,6 +123,7 @@ def probe_training(recipe: Recipe, run_dir: Path, quiet: bool) -> tuple[float, f
     result = train(probe, progress=not quiet)
     wall = time.perf_counter() - started
     remove_tree(folder)
+    lock_path(folder).unlink(missing_ok=True)  # the folder was the probe's alone, inside the run folder's lock
     if not result.examples_per_s:
         return 0.0, wall
     return 1 / result.examples_per_s, max(wall - result.train_seconds, 0.0)

@@ -175,6 +175,7 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     unjudged = left_to_retrievers(candidates, retriever_names, options.judge_keyphrases)
     llm_judged = [c for c in candidates if c.query.id not in unjudged]
     fresh = reused = corrupt = 0
+    read: set[str] = set()  # passages the fresh judgments read: each once, its pairs are never split among batches
     judging_seconds = 0.0
     if llm_names:
         store = run_dir / JUDGMENTS
@@ -191,6 +192,7 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
                                   not quiet, run_batches):
                 out.write(made)
                 fresh += len(made)
+                read.update(j.passage_id for j in made)
                 dtype = dtype or first_dtype(made)
         section["dtype"] = dtype
         judging_seconds = time.perf_counter() - t0
@@ -204,7 +206,7 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     section["counts"] = {"passages": len(passages), "queries": len(queries),
                          "seed_in_retrieved_top_k": sum(c.seed_rank is not None for c in candidates),
                          "llm_judged_queries": len(llm_judged) if llm_names else 0,
-                         "llm_pairs_judged": fresh_pairs, "llm_judgments_reused": reused,
+                         "llm_pairs_judged": fresh_pairs, "llm_passages_read": len(read), "llm_judgments_reused": reused,
                          "corrupt_judgments_skipped": corrupt, **summary}
     section["throughput"] = {
         "pairs_per_s": round(fresh_pairs / judging_seconds, 3) if fresh_pairs else None,
