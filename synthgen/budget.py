@@ -16,7 +16,7 @@ stage took. The chosen number is recorded (manifest section "budget") and reused
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 # Passages generated and relabeled before choosing: four batches of 16 prompts, whose mean was within 3% of the
@@ -130,6 +130,13 @@ class Choice:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def current(cls, record: dict[str, Any]) -> bool:
+        """Whether a recorded choice was made by this projection. One made by another (its rates named otherwise,
+        such as judge_seconds before pair_seconds) is made again, reusing its prefix's work, rather than shown wrong."""
+        return (set(record) == {f.name for f in fields(cls)}
+                and set(record.get("rates", {})) == {f.name for f in fields(Rates)})
 
     @property
     def over_budget(self) -> bool:

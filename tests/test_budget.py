@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from synthgen.budget import GENERATE_OVERHEAD, READ_PAIRS, Rates, Shape, choose, decide, project
+from synthgen.budget import GENERATE_OVERHEAD, READ_PAIRS, Choice, Rates, Shape, choose, decide, project
 from synthgen.stages.budget import judging_rates
 
 SHAPE = Shape(queries_per_passage=1, keyphrase_queries=6, passages=5000, judge_keyphrases=True, llm_judges=True,
@@ -65,19 +65,20 @@ def test_the_prefix_is_neither_generated_nor_judged_again():
 
 def relabeled(queries: int, fresh: int, read: int, reused: int, seconds: float) -> dict:
     return {"counts": {"llm_judged_queries": queries, "llm_pairs_judged": fresh, "llm_passages_read": read,
-                       "llm_judgments_reused": reused},
+                       "llm_pairs_reused": reused},
             "throughput": {"judging_seconds": seconds}}
 
 
 def test_judging_is_measured_per_pair_and_passage_read():
-    rates = judging_rates(relabeled(100, 200, 150, 0, 50.0), 1, None)
+    rates = judging_rates(relabeled(100, 200, 150, 0, 50.0), None)
     assert rates == pytest.approx({"pair_seconds": 50.0 / (READ_PAIRS * 150 + 200), "pairs_per_query": 2.0})
-    # half the pairs reused (two LLM judges: two judgments a pair): the 200 fresh pairs and their reads took the time
-    assert judging_rates(relabeled(100, 200, 150, 400, 50.0), 2, None)["pairs_per_query"] == pytest.approx(4.0)
+    # half the pairs reused: the 200 fresh pairs and their reads took the time
+    half = judging_rates(relabeled(100, 200, 150, 200, 50.0), None)
+    assert half == pytest.approx({"pair_seconds": rates["pair_seconds"], "pairs_per_query": 4.0})
     # nothing judged now: the seconds come from the run that judged them, the pairs from what this one would judge
-    resumed = judging_rates(relabeled(100, 0, 0, 200, 0.0), 1, relabeled(100, 200, 150, 0, 50.0))
+    resumed = judging_rates(relabeled(100, 0, 0, 200, 0.0), relabeled(100, 200, 150, 0, 50.0))
     assert resumed == pytest.approx(rates)
-    assert judging_rates(relabeled(100, 0, 0, 200, 0.0), 1, None)["pair_seconds"] == 0.0
+    assert judging_rates(relabeled(100, 0, 0, 200, 0.0), None)["pair_seconds"] == 0.0
 
 
 def test_the_record_says_what_was_chosen_and_whether_it_fits():
@@ -87,3 +88,12 @@ def test_the_record_says_what_was_chosen_and_whether_it_fits():
     assert choice.projected_total_minutes <= 90 and "over the budget" not in choice.line()
     over = decide(1, 240.0, 64, 1280, SHAPE, RATES)
     assert over.passages == 64 and "over the budget already" in over.line()
+
+
+def test_a_choice_recorded_by_another_projection_is_not_current():
+    record = decide(90, 240.0, 64, 1280, SHAPE, RATES).to_dict()
+    assert Choice.current(record)
+    older = {**record, "rates": {"judge_seconds" if k == "pair_seconds" else k: v for k, v in record["rates"].items()}}
+    assert not Choice.current(older)  # session 41's rates: its report could not be written
+    assert not Choice.current({k: v for k, v in record.items() if k != "projected_minutes"})
+    assert not Choice.current({})

@@ -268,7 +268,7 @@ def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_
     assert not (roomy / PROBE).exists() and not lock_path(roomy / PROBE).exists()  # the probe leaves nothing
     # the prefix extended, its keyphrase queries written again: the same file as one run of 82 without a budget
     assert (roomy / "queries.jsonl").read_bytes() == (plain / "queries.jsonl").read_bytes()
-    assert manifest(roomy)["relabel"]["counts"]["llm_judgments_reused"] > 0  # the prefix's judgments
+    assert manifest(roomy)["relabel"]["counts"]["llm_pairs_reused"] > 0  # the prefix's judgments
     # and the same choices from the judgments (their scores may differ in the last digits: other batches)
     def chosen(run: Path) -> list:
         return [(e.query_id, e.pos_ids, e.neg_ids) for e in read_records(run / "train.jsonl", TrainingExample)]

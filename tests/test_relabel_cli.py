@@ -77,9 +77,15 @@ def test_relabel_writes_training_examples_and_manifest(tmp_path, common):
     first = (run / "train.jsonl").read_text()
     assert cli(args) == 0  # a second run judges nothing again and writes the same records
     again = json.loads((run / "manifest.json").read_text())["relabel"]["counts"]
-    assert again["llm_pairs_judged"] == again["llm_passages_read"] == 0 and again["llm_judgments_reused"] == 12 * 3 * 2
+    assert again["llm_pairs_judged"] == again["llm_passages_read"] == 0 and again["llm_pairs_reused"] == 12 * 3
     assert (run / "train.jsonl").read_text() == first
     assert len((run / "judgments.jsonl").read_text().splitlines()) == 12 * 3 * 2
+
+    store = run / "judgments.jsonl"  # one judge's judgment of a pair lost: the pair is judged again, not reused
+    store.write_text("".join(store.read_text().splitlines(keepends=True)[:-1]))
+    assert cli(args) == 0
+    half = json.loads((run / "manifest.json").read_text())["relabel"]["counts"]
+    assert half["llm_pairs_judged"] == half["llm_passages_read"] == 1 and half["llm_pairs_reused"] == 12 * 3 - 1
 
 
 def test_judging_resumed_goes_on_in_the_dtype_of_the_earlier_judgments(tmp_path, common):
@@ -142,7 +148,7 @@ def test_keyphrase_queries_may_be_left_to_the_retriever_judges(tmp_path, common)
 
     assert cli([*args, "--judge-keyphrases"]) == 0  # another train.jsonl; the LLM's queries are not judged again
     counts = json.loads((run / "manifest.json").read_text())["relabel"]["counts"]
-    assert counts["llm_judged_queries"] == 24 and counts["llm_judgments_reused"] == 12 * 3
+    assert counts["llm_judged_queries"] == 24 and counts["llm_pairs_reused"] == 12 * 3
     assert counts["llm_pairs_judged"] > 0
     judged = {json.loads(line)["query_id"] for line in (run / "judgments.jsonl").read_text().splitlines()}
     assert judged == set(records)
@@ -206,7 +212,8 @@ def test_resume_after_kill_9_loses_nothing(tmp_path, minilm_path, tiny_llm_path)
 
     assert cli(["relabel", "--run", run, *opts]) == 0
     counts = json.loads((run / "manifest.json").read_text())["relabel"]["counts"]
-    assert counts["llm_judgments_reused"] >= done_before - 1  # a torn last line is the most a kill can cost
+    assert counts["llm_pairs_reused"] >= done_before - 1  # a torn last line is the most a kill can cost
+    assert counts["llm_pairs_judged"] + counts["llm_pairs_reused"] == total  # one LLM judge: a judgment a pair
     assert (run / "train.jsonl").read_text() == (whole / "train.jsonl").read_text()
     keys = [json.loads(line)["key"] for line in store.read_text().splitlines()]
     assert len(keys) == len(set(keys)) == total  # nothing judged twice

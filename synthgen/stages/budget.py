@@ -45,7 +45,7 @@ class BudgetStage:
         pass
 
     def is_current(self, section: dict) -> bool:
-        return section.get("identity") == self.identity and "choice" in section
+        return section.get("identity") == self.identity and budget.Choice.current(section.get("choice", {}))
 
     def run(self) -> dict:
         prepared, config = self.prepared, self.prepared.config
@@ -65,7 +65,7 @@ class BudgetStage:
         rates = budget.Rates(
             prompt_seconds=made["throughput"]["llm_seconds"] / prompts,
             queries_per_prompt=(counts["written"] - counts["keyphrases"]) / prompts,
-            **judging_rates(judged, len(llm_judges), before),
+            **judging_rates(judged, before),
             relabel_seconds=relabel["wall_seconds"] - relabel["judging_seconds"],
             example_seconds=example_seconds, train_seconds=train_seconds, encode_seconds=encode_seconds)
         shape = budget.Shape(
@@ -88,7 +88,7 @@ class BudgetStage:
         return budget.Choice(**section["choice"]).line()
 
 
-def judging_rates(relabeled: dict[str, Any], llm_judges: int, before: dict[str, Any] | None) -> dict[str, float]:
+def judging_rates(relabeled: dict[str, Any], before: dict[str, Any] | None) -> dict[str, float]:
     """Seconds per judged pair (a passage read counting budget.READ_PAIRS pairs) and LLM pairs per judged query,
     from what relabel judged now; when it judged nothing (the prefix's judgments all reused, e.g. a budget stage
     resumed after a kill), the pair's seconds from the relabel section that judged them."""
@@ -96,7 +96,7 @@ def judging_rates(relabeled: dict[str, Any], llm_judges: int, before: dict[str, 
     queries = counts["llm_judged_queries"]
     if not queries:
         return {"pair_seconds": 0.0, "pairs_per_query": 0.0}
-    pairs = counts["llm_pairs_judged"] + counts["llm_judgments_reused"] / max(llm_judges, 1)
+    pairs = counts["llm_pairs_judged"] + counts["llm_pairs_reused"]
     measured = pair_seconds(relabeled) or (pair_seconds(before) if before and "throughput" in before else 0.0)
     return {"pair_seconds": measured, "pairs_per_query": pairs / queries}
 

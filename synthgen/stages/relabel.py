@@ -174,7 +174,8 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
     retriever_names = tuple(j for j in names if j not in LLM_JUDGES)
     unjudged = left_to_retrievers(candidates, retriever_names, options.judge_keyphrases)
     llm_judged = [c for c in candidates if c.query.id not in unjudged]
-    fresh = reused = corrupt = 0
+    corrupt = pairs = 0
+    fresh_pairs: set[tuple[str, str]] = set()  # a pair one judge had scored before a kill is judged afresh
     read: set[str] = set()  # passages the fresh judgments read: each once, its pairs are never split among batches
     judging_seconds = 0.0
     if llm_names:
@@ -191,25 +192,26 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
             for made in llm_judge(llm_judged, passages, judges, options.judge_depth, known, options.batch_pairs,
                                   not quiet, run_batches):
                 out.write(made)
-                fresh += len(made)
+                fresh_pairs.update((j.query_id, j.passage_id) for j in made)
                 read.update(j.passage_id for j in made)
                 dtype = dtype or first_dtype(made)
         section["dtype"] = dtype
         judging_seconds = time.perf_counter() - t0
-        reused = sum(1 for c in llm_judged for j in llm_names for s in c.scores[j] if s is not None) - fresh
+        # pairs, as llm_pairs_judged counts them, so that their sum is every pair the LLM judges scored
+        pairs = sum(1 for c in llm_judged for s in c.scores[llm_names[0]] if s is not None)
 
     selections = [select(c, passages, retriever_names if c.query.id in unjudged else names, selection)
                   for c in candidates]
     write_jsonl(run_dir / "train.jsonl", [s.example for s in selections if s.example is not None])
     summary = summarize(selections, names)
-    fresh_pairs = fresh // max(len(llm_names), 1)
     section["counts"] = {"passages": len(passages), "queries": len(queries),
                          "seed_in_retrieved_top_k": sum(c.seed_rank is not None for c in candidates),
                          "llm_judged_queries": len(llm_judged) if llm_names else 0,
-                         "llm_pairs_judged": fresh_pairs, "llm_passages_read": len(read), "llm_judgments_reused": reused,
+                         "llm_pairs_judged": len(fresh_pairs), "llm_passages_read": len(read),
+                         "llm_pairs_reused": pairs - len(fresh_pairs),
                          "corrupt_judgments_skipped": corrupt, **summary}
     section["throughput"] = {
-        "pairs_per_s": round(fresh_pairs / judging_seconds, 3) if fresh_pairs else None,
+        "pairs_per_s": round(len(fresh_pairs) / judging_seconds, 3) if fresh_pairs else None,
         "judging_seconds": round(judging_seconds, 2),
         "wall_seconds": round(time.perf_counter() - started, 2),
         "passages_encoded": first.encoded,
