@@ -19,8 +19,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-RESAMPLES = 10_000
-
 
 def per_query_ndcg(model: Path, data: Path, cache_dir: Path | None = None) -> tuple[list[str], list[float]]:
     from distill.evaluate import evaluate, search
@@ -35,15 +33,6 @@ def per_query_ndcg(model: Path, data: Path, cache_dir: Path | None = None) -> tu
     return beir.query_ids, scores
 
 
-def bootstrap(differences, seed: int = 0) -> tuple[float, float]:
-    import numpy as np
-
-    rng = np.random.default_rng(seed)
-    values = np.asarray(differences)
-    means = values[rng.integers(0, len(values), size=(RESAMPLES, len(values)))].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="a BEIR folder (test split)")
@@ -54,6 +43,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from distill.logs import quiet_libraries
+    from distill.metrics import RESAMPLES, paired_interval
 
     quiet_libraries()
     reference_ids, reference = per_query_ndcg(args.models[0], args.data, args.cache_dir)
@@ -64,7 +54,7 @@ def main() -> None:
         ids, scores = per_query_ndcg(model, args.data, args.cache_dir)
         assert ids == reference_ids
         differences = [s - r for s, r in zip(scores, reference)]
-        low, high = bootstrap(differences)
+        low, high = paired_interval(differences)
         row = {"model": str(model), "ndcg10": round(sum(scores) / len(scores), 4),
                "diff_points": round(100 * sum(differences) / len(differences), 2),
                "interval_points": [round(100 * low, 2), round(100 * high, 2)],

@@ -39,12 +39,17 @@ def write_card(path: Path, recipe: "Recipe", result: "TrainResult") -> None:
     if result.base_dev is not None and result.best_dev is not None:
         n = result.data.get("dev_examples", 0)
         lines += [
-            f"Dev set: {n} held-out training records; each dev query ranks every passage of the dev records. "
+            f"Dev set: {n} {f'records of {Path(recipe.data.dev).name}' if recipe.data.dev else 'held-out training records'}; "
+            "each dev query ranks every passage of the dev records. "
             f"The saved checkpoint is step {result.best_step} of {result.steps}, chosen by {result.metric}.",
             "",
             _table("dev", result.base_dev, result.best_dev),
             "",
         ]
+        if result.dev_interval:
+            low, high = result.dev_interval
+            lines += [f"Saved minus base {result.metric} on the dev queries: {100 * low:+.2f} to {100 * high:+.2f} "
+                      "points (95% paired bootstrap interval; one that holds 0 is within the dev set's noise).", ""]
     else:
         lines += ["No dev set: the last step is saved.", ""]
     if result.beir:

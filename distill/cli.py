@@ -44,7 +44,9 @@ def train(
     print(f"model: {result.output_dir} ({result.steps} steps, {result.examples_per_s:.1f} examples/s)")
     if result.base_dev and result.best_dev:
         m = result.metric
-        print(f"dev {m}: base {result.base_dev[m]:.4f} -> trained {result.best_dev[m]:.4f} (step {result.best_step})")
+        interval = (f", difference {100 * result.dev_interval[0]:+.2f} to {100 * result.dev_interval[1]:+.2f} points"
+                    if result.dev_interval else "")
+        print(f"dev {m}: base {result.base_dev[m]:.4f} -> trained {result.best_dev[m]:.4f} (step {result.best_step}{interval})")
     if result.beir:
         for dim, trained in result.beir["trained"]["dims"].items():
             base = result.beir["base"]["dims"].get(dim)

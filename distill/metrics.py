@@ -36,10 +36,37 @@ def query_metrics(ranked: Sequence[str], grades: Mapping[str, int]) -> dict[str,
     }
 
 
+def per_query_metrics(runs: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, float]]:
+    """The metrics of each judged query that has a ranking, in the qrels' order."""
+    return {q: query_metrics(runs[q], qrels[q]) for q in qrels if q in runs}
+
+
 def mean_metrics(runs: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, int]]) -> dict[str, float]:
     """Mean of each metric over the judged queries that have a ranking."""
-    judged = [q for q in qrels if q in runs]
-    if not judged:
+    return average(per_query_metrics(runs, qrels).values())
+
+
+def average(per_query) -> dict[str, float]:
+    per_query = list(per_query)
+    if not per_query:
         return {name: 0.0 for name in NAMES}
-    per_query = [query_metrics(runs[q], qrels[q]) for q in judged]
     return {name: sum(m[name] for m in per_query) / len(per_query) for name in NAMES}
+
+
+# Resamples of the paired bootstrap: enough that the 2.5th and 97.5th percentiles move by well under 0.1 points
+# between seeds on 100 to 300 queries.
+RESAMPLES = 10_000
+
+
+def paired_interval(differences: Sequence[float], seed: int = 0) -> tuple[float, float]:
+    """95% interval of the mean of per-query differences between two models on the same queries, by a seeded
+    paired bootstrap over the queries: the same numbers every run. A difference whose interval holds 0 is within
+    the query set's own noise; with 100 to 300 queries that is about +-1 to +-2 nDCG@10 points."""
+    import numpy as np
+
+    values = np.asarray(differences, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("no differences to resample")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(RESAMPLES, values.size))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

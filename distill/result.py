@@ -35,6 +35,7 @@ class TrainResult:
     examples_per_s: float = 0.0
     warnings: list[str] = field(default_factory=list)
     fingerprint: str = ""  # of the recipe (output excluded): a rerun with another recipe is refused
+    dev_interval: list[float] | None = None  # 95% paired interval of saved minus base `metric` over the dev queries
 
 
 def recipe_fingerprint(recipe: Recipe) -> str:

@@ -9,9 +9,10 @@ uninterrupted run. A finished folder is not trained again: `train` returns its r
 
 The dev set is evaluated before the first step (the base model), every `eval.every` steps and after the
 last one; the saved model is the best trained checkpoint, moved 1 - `train.interpolation` of the way back to
-the base (WiSE-FT), and a warning says so when it does not beat the base model. The warning does not discard the
-model unless `eval.keep_base` asks: a dev slice of synthetic queries, labelled by the same judges, was measured
-to disagree with real test queries (README, "The guard"), so it is a hint, not a verdict.
+the base (WiSE-FT), and a warning says so when it is worse than the base model beyond the dev queries' noise (a
+paired bootstrap interval). The warning does not discard the model unless `eval.keep_base` asks: a dev slice of
+synthetic queries, labelled by the same judges, was measured to disagree with real test queries (README, "The
+guard"), so it is a hint, not a verdict.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Callable
 
 from distill.distributed import Ranks, Silent
 from distill.logbook import LOG, Logbook
+from distill.metrics import paired_interval
 from distill.optimizer import parameter_groups
 from distill.recipe import Recipe, check_recipe, resolve_base_model, save_recipe
 from distill.weights import interpolate, load_weights, save_weights
@@ -166,12 +168,13 @@ class _Run:
         objective = Objective(r.loss, self.dimension)
         self.toolbox = Toolbox(self)  # queue, momentum encoder, re-mining, topics (distill/toolbox.py), before a restore
         self.step, self.best_step, self.best_value, self.base_dev, self.best_dev = 0, None, None, None, None
+        self.base_dev_queries: list[float] | None = None  # the base model's eval.metric per dev query
         resumed = self.restore()
         self.ranks.same_start(self.params)
         self.logbook = Logbook(self.out / LOG, self.step if resumed else None) if self.ranks.writer else Silent()
         has_dev = bool(self.dataset.dev) and self.ranks.writer
         if has_dev and self.base_dev is None:
-            self.base_dev = self.dev_metrics()
+            self.base_dev, self.base_dev_queries = self.dev_metrics()
             self.logbook.write({"event": "dev", "step": 0, **self.base_dev, "base": True})
 
         batches: dict[int, list] = {}
@@ -258,11 +261,12 @@ class _Run:
         finally:
             self.model.train()
 
-    def dev_metrics(self) -> dict[str, float]:
-        """Each dev query ranks the dev pool (eval.dev_pool); its positives are the relevant ones."""
+    def dev_metrics(self) -> tuple[dict[str, float], list[float]]:
+        """Each dev query ranks the dev pool (eval.dev_pool); its positives are the relevant ones. Returns the means
+        and each query's eval.metric, which the saved model is paired against the base with."""
         from distill.data import dev_pool
         from distill.evaluate import search
-        from distill.metrics import mean_metrics
+        from distill.metrics import average, per_query_metrics
 
         others = self.dataset.train if self.recipe.eval.dev_pool == "all" else []
         query_rows, passage_rows, relevant = dev_pool(self.dataset.dev, others)
@@ -271,10 +275,12 @@ class _Run:
         ranked = search(q, p)
         runs = {str(qr): [str(passage_rows[i]) for i in row] for qr, row in zip(query_rows, ranked)}
         qrels = {str(qr): {str(pr): 1 for pr in relevant[qr]} for qr in query_rows}
-        return {k: round(v, 6) for k, v in mean_metrics(runs, qrels).items()}
+        per_query = per_query_metrics(runs, qrels)
+        means = {k: round(v, 6) for k, v in average(per_query.values()).items()}
+        return means, [m[self.recipe.eval.metric] for m in per_query.values()]
 
     def evaluate_dev(self) -> None:
-        metrics = self.dev_metrics()
+        metrics, _ = self.dev_metrics()
         value = metrics[self.recipe.eval.metric]
         better = self.best_value is None or value > self.best_value
         if better:
@@ -303,6 +309,7 @@ class _Run:
                 "best_value": self.best_value,
                 "best_dev": self.best_dev,
                 "base_dev": self.base_dev,
+                "base_dev_queries": self.base_dev_queries,
                 "toolbox": self.toolbox.state_dict(),
             },
             tmp / "state.pt",
@@ -332,6 +339,7 @@ class _Run:
         self.step = state["step"]
         self.best_step, self.best_value = state["best_step"], state["best_value"]
         self.best_dev, self.base_dev = state["best_dev"], state["base_dev"]
+        self.base_dev_queries = state.get("base_dev_queries")
         self.toolbox.load_state_dict(state.get("toolbox", {}))
         log.info("resuming %s from step %d", self.out, self.step)
         return True
@@ -347,22 +355,13 @@ class _Run:
             load_weights(self.model, self.state_dir / "best.safetensors")
         if r.train.interpolation < 1:
             interpolate(self.model, self.initial, r.train.interpolation)
-            if self.best_dev is not None:
-                self.best_dev = self.dev_metrics()  # the saved model's, not the checkpoint's
-        beats = None
+        beats, interval = None, None
         if self.base_dev is not None and self.best_dev is not None:
+            self.best_dev, saved_queries = self.dev_metrics()  # the saved model's, not the checkpoint's
             beats = self.best_dev[metric] > self.base_dev[metric]
-            if not beats and self.base_dev[metric] >= 1.0:
-                self.warn(f"the dev set cannot show a gain: the base model already scores {metric} 1.0 on it "
-                          "(too few or too easy dev queries; set data.dev to a harder file)")
-            elif not beats:
-                self.warn(
-                    f"the trained model does not beat the base model on the dev set ({metric} "
-                    f"{self.best_dev[metric]:.4f} at step {self.best_step} vs {self.base_dev[metric]:.4f} before training); "
-                    + ("the base model is saved instead (eval.keep_base)" if r.eval.keep_base else
-                       "on held-out synthetic queries this often disagrees with real queries (see the README's "
-                       "'The guard'), so check on labelled data before discarding the model")
-                )
+            if self.base_dev_queries is not None:  # None: a checkpoint of a version that did not record them
+                interval = paired_interval([s - b for s, b in zip(saved_queries, self.base_dev_queries)])
+            self.judge_dev(beats, interval)
             if not beats and r.eval.keep_base and self.base_dev[metric] < 1.0:  # a dev set that can show a gain
                 interpolate(self.model, self.initial, 0.0)  # back to the start: the base weights
                 self.best_dev = self.base_dev
@@ -381,7 +380,7 @@ class _Run:
             del base
         result = TrainResult(
             output_dir=str(self.out), steps=self.step, metric=metric, best_step=self.best_step, base_dev=self.base_dev,
-            best_dev=self.best_dev, beats_base=beats, beir=beir, data=self.stats, train_seconds=round(seconds, 2),
+            best_dev=self.best_dev, beats_base=beats, dev_interval=[round(x, 6) for x in interval] if interval else None, beir=beir, data=self.stats, train_seconds=round(seconds, 2),
             examples_per_s=round(rate, 3), warnings=self.warnings, fingerprint=self.digest,
         )
         save_recipe(r, self.out / "recipe.yaml")
@@ -390,6 +389,26 @@ class _Run:
         self.logbook.close()
         remove_tree(self.state_dir)
         return result
+
+    def judge_dev(self, beats: bool, interval: tuple[float, float] | None) -> None:
+        """The dev set's verdict on the saved model. Only a loss beyond the dev queries' own noise (the paired
+        interval wholly below 0) is a warning: a point drop within it was the false alarm that real test queries
+        contradicted (README, "The guard"), while every model the test put decidedly below the base lay beyond it."""
+        r, metric = self.recipe, self.recipe.eval.metric
+        base, saved = self.base_dev[metric], self.best_dev[metric]
+        figures = f"{metric} {saved:.4f} at step {self.best_step} vs {base:.4f} before training" + (
+            f", 95% interval of the difference {100 * interval[0]:+.2f} to {100 * interval[1]:+.2f} points" if interval else "")
+        if not beats and base >= 1.0:
+            self.warn(f"the dev set cannot show a gain: the base model already scores {metric} 1.0 on it "
+                      "(too few or too easy dev queries; set data.dev to a harder file)")
+        elif not beats and r.eval.keep_base:
+            self.warn(f"the trained model does not beat the base model on the dev set ({figures}); "
+                      "the base model is saved instead (eval.keep_base)")
+        elif interval is not None and interval[1] < 0:
+            self.warn(f"the trained model is worse than the base model on the dev set beyond its noise ({figures}); "
+                      "the training data may be hurting: check on labelled data before using the model")
+        elif not beats:
+            log.info("the trained model does not beat the base model on the dev set, within its noise (%s)", figures)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from distill.metrics import NAMES, mean_metrics
+from distill.metrics import NAMES, RESAMPLES, mean_metrics, paired_interval
 from synthgen.errors import UserError
 
 from conftest import shared_dataset
@@ -63,6 +63,33 @@ def write_beir(folder: Path, qrels_rows: list[str]) -> Path:
         json.dumps({"_id": f"q{i}", "text": f"what about {t}?"}) + "\n" for i, t in enumerate(topics)))
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(r + "\n" for r in qrels_rows))
     return folder
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_paired_interval_is_a_plain_bootstrap_of_the_mean(seed):
+    """The vectorised bootstrap equals a loop that draws the same indices and averages each resample; the
+    interval holds the mean, and narrows as the queries agree more."""
+    import numpy as np
+
+    rng = random.Random(seed)
+    differences = [rng.gauss(-0.01, 0.1) for _ in range(rng.randint(20, 60))]
+    low, high = paired_interval(differences, seed=seed)
+    draws = np.random.default_rng(seed).integers(0, len(differences), size=(RESAMPLES, len(differences)))
+    means = sorted(sum(differences[i] for i in row) / len(row) for row in draws.tolist())
+    assert low == pytest.approx(float(np.percentile(means, 2.5)), abs=1e-12)
+    assert high == pytest.approx(float(np.percentile(means, 97.5)), abs=1e-12)
+    mean = sum(differences) / len(differences)
+    assert low < mean < high
+    tighter = paired_interval([mean + (d - mean) / 4 for d in differences], seed=seed)
+    assert tighter[1] - tighter[0] == pytest.approx((high - low) / 4, rel=1e-9)
+    assert paired_interval(differences, seed=seed) == (low, high)  # seeded: the same numbers every run
+
+
+def test_paired_interval_of_a_loss_on_every_query_lies_below_zero():
+    assert paired_interval([-0.2, -0.05, -0.1, -0.3])[1] < 0
+    assert paired_interval([0.0] * 10) == (0.0, 0.0)
+    with pytest.raises(ValueError):
+        paired_interval([])
 
 
 def test_beir_loading_errors(tmp_path):
