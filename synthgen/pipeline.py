@@ -31,6 +31,11 @@ DEFAULT_MAX_PASSAGES = 1280
 # is left out by chance. On SciFact it ties with random (mean nDCG@10 over three training seeds at 640 passages
 # 0.6564 against 0.6554; README "Ablations") and costs nothing extra: relabel encodes the corpus anyway.
 DEFAULT_SAMPLE = "cluster"
+# --dev-passages: a second sample of the corpus, drawn with the run's seed plus this, whose LLM queries (no keyphrase
+# queries), relabeled as the training queries are, become training's dev set in DEV_DIR. A sample of its own, not a
+# slice of the training records, is what the README's guard checks four to nine measured.
+DEV_SEED_OFFSET = 1
+DEV_DIR = "dev"
 
 
 @dataclass
@@ -43,6 +48,7 @@ class PipelineOptions:
     llm: Optional[str] = None  # writes the queries and judges them
     max_passages: Optional[int] = DEFAULT_MAX_PASSAGES  # None: every passage
     time_budget: Optional[float] = None  # minutes: fewer passages than max_passages where they would not fit
+    dev_passages: int = 0  # passages of a separate sample whose LLM queries judge the trained model (0: no dev set)
     queries_per_passage: int = GenerateConfig.queries_per_passage
     sample: str = DEFAULT_SAMPLE  # which passages get queries: random | cluster
     keyphrase_queries: int = GenerateConfig.keyphrase_queries  # LLM-free queries per LLM passage
@@ -71,6 +77,8 @@ def run_pipeline(options: PipelineOptions) -> dict[str, Any]:
         parse_spec(options.llm)
     if options.time_budget is not None and not options.time_budget > 0:
         raise UserError(f"--time-budget must be more than 0 minutes, not {options.time_budget:g}")
+    if options.dev_passages < 0:
+        raise UserError(f"--dev-passages must be 0 or more, not {options.dev_passages}")
     run_dir = prepare_dir(options.out)
     with hold(run_dir):  # the whole pipeline: its stages, the model folder it may replace, the report
         return _run_locked(options, run_dir, started)
@@ -86,7 +94,9 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     from synthgen.stages.budget import BudgetStage
     from synthgen.stages.relabel import RelabelStage
 
-    recipe = train.build_recipe(options.recipe, options.overrides, run_dir, options.eval, options.dims)
+    dev_dir = run_dir / DEV_DIR if options.dev_passages else None
+    recipe = train.build_recipe(options.recipe, options.overrides, run_dir, options.eval, options.dims,
+                                dev_dir / "train.jsonl" if dev_dir else None)
     train.check_model_folder(recipe, run_dir)
     train.check_dims(recipe)
     relabel_options = RelabelOptions(llm=options.llm, judges=options.judges, judge_keyphrases=options.judge_keyphrases,
@@ -104,14 +114,23 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     stages = [generate_stage, RelabelStage(run_dir, relabel_options, options.quiet), train_stage]
     if options.time_budget is not None:  # first: it chooses how many passages generate takes
         stages.insert(0, BudgetStage(options.time_budget, prepared, recipe, relabel_options, started, options.quiet))
-    reports = run_stages(run_dir, stages)
+    reports = {}
+    if dev_dir is not None:  # first: with --time-budget its minutes are spent before the budget chooses
+        dev_seed = options.seed + DEV_SEED_OFFSET
+        dev_config = dataclasses.replace(config, max_passages=options.dev_passages, seed=dev_seed, keyphrase_queries=0)
+        dev_stages = [generate.GenerateStage(generate.resample(prepared, dev_dir, dev_config), options.quiet),
+                      RelabelStage(dev_dir, dataclasses.replace(relabel_options, seed=dev_seed), options.quiet)]
+        reports.update(run_stages(dev_dir, dev_stages, label="dev "))
+    reports.update(run_stages(run_dir, stages))
     result = train_stage.result
     section = {
         "stages": {name: dataclasses.asdict(report) for name, report in reports.items()},
         "model": result.output_dir,
         "eval": eval_table(result),
         "dev": {"metric": result.metric, "base": result.base_dev, "trained": result.best_dev,
-                "beats_base": result.beats_base},
+                "beats_base": result.beats_base, "interval": result.dev_interval,
+                "source": (f"{result.data.get('dev_examples')} LLM queries of a separate sample of {options.dev_passages} "
+                           f"passages, {DEV_DIR}/" if dev_dir else "held out of the training records")},
         "warnings": result.warnings,
         "max_passages": generate_stage.prepared.config.max_passages,
         "time_budget": read_manifest(run_dir)["budget"]["choice"] if options.time_budget is not None else None,
@@ -129,8 +148,8 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     return section
 
 
-def run_stages(run_dir: Path, stages: list) -> dict[str, Any]:
-    """Each stage in turn: skipped when current, else run; returns a StageReport per stage."""
+def run_stages(run_dir: Path, stages: list, label: str = "") -> dict[str, Any]:
+    """Each stage in turn: skipped when current, else run; returns a StageReport per stage, named `label` + its name."""
     from synthgen.rundir import read_manifest
     from synthgen.stages import StageReport
 
@@ -140,12 +159,12 @@ def run_stages(run_dir: Path, stages: list) -> dict[str, Any]:
         stage.prepare()
         previous = read_manifest(run_dir).get(stage.name, {})
         if stage.is_current(previous):
-            print(f"{stage.name}: up to date, skipped")
+            print(f"{label}{stage.name}: up to date, skipped")
             section, status = previous, "skipped"
         else:
             section, status = stage.run(), "ran"
             line = stage.summary(section)
             if line:
                 print(line)
-        reports[stage.name] = StageReport(status, round(time.perf_counter() - t0, 2), stage.counts(section))
+        reports[label + stage.name] = StageReport(status, round(time.perf_counter() - t0, 2), stage.counts(section))
     return reports

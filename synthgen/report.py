@@ -63,7 +63,11 @@ def format_report(section: dict[str, Any]) -> str:
     dev = section["dev"]
     if dev["base"] and dev["trained"]:
         m = dev["metric"]
-        lines += [f"Dev set (held-out synthetic data) {m}: base {dev['base'][m]:.4f}, trained {dev['trained'][m]:.4f}.", ""]
+        interval = dev.get("interval")
+        noise = ("" if not interval else f" (difference {100 * interval[0]:+.2f} to {100 * interval[1]:+.2f} points, "
+                 f"95% interval: {'beyond' if interval[0] > 0 or interval[1] < 0 else 'within'} the dev queries' noise)")
+        lines += [f"Dev set ({dev.get('source', 'held-out synthetic data')}) {m}: base {dev['base'][m]:.4f}, "
+                  f"trained {dev['trained'][m]:.4f}{noise}.", ""]
     table = section["eval"]
     if table:
         lines += [f"Evaluation on `{table['data']}` ({table['split']}, {table['queries']} queries):", "",

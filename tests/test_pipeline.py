@@ -212,6 +212,8 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
         (["--dims", "384,512"], "--dims 512 is larger than the embedding size of all-MiniLM-L6-v2 (384)"),
         (["--executor", "ray", "--tensor-parallel", "2"], "--tensor-parallel needs a vLLM engine (--llm vllm:PATH)"),
         (["--time-budget", "0"], "--time-budget must be more than 0 minutes, not 0"),
+        (["--dev-passages", "-1"], "--dev-passages must be 0 or more, not -1"),
+        (["--dev-passages", "5", "--set", "eval.every=3"], "--set eval.every: the pipeline sets it"),
     ],
 )
 def test_user_mistakes_are_one_line_errors_before_any_stage(tmp_path, extra, message):
@@ -225,6 +227,39 @@ def test_user_mistakes_are_one_line_errors_before_any_stage(tmp_path, extra, mes
     (line,) = process.stderr.strip().splitlines()
     assert line.startswith("error: ") and message in line and "Traceback" not in process.stderr
     assert not (tmp_path / "run" / "passages.jsonl").exists()  # nothing ran
+
+
+def test_dev_passages_judge_the_model_on_a_separate_sample(common, tiny_bert_path, tmp_path):
+    """--dev-passages: a second sample (seed + 1), LLM queries only, relabeled into dev/, is the dev set of training,
+    which compares the saved model with the base on it (a paired interval) and chooses no checkpoint by it."""
+    run = tmp_path / "run"
+    args = [*common, "--out", str(run), "--max-passages", "20", "--keyphrase-queries", "1", "--dev-passages", "12",
+            "--set", f"model.base={tiny_bert_path}", *[x for item in SMALL_RECIPE if not item.startswith(("data.dev", "eval.every"))
+                                                       for x in ("--set", item)]]
+    pipeline(*args)
+    stages = manifest(run)["pipeline"]["stages"]
+    assert list(stages) == ["dev generate", "dev relabel", "generate", "relabel", "train"]
+    assert {s["status"] for s in stages.values()} == {"ran"}
+    dev_queries = list(read_records(run / "dev" / "queries.jsonl", Query))
+    assert len({q.passage_id for q in dev_queries}) == 12 and all(q.form != "keyphrases" for q in dev_queries)
+    train_passages = {q.passage_id for q in read_records(run / "queries.jsonl", Query) if q.form != "keyphrases"}
+    assert {q.passage_id for q in dev_queries} != train_passages  # another sample, not the training one's prefix
+    dev_records = list(read_records(run / "dev" / "train.jsonl", TrainingExample))
+    result = json.loads((run / "model" / "training.json").read_text())
+    assert result["data"]["dev_examples"] == len(dev_records) > 0
+    assert result["data"]["train_examples"] == len(list(read_records(run / "train.jsonl", TrainingExample)))
+    assert result["best_step"] == result["steps"]  # judged at the end only: eval.every 0
+    low, high = result["dev_interval"]
+    assert low - 1e-6 <= result["best_dev"]["ndcg@10"] - result["base_dev"]["ndcg@10"] <= high + 1e-6
+    assert "separate sample of 12 passages" in (run / "report.md").read_text()
+
+    pipeline(*args)  # nothing stale
+    assert {s["status"] for s in manifest(run)["pipeline"]["stages"].values()} == {"skipped"}
+    pipeline(*[("14" if x == "12" else x) for x in args])  # a larger dev sample: only the dev set and training change
+    statuses = {name: s["status"] for name, s in manifest(run)["pipeline"]["stages"].items()}
+    assert statuses == {"dev generate": "ran", "dev relabel": "ran", "generate": "skipped", "relabel": "skipped",
+                        "train": "ran"}
+    assert json.loads((run / "model" / "training.json").read_text())["data"]["dev_examples"] > len(dev_records)
 
 
 def test_dev_slice_shrinks_to_fit_a_small_corpus(tmp_path):

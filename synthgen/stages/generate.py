@@ -110,6 +110,12 @@ def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, 
                        cache_dir, executor=executor)
 
 
+def resample(run: GenerateRun, out: Path, config: GenerateConfig) -> GenerateRun:
+    """The same corpus and template, read once, for another sample of it in another folder (the pipeline's dev set)."""
+    identity = {**run.identity, "options": json.loads(json.dumps(config.output_options()))}
+    return dataclasses.replace(run, run_dir=prepare_dir(out), config=config, identity=identity, _clusters=None)
+
+
 def summary(section: dict, run_dir: Path) -> str:
     """The line a command prints when the stage has run."""
     counts = section["counts"]

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 # Recipe keys the pipeline sets itself: the training data is always the run's own train.jsonl.
 OWNED_KEYS = ("data.train", "eval.beir", "eval.dims")
+DEV_KEYS = ("data.dev", "data.dev_size", "eval.every")  # set by --dev-passages
 
 
 def bundled_recipe() -> Path:
@@ -34,15 +35,21 @@ def bundled_recipe() -> Path:
     raise FileNotFoundError(f"recipes/cpu.yaml not found beside {here}: the installation is incomplete")
 
 
-def build_recipe(path: Optional[Path], overrides: list[str], run_dir: Path, beir: Optional[Path], dims: str) -> Recipe:
-    """The recipe the train stage will run, checked now (files too, but train.jsonl, which relabel writes)."""
+def build_recipe(path: Optional[Path], overrides: list[str], run_dir: Path, beir: Optional[Path], dims: str,
+                 dev: Optional[Path] = None) -> Recipe:
+    """The recipe the train stage will run, checked now (files too, but train.jsonl, which relabel writes, and the
+    `dev` records, which the pipeline's dev sample writes). With `dev` the dev set only judges the model it saves:
+    no checkpoint is chosen by it (eval.every 0), as the README's guard checks found no dev signal fit to choose."""
     from distill.recipe import check_paths, load_recipe
 
+    owned = OWNED_KEYS + (DEV_KEYS if dev is not None else ())
     for item in overrides:
         key = item.partition("=")[0].strip()
-        if key in OWNED_KEYS:
-            raise UserError(f"--set {key}: the pipeline sets it (train.jsonl of the run, --eval, --dims)")
+        if key in owned:
+            raise UserError(f"--set {key}: the pipeline sets it (train.jsonl of the run, --eval, --dims, --dev-passages)")
     given, overrides = overrides, [*overrides, f"data.train={(run_dir / 'train.jsonl').resolve()}"]
+    if dev is not None:
+        overrides += [f"data.dev={dev.resolve()}", "data.dev_size=0", "eval.every=0"]
     if beir is not None:
         overrides.append(f"eval.beir={beir.resolve()}")
     if dims.strip():
@@ -51,7 +58,8 @@ def build_recipe(path: Optional[Path], overrides: list[str], run_dir: Path, beir
         overrides.append(f"output={(run_dir / 'model').resolve()}")
     path = path or bundled_recipe()
     recipe = load_recipe(path, overrides, check_files=False)
-    check_paths(dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, train="")), str(path))
+    check_paths(dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, train="", dev="" if dev else recipe.data.dev)),
+                str(path))
     return recipe
 
 
@@ -109,8 +117,11 @@ class TrainStage:
     def identity(self) -> dict[str, Any]:
         from distill.result import recipe_fingerprint
 
-        return {"recipe_sha256": recipe_fingerprint(self.recipe),
-                "train_sha256": file_fingerprint(Path(self.recipe.data.train)), "output": str(Path(self.recipe.output))}
+        identity = {"recipe_sha256": recipe_fingerprint(self.recipe),
+                    "train_sha256": file_fingerprint(Path(self.recipe.data.train)), "output": str(Path(self.recipe.output))}
+        if self.recipe.data.dev:  # only then, so the runs without a dev file keep their identity
+            identity["dev_sha256"] = file_fingerprint(Path(self.recipe.data.dev))
+        return identity
 
     def is_current(self, section: dict[str, Any]) -> bool:
         from distill.result import SUMMARY, finished_result, recipe_fingerprint
