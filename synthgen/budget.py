@@ -33,6 +33,9 @@ GENERATE_OVERHEAD = 1.05
 # the next 477 passages' queries read one for 1.65 (SciFact), so a rate per query taken on the prefix projected
 # relabel 27% long there, and this model 1.3% long (2.3% short at 299 passages).
 READ_PAIRS = 7.8
+# Times training encodes the dev set's passages when the pipeline gives it one (--dev-passages, eval.every 0): the
+# base before the first step, the last step's weights, the saved (WiSE-FT) model.
+DEV_EVALUATIONS = 3
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,8 @@ class Shape:
     llm_judges: bool  # whether any LLM judge runs in relabel
     epochs: int
     max_examples: int = 0  # train.max_steps times the batch size, when the recipe stops early (0: no cap)
-    eval_passages: int = 0  # passages --eval encodes (the trained model's, and the base model's not cached)
+    eval_passages: int = 0  # passages --eval encodes (the trained model's, and the base model's not cached), and
+    # the dev set's pool times its evaluations (DEV_EVALUATIONS)
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,7 @@ class Rates:
     relabel_seconds: float = 0.0  # relabel's seconds besides judging: loading, indexing, retrieval
     example_seconds: float = 0.0  # training's seconds per example
     train_seconds: float = 0.0  # training's seconds besides its steps: loading, tokenizing, saving
-    encode_seconds: float = 0.0  # the student's seconds per --eval passage
+    encode_seconds: float = 0.0  # the student's seconds per passage encoded for --eval or the dev set
 
 
 def _work(passages: int, shape: Shape, rates: Rates) -> tuple[float, float, float, float]:

@@ -4,6 +4,7 @@ measures the rates is in test_pipeline."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -97,3 +98,12 @@ def test_a_choice_recorded_by_another_projection_is_not_current():
     assert not Choice.current(older)  # session 41's rates: its report could not be written
     assert not Choice.current({k: v for k, v in record.items() if k != "projected_minutes"})
     assert not Choice.current({})
+
+
+def test_the_dev_sets_evaluations_count_its_distinct_passages(tmp_path):
+    from synthgen.stages.budget import dev_pool_passages
+
+    records = [{"query": "q1", "pos": ["a"], "neg": ["b", "c"]}, {"query": "q2", "pos": ["b"], "neg": ["d"]},
+               {"query": "q3", "pos": ["a"]}]
+    (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert dev_pool_passages(tmp_path / "dev.jsonl") == 4

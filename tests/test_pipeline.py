@@ -234,12 +234,15 @@ def test_dev_passages_judge_the_model_on_a_separate_sample(common, tiny_bert_pat
     which compares the saved model with the base on it (a paired interval) and chooses no checkpoint by it."""
     run = tmp_path / "run"
     args = [*common, "--out", str(run), "--max-passages", "20", "--keyphrase-queries", "1", "--dev-passages", "12",
+            "--time-budget", "600",
             "--set", f"model.base={tiny_bert_path}", *[x for item in SMALL_RECIPE if not item.startswith(("data.dev", "eval.every"))
                                                        for x in ("--set", item)]]
     pipeline(*args)
     stages = manifest(run)["pipeline"]["stages"]
-    assert list(stages) == ["dev generate", "dev relabel", "generate", "relabel", "train"]
-    assert {s["status"] for s in stages.values()} == {"ran"}
+    assert list(stages) == ["dev generate", "dev relabel", "budget", "generate", "relabel", "train"]
+    assert {s["status"] for s in stages.values()} - {"skipped"} == {"ran"}  # generate: the budget's prefix is all
+    # the budget counts the dev stages' minutes as spent, and times the encoder for training's dev evaluations
+    assert manifest(run)["pipeline"]["time_budget"]["rates"]["encode_seconds"] > 0  # no --eval here
     dev_queries = list(read_records(run / "dev" / "queries.jsonl", Query))
     assert len({q.passage_id for q in dev_queries}) == 12 and all(q.form != "keyphrases" for q in dev_queries)
     train_passages = {q.passage_id for q in read_records(run / "queries.jsonl", Query) if q.form != "keyphrases"}
@@ -257,8 +260,8 @@ def test_dev_passages_judge_the_model_on_a_separate_sample(common, tiny_bert_pat
     assert {s["status"] for s in manifest(run)["pipeline"]["stages"].values()} == {"skipped"}
     pipeline(*[("14" if x == "12" else x) for x in args])  # a larger dev sample: only the dev set and training change
     statuses = {name: s["status"] for name, s in manifest(run)["pipeline"]["stages"].items()}
-    assert statuses == {"dev generate": "ran", "dev relabel": "ran", "generate": "skipped", "relabel": "skipped",
-                        "train": "ran"}
+    assert statuses == {"dev generate": "ran", "dev relabel": "ran", "budget": "skipped", "generate": "skipped",
+                        "relabel": "skipped", "train": "ran"}
     assert json.loads((run / "model" / "training.json").read_text())["data"]["dev_examples"] > len(dev_records)
 
 

@@ -58,6 +58,10 @@ class BudgetStage:
         judged = RelabelStage(run_dir, self.relabel_options, self.quiet).run()
         example_seconds, train_seconds = probe_training(self.recipe, run_dir, self.quiet)
         eval_passages, encode_seconds = measure_eval(self.recipe, config.seed) if self.recipe.eval.beir else (0, 0.0)
+        if self.recipe.data.dev:  # --dev-passages: its records exist, the dev stages ran before this one
+            eval_passages += budget.DEV_EVALUATIONS * dev_pool_passages(Path(self.recipe.data.dev))
+            encode_seconds = encode_seconds or seconds_per_passage(
+                self.recipe, [p.text for p in prepared.passages], config.seed)
 
         counts, prompts = made["counts"], max(made["counts"]["queries_prompted"], 1)
         relabel = judged["throughput"]
@@ -132,8 +136,6 @@ def probe_training(recipe: Recipe, run_dir: Path, quiet: bool) -> tuple[float, f
 def measure_eval(recipe: Recipe, seed: int) -> tuple[int, float]:
     """What --eval will encode (the trained model's passages, and the base model's the cache lacks) and the base
     model's seconds per passage, measured on a seeded sample of them in the evaluation's batches."""
-    import random
-
     from distill.evaluate import load_beir
     from distill.recipe import resolve_base_model
     from synthgen.records import Passage
@@ -142,5 +144,25 @@ def measure_eval(recipe: Recipe, seed: int) -> tuple[int, float]:
     beir = load_beir(Path(recipe.eval.beir), recipe.eval.beir_split)
     embedder = Embedder(resolve_base_model(recipe.model.base), None, recipe.eval.batch_size)
     uncached = embedder.missing([Passage(id=i, text=t) for i, t in zip(beir.passage_ids, beir.passages)])
-    sample = random.Random(seed).sample(beir.passages, min(PROBE_PASSAGES, len(beir.passages)))
-    return len(beir.passages) + uncached, embedder.seconds_per_passage(sample) if sample else 0.0
+    return len(beir.passages) + uncached, seconds_per_passage(recipe, beir.passages, seed, embedder)
+
+
+def seconds_per_passage(recipe: Recipe, texts: list[str], seed: int, embedder=None) -> float:
+    """The base model's seconds per passage, on a seeded sample of `texts` in the evaluation's batches."""
+    import random
+
+    from distill.recipe import resolve_base_model
+    from synthgen.retrieve import Embedder
+
+    sample = random.Random(seed).sample(texts, min(PROBE_PASSAGES, len(texts)))
+    if not sample:
+        return 0.0
+    embedder = embedder or Embedder(resolve_base_model(recipe.model.base), None, recipe.eval.batch_size)
+    return embedder.seconds_per_passage(sample)
+
+
+def dev_pool_passages(records: Path) -> int:
+    """How many passages each dev evaluation encodes: those of the dev records (distill.data.dev_pool)."""
+    from distill.data import build_dataset, dev_pool, read_examples
+
+    return len(dev_pool(build_dataset([], read_examples(records)).dev)[1])
