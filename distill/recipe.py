@@ -116,7 +116,7 @@ class EvalConfig:
     every: int = 50  # steps between dev evaluations (0: only at the start and the end)
     metric: str = "ndcg@10"  # the dev metric that picks the best checkpoint
     dev_pool: str = "slice"  # passages a dev query ranks: slice (the dev records') | all (every record's, harder)
-    keep_base: bool = False  # save the base model unchanged when the trained one does worse on the dev set
+    keep_base: bool = False  # save the base model unchanged when the trained one is worse on the dev set beyond its noise
     beir: str = ""  # optional BEIR folder evaluated at the end, base vs trained, for the model card
     beir_split: str = "test"
     dims: list[int] = field(default_factory=list)  # sizes evaluated on `beir`; empty: loss.matryoshka_dims, or the full size

@@ -27,7 +27,7 @@ from typing import Callable
 
 from distill.distributed import Ranks, Silent
 from distill.logbook import LOG, Logbook
-from distill.metrics import paired_interval
+from distill.verdict import judge
 from distill.optimizer import parameter_groups
 from distill.recipe import Recipe, check_recipe, resolve_base_model, save_recipe
 from distill.weights import interpolate, load_weights, save_weights
@@ -358,11 +358,14 @@ class _Run:
         beats, interval = None, None
         if self.base_dev is not None and self.best_dev is not None:
             self.best_dev, saved_queries = self.dev_metrics()  # the saved model's, not the checkpoint's
-            beats = self.best_dev[metric] > self.base_dev[metric]
-            if self.base_dev_queries is not None:  # None: a checkpoint of a version that did not record them
-                interval = paired_interval([s - b for s, b in zip(saved_queries, self.base_dev_queries)])
-            self.judge_dev(beats, interval)
-            if not beats and r.eval.keep_base and self.base_dev[metric] < 1.0:  # a dev set that can show a gain
+            verdict = judge(metric, self.base_dev, self.best_dev, self.base_dev_queries, saved_queries, self.best_step,
+                            r.eval.keep_base)
+            beats, interval, worse = verdict.beats, verdict.interval, verdict.worse
+            if verdict.warning:
+                self.warn(verdict.warning)
+            elif verdict.note:
+                log.info(verdict.note)
+            if worse and r.eval.keep_base:
                 interpolate(self.model, self.initial, 0.0)  # back to the start: the base weights
                 self.best_dev = self.base_dev
         self.model.eval()
@@ -389,26 +392,6 @@ class _Run:
         self.logbook.close()
         remove_tree(self.state_dir)
         return result
-
-    def judge_dev(self, beats: bool, interval: tuple[float, float] | None) -> None:
-        """The dev set's verdict on the saved model. Only a loss beyond the dev queries' own noise (the paired
-        interval wholly below 0) is a warning: a point drop within it was the false alarm that real test queries
-        contradicted (README, "The guard"), while every model the test put decidedly below the base lay beyond it."""
-        r, metric = self.recipe, self.recipe.eval.metric
-        base, saved = self.base_dev[metric], self.best_dev[metric]
-        figures = f"{metric} {saved:.4f} at step {self.best_step} vs {base:.4f} before training" + (
-            f", 95% interval of the difference {100 * interval[0]:+.2f} to {100 * interval[1]:+.2f} points" if interval else "")
-        if not beats and base >= 1.0:
-            self.warn(f"the dev set cannot show a gain: the base model already scores {metric} 1.0 on it "
-                      "(too few or too easy dev queries; set data.dev to a harder file)")
-        elif not beats and r.eval.keep_base:
-            self.warn(f"the trained model does not beat the base model on the dev set ({figures}); "
-                      "the base model is saved instead (eval.keep_base)")
-        elif interval is not None and interval[1] < 0:
-            self.warn(f"the trained model is worse than the base model on the dev set beyond its noise ({figures}); "
-                      "the training data may be hurting: check on labelled data before using the model")
-        elif not beats:
-            log.info("the trained model does not beat the base model on the dev set, within its noise (%s)", figures)
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)

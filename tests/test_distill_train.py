@@ -278,18 +278,41 @@ def test_keep_base_saves_the_base_weights_when_the_dev_set_gets_worse(tmp_path, 
     from transformers import AutoModel
 
     write_jsonl(tmp_path / "train.jsonl", records(48))
-    write_jsonl(tmp_path / "dev.jsonl", records(16, flip=True))  # the same queries, the answers swapped
+    write_jsonl(tmp_path / "dev.jsonl", records(48, flip=True))  # every training query, its answers swapped
     recipe = load_recipe(None, [f"model.base={tiny_bert_path}", "model.max_query_length=16", "model.max_passage_length=32",
                                 f"data.train={tmp_path / 'train.jsonl'}", f"data.dev={tmp_path / 'dev.jsonl'}",
                                 "data.hard_negatives=1", "train.batch_size=8", "train.lr=3e-3", "train.warmup_ratio=0",
-                                "train.max_steps=8", "eval.every=4", "eval.keep_base=true", f"output={tmp_path / 'out'}"])
+                                "train.max_steps=12", "eval.every=0", "eval.keep_base=true", f"output={tmp_path / 'out'}"])
     result = train(recipe, progress=False)
-    assert result.beats_base is False and result.best_dev == result.base_dev
+    assert result.beats_base is False and result.best_dev == result.base_dev and result.dev_interval[1] < 0
+    assert "worse than the base model on the dev set beyond its noise" in result.warnings[0]
     assert "the base model is saved instead" in result.warnings[0]
     saved = SentenceTransformer(str(tmp_path / "out"), device="cpu")[0].auto_model.state_dict()
     base = AutoModel.from_pretrained(str(tiny_bert_path)).state_dict()
     for name, value in base.items():
         torch.testing.assert_close(saved[name], value)
+
+
+def test_a_drop_within_the_dev_noise_is_said_not_warned_and_keeps_the_model():
+    """The verdict keep_base and the warning act on: a lower mean whose interval holds 0 is not `worse`; the same
+    drop on every query is; without per-query values (an older checkpoint) the means decide."""
+    from distill.verdict import judge
+
+    base_q = [0.5, 0.6, 0.7, 0.8, 0.9, 0.4, 0.3, 0.6]
+    mixed = [b + d for b, d in zip(base_q, [-0.3, 0.2, -0.2, 0.1, -0.1, 0.2, -0.1, 0.1])]  # mean -0.0125
+    def mean(values: list[float]) -> dict[str, float]:
+        return {"ndcg@10": sum(values) / len(values)}
+
+    within = judge("ndcg@10", mean(base_q), mean(mixed), base_q, mixed, 8, keep_base=True)
+    assert not within.beats and not within.worse and within.interval[0] < 0 < within.interval[1]
+    assert within.warning == "" and "within its noise" in within.note
+    lower = [b - 0.1 for b in base_q]
+    beyond = judge("ndcg@10", mean(base_q), mean(lower), base_q, lower, 8, keep_base=True)
+    assert beyond.worse and beyond.interval[1] < 0 and "the base model is saved instead" in beyond.warning
+    old = judge("ndcg@10", mean(base_q), mean(mixed), None, mixed, 8, keep_base=False)
+    assert old.worse and old.interval is None and "check on labelled data" in old.warning
+    better = judge("ndcg@10", mean(base_q), mean([b + 0.05 for b in base_q]), base_q, [b + 0.05 for b in base_q], 8, True)
+    assert better.beats and not better.worse and better.warning == better.note == ""
 
 
 def test_interpolation_saves_the_point_between_base_and_trained(tmp_path, tiny_bert_path):
