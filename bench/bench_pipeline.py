@@ -120,7 +120,7 @@ def main() -> None:
         "training_examples": manifest["relabel"]["counts"]["written"],
         "dev": {"metric": dev.get("metric"), "base": (dev.get("base") or {}).get(dev.get("metric")),
                 "trained": (dev.get("trained") or {}).get(dev.get("metric")), "beats_base": dev.get("beats_base"),
-                "test_says_better": gain > 0},
+                "interval": dev.get("interval"), "source": dev.get("source"), "test_says_better": gain > 0},
         "dims": dims,
         "warnings": section.get("warnings", []),
         "time_budget": section.get("time_budget"),  # --time-budget's choice and projection, when given
@@ -135,23 +135,24 @@ def main() -> None:
 def last_run_seconds(run_dir: Path, section: dict) -> dict[str, float]:
     """Seconds of each stage when it last ran: this invocation's for a stage that ran, else the time recorded by
     the run that made its outputs (relabel's wall time, generate's LLM seconds summed over all its batches)."""
-    manifest = json.loads((run_dir / "manifest.json").read_text())
     seconds = {}
-    for name, stage in section["stages"].items():
-        if name == "generate" and "budget" in section["stages"] and stage["status"] == "ran":
-            seconds[name] = stage["seconds"]  # its wall_seconds count from the run's start: the budget stage's too
+    for label, stage in section["stages"].items():
+        folder, name = (run_dir / "dev", label[4:]) if label.startswith("dev ") else (run_dir, label)  # --dev-passages
+        manifest = json.loads((folder / "manifest.json").read_text())
+        if name == "generate" and "budget" in section["stages"] and stage["status"] == "ran" and folder == run_dir:
+            seconds[label] = stage["seconds"]  # its wall_seconds count from the run's start: the budget stage's too
         elif name == "generate":  # a resumed generate's wall time covers its last part only; its batches, all
             generated = manifest["generate"]
-            seconds[name] = max(stage["seconds"] if stage["status"] == "ran" else 0.0, generated.get("wall_seconds", 0.0),
+            seconds[label] = max(stage["seconds"] if stage["status"] == "ran" else 0.0, generated.get("wall_seconds", 0.0),
                                 generated.get("throughput", {}).get("llm_seconds") or 0.0)
         elif stage["status"] == "ran":
-            seconds[name] = stage["seconds"]
+            seconds[label] = stage["seconds"]
         elif name == "relabel":
-            seconds[name] = manifest["relabel"].get("throughput", {}).get("wall_seconds", 0.0)
+            seconds[label] = manifest["relabel"].get("throughput", {}).get("wall_seconds", 0.0)
         elif name == "train":
-            seconds[name] = manifest["train"].get("wall_seconds", 0.0)
+            seconds[label] = manifest["train"].get("wall_seconds", 0.0)
         else:
-            seconds[name] = stage["seconds"]
+            seconds[label] = stage["seconds"]
     return seconds
 
 

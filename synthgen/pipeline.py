@@ -109,11 +109,6 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
                                 options.cache_dir, options.executor)
 
     quiet_libraries()  # distill's warnings as `warning: ...` lines, without the libraries' loading chatter
-    train_stage = train.TrainStage(recipe, run_dir, options.quiet)
-    generate_stage = generate.GenerateStage(prepared, options.quiet, budgeted=options.time_budget is not None)
-    stages = [generate_stage, RelabelStage(run_dir, relabel_options, options.quiet), train_stage]
-    if options.time_budget is not None:  # first: it chooses how many passages generate takes
-        stages.insert(0, BudgetStage(options.time_budget, prepared, recipe, relabel_options, started, options.quiet))
     reports = {}
     if dev_dir is not None:  # first: with --time-budget its minutes are spent before the budget chooses
         dev_seed = options.seed + DEV_SEED_OFFSET
@@ -121,6 +116,12 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
         dev_stages = [generate.GenerateStage(generate.resample(prepared, dev_dir, dev_config), options.quiet),
                       RelabelStage(dev_dir, dataclasses.replace(relabel_options, seed=dev_seed), options.quiet)]
         reports.update(run_stages(dev_dir, dev_stages, label="dev "))
+        prepared = dataclasses.replace(prepared, started=time.perf_counter())  # generate's wall time: its own
+    train_stage = train.TrainStage(recipe, run_dir, options.quiet)
+    generate_stage = generate.GenerateStage(prepared, options.quiet, budgeted=options.time_budget is not None)
+    stages = [generate_stage, RelabelStage(run_dir, relabel_options, options.quiet), train_stage]
+    if options.time_budget is not None:  # first: it chooses how many passages generate takes
+        stages.insert(0, BudgetStage(options.time_budget, prepared, recipe, relabel_options, started, options.quiet))
     reports.update(run_stages(run_dir, stages))
     result = train_stage.result
     section = {
