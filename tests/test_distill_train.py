@@ -201,24 +201,30 @@ def test_a_damaged_log_line_costs_that_line_only_on_resume(tmp_path, tiny_bert_p
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def train_on_a_flipped_dev_set(tmp_path: Path, base: Path, seed: int, dev_count: int, train_settings: str, every: int):
+    """`distill train` from the CLI on 48 records, judged on `dev_count` of their queries with the answers swapped."""
+    from distill.cli import app
+
+    write_jsonl(tmp_path / "train.jsonl", records(48))
+    write_jsonl(tmp_path / "dev.jsonl", records(dev_count, flip=True))
+    (tmp_path / "r.yaml").write_text(
+        f"model:\n  base: {base}\n  max_query_length: 16\n  max_passage_length: 32\n"
+        f"data:\n  train: {tmp_path / 'train.jsonl'}\n  dev: {tmp_path / 'dev.jsonl'}\n  hard_negatives: 1\n"
+        f"train:\n  batch_size: 8\n  warmup_ratio: 0\n{train_settings}"
+        f"eval:\n  every: {every}\noutput: {tmp_path / 'out'}\n"
+    )
+    run = CliRunner().invoke(app, ["train", str(tmp_path / "r.yaml"), "--quiet", "--set", f"train.seed={seed}"])
+    assert run.exit_code == 0, run.output
+    return run, TrainResult(**json.loads((tmp_path / "out" / SUMMARY).read_text()))
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_no_warning_when_training_ties_the_base_within_the_noise(tmp_path, tiny_bert_path, seed):
     """Steps of 1e-9 move no embedding far enough to reorder a ranking, so the trained model scores what the base
     scores: it does not beat it, but a tie is no loss beyond the dev queries' noise, so no warning (a point drop
     within the noise was the false alarm of README's guard section), whatever the seed."""
-    from distill.cli import app
-
-    write_jsonl(tmp_path / "train.jsonl", records(48))
-    write_jsonl(tmp_path / "dev.jsonl", records(16, flip=True))  # the same queries, the answers swapped
-    (tmp_path / "r.yaml").write_text(
-        f"model:\n  base: {tiny_bert_path}\n  max_query_length: 16\n  max_passage_length: 32\n"
-        f"data:\n  train: {tmp_path / 'train.jsonl'}\n  dev: {tmp_path / 'dev.jsonl'}\n  hard_negatives: 1\n"
-        "train:\n  batch_size: 8\n  mini_batch_size: 16\n  lr: 1.0e-9\n  warmup_ratio: 0\n  max_steps: 8\n"
-        f"eval:\n  every: 4\noutput: {tmp_path / 'out'}\n"
-    )
-    run = CliRunner().invoke(app, ["train", str(tmp_path / "r.yaml"), "--quiet", "--set", f"train.seed={seed}"])
-    assert run.exit_code == 0, run.output
-    result = TrainResult(**json.loads((tmp_path / "out" / SUMMARY).read_text()))
+    run, result = train_on_a_flipped_dev_set(tmp_path, tiny_bert_path, seed, 16,
+                                             "  mini_batch_size: 16\n  lr: 1.0e-9\n  max_steps: 8\n", every=4)
     assert result.beats_base is False and result.best_dev == result.base_dev
     assert result.dev_interval == [0.0, 0.0] and result.warnings == []
     assert "dev ndcg@10: base" in run.output and "difference +0.00 to +0.00 points" in run.output
@@ -227,21 +233,10 @@ def test_no_warning_when_training_ties_the_base_within_the_noise(tmp_path, tiny_
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_warning_when_training_is_worse_beyond_the_dev_noise(tmp_path, tiny_bert_path, seed):
-    """Trained towards the opposite answers of the dev set, the model loses on every dev query it moves: a loss
-    beyond the noise, which is warned about (and the model kept: eval.keep_base is off)."""
-    from distill.cli import app
-
-    write_jsonl(tmp_path / "train.jsonl", records(48))
-    write_jsonl(tmp_path / "dev.jsonl", records(48, flip=True))  # every training query, its answers swapped
-    (tmp_path / "r.yaml").write_text(
-        f"model:\n  base: {tiny_bert_path}\n  max_query_length: 16\n  max_passage_length: 32\n"
-        f"data:\n  train: {tmp_path / 'train.jsonl'}\n  dev: {tmp_path / 'dev.jsonl'}\n  hard_negatives: 1\n"
-        "train:\n  batch_size: 8\n  lr: 3.0e-3\n  warmup_ratio: 0\n  max_steps: 12\n"
-        f"eval:\n  every: 0\noutput: {tmp_path / 'out'}\n"
-    )
-    run = CliRunner().invoke(app, ["train", str(tmp_path / "r.yaml"), "--quiet", "--set", f"train.seed={seed}"])
-    assert run.exit_code == 0, run.output
-    result = TrainResult(**json.loads((tmp_path / "out" / SUMMARY).read_text()))
+    """Trained towards the opposite answers of the dev set (every training query, its answers swapped), the model
+    loses on every dev query it moves: a loss beyond the noise, which is warned about (and the model kept:
+    eval.keep_base is off)."""
+    run, result = train_on_a_flipped_dev_set(tmp_path, tiny_bert_path, seed, 48, "  lr: 3.0e-3\n  max_steps: 12\n", every=0)
     assert result.dev_interval[1] < 0 and result.best_dev["ndcg@10"] < result.base_dev["ndcg@10"]
     assert "worse than the base model on the dev set beyond its noise" in result.warnings[0]
     assert "warning: the trained model is worse than the base model" in run.output
