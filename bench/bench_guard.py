@@ -2,9 +2,9 @@
 
 For a dev run folder (what `--dev-passages N` writes into run/dev/: LLM queries of a separate sample, relabeled) and
 model folders that never trained on it, each model is paired against the base on the dev queries exactly as
-`distill train` pairs its saved model (the dev records' passages as the pool, the relabeled positive relevant,
-nDCG@10 per query, `distill.metrics.paired_interval`), and, with --test, on the collection's real test queries
-(`bench/paired.py`'s figures). The warning fires when the dev interval lies wholly below 0; it is right when it
+`distill train` pairs its saved model (`distill.evaluate.rank_dev` over the dev records' passages, the relabeled
+positive relevant, nDCG@10 per query, `distill.metrics.paired_interval`), and, with --test, on the collection's
+real test queries (`bench/paired.py`'s figures). The warning fires when the dev interval lies wholly below 0; it is right when it
 fires on every model the test puts decidedly below the base and on none the test puts decidedly above it.
 One JSON line per model goes to --out.
 
@@ -35,9 +35,9 @@ def main() -> None:
 
     from distill import encoder as enc
     from distill.data import build_dataset, dev_pool, read_examples
-    from distill.evaluate import search
+    from distill.evaluate import rank_dev
     from distill.logs import quiet_libraries
-    from distill.metrics import paired_interval, per_query_metrics
+    from distill.metrics import paired_interval
     from distill.recipe import Recipe, resolve_base_model
     from synthgen.machine import resolve_precision
 
@@ -45,7 +45,6 @@ def main() -> None:
     limits = Recipe().model  # the lengths distill train tokenizes the dev set with
     dataset = build_dataset([], read_examples(args.dev / "train.jsonl"))
     query_rows, passage_rows, relevant = dev_pool(dataset.dev)
-    qrels = {str(q): {str(p): 1 for p in relevant[q]} for q in query_rows}
 
     def per_query(folder: Path) -> list[float]:
         model = SentenceTransformer(str(folder), device="cpu")
@@ -53,8 +52,7 @@ def main() -> None:
         embed = enc.embedder(model, "cpu", resolve_precision("auto", "cpu"))
         q = enc.embed_rows(embed, enc.tokenize(model, [dataset.queries[i] for i in query_rows], limits.max_query_length), 64)
         p = enc.embed_rows(embed, enc.tokenize(model, [dataset.passages[i] for i in passage_rows], limits.max_passage_length), 64)
-        runs = {str(qr): [str(passage_rows[i]) for i in row] for qr, row in zip(query_rows, search(q, p))}
-        return [m["ndcg@10"] for m in per_query_metrics(runs, qrels).values()]
+        return [m["ndcg@10"] for m in rank_dev(q, p, query_rows, passage_rows, relevant).values()]
 
     tests = {}
     for path in args.test:

@@ -78,6 +78,17 @@ def search(queries: torch.Tensor, passages: torch.Tensor, depth: int = DEPTH, di
     return ranked
 
 
+def rank_dev(queries: torch.Tensor, passages: torch.Tensor, query_rows: Sequence[int], passage_rows: Sequence[int],
+             relevant: dict[int, set[int]]) -> dict[str, dict[str, float]]:
+    """Each dev query's metrics over the dev pool (distill.data.dev_pool: its rows, and the relevant ones per query),
+    from embeddings of those rows: what `distill train` judges its models by, and bench/bench_guard.py repeats."""
+    from distill.metrics import per_query_metrics
+
+    runs = {str(qr): [str(passage_rows[i]) for i in row] for qr, row in zip(query_rows, search(queries, passages))}
+    qrels = {str(qr): {str(pr): 1 for pr in relevant[qr]} for qr in query_rows}
+    return per_query_metrics(runs, qrels)
+
+
 def evaluate(
     model: Any,
     data: Path,

@@ -169,6 +169,7 @@ class _Run:
         self.toolbox = Toolbox(self)  # queue, momentum encoder, re-mining, topics (distill/toolbox.py), before a restore
         self.step, self.best_step, self.best_value, self.base_dev, self.best_dev = 0, None, None, None, None
         self.base_dev_queries: list[float] | None = None  # the base model's eval.metric per dev query
+        self.best_dev_queries: list[float] | None = None  # the best checkpoint's
         resumed = self.restore()
         self.ranks.same_start(self.params)
         self.logbook = Logbook(self.out / LOG, self.step if resumed else None) if self.ranks.writer else Silent()
@@ -265,26 +266,23 @@ class _Run:
         """Each dev query ranks the dev pool (eval.dev_pool); its positives are the relevant ones. Returns the means
         and each query's eval.metric, which the saved model is paired against the base with."""
         from distill.data import dev_pool
-        from distill.evaluate import search
-        from distill.metrics import average, per_query_metrics
+        from distill.evaluate import rank_dev
+        from distill.metrics import average
 
         others = self.dataset.train if self.recipe.eval.dev_pool == "all" else []
         query_rows, passage_rows, relevant = dev_pool(self.dataset.dev, others)
         q = self.encode(self.embed_query, (self.query_tokens[i] for i in query_rows))
         p = self.encode(self.embed, (self.passage_tokens[i] for i in passage_rows))
-        ranked = search(q, p)
-        runs = {str(qr): [str(passage_rows[i]) for i in row] for qr, row in zip(query_rows, ranked)}
-        qrels = {str(qr): {str(pr): 1 for pr in relevant[qr]} for qr in query_rows}
-        per_query = per_query_metrics(runs, qrels)
+        per_query = rank_dev(q, p, query_rows, passage_rows, relevant)
         means = {k: round(v, 6) for k, v in average(per_query.values()).items()}
         return means, [m[self.recipe.eval.metric] for m in per_query.values()]
 
     def evaluate_dev(self) -> None:
-        metrics, _ = self.dev_metrics()
+        metrics, queries = self.dev_metrics()
         value = metrics[self.recipe.eval.metric]
         better = self.best_value is None or value > self.best_value
         if better:
-            self.best_step, self.best_value, self.best_dev = self.step, value, metrics
+            self.best_step, self.best_value, self.best_dev, self.best_dev_queries = self.step, value, metrics, queries
             save_weights(self.model, self.state_dir / "best.safetensors")
         self.logbook.write({"event": "dev", "step": self.step, **metrics, "best": better})
 
@@ -310,6 +308,7 @@ class _Run:
                 "best_dev": self.best_dev,
                 "base_dev": self.base_dev,
                 "base_dev_queries": self.base_dev_queries,
+                "best_dev_queries": self.best_dev_queries,
                 "toolbox": self.toolbox.state_dict(),
             },
             tmp / "state.pt",
@@ -339,7 +338,7 @@ class _Run:
         self.step = state["step"]
         self.best_step, self.best_value = state["best_step"], state["best_value"]
         self.best_dev, self.base_dev = state["best_dev"], state["base_dev"]
-        self.base_dev_queries = state.get("base_dev_queries")
+        self.base_dev_queries, self.best_dev_queries = state.get("base_dev_queries"), state.get("best_dev_queries")
         self.toolbox.load_state_dict(state.get("toolbox", {}))
         log.info("resuming %s from step %d", self.out, self.step)
         return True
@@ -355,11 +354,12 @@ class _Run:
             load_weights(self.model, self.state_dir / "best.safetensors")
         if r.train.interpolation < 1:
             interpolate(self.model, self.initial, r.train.interpolation)
+            if self.best_dev is not None:
+                self.best_dev, self.best_dev_queries = self.dev_metrics()  # the saved model's, not the checkpoint's
         beats, interval = None, None
         if self.base_dev is not None and self.best_dev is not None:
-            self.best_dev, saved_queries = self.dev_metrics()  # the saved model's, not the checkpoint's
-            verdict = judge(metric, self.base_dev, self.best_dev, self.base_dev_queries, saved_queries, self.best_step,
-                            r.eval.keep_base)
+            verdict = judge(metric, self.base_dev, self.best_dev, self.base_dev_queries, self.best_dev_queries,
+                            self.best_step, r.eval.keep_base)
             beats, interval, worse = verdict.beats, verdict.interval, verdict.worse
             if verdict.warning:
                 self.warn(verdict.warning)

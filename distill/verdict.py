@@ -23,11 +23,11 @@ class Verdict:
 
 
 def judge(metric: str, base: dict[str, float], saved: dict[str, float], base_queries: Optional[Sequence[float]],
-          saved_queries: Sequence[float], step: Optional[int], keep_base: bool) -> Verdict:
-    """`base_queries` is None for a checkpoint of a version that kept no per-query values: then the means decide."""
+          saved_queries: Optional[Sequence[float]], step: Optional[int], keep_base: bool) -> Verdict:
+    """The per-query values are None for a checkpoint of a version that kept none: then the means decide."""
     beats = saved[metric] > base[metric]
     interval = (paired_interval([s - b for s, b in zip(saved_queries, base_queries)])
-                if base_queries is not None else None)
+                if base_queries is not None and saved_queries is not None else None)
     worse = interval[1] < 0 if interval is not None else not beats
     figures = f"{metric} {saved[metric]:.4f} at step {step} vs {base[metric]:.4f} before training" + (
         f", 95% interval of the difference {100 * interval[0]:+.2f} to {100 * interval[1]:+.2f} points" if interval else "")
