@@ -22,13 +22,19 @@ class Verdict:
     note: str = ""  # a drop within the noise: said, not warned
 
 
+def side_of_zero(interval: Sequence[float]) -> int:
+    """-1 when the interval of saved minus base lies wholly below 0 (a loss beyond the noise), +1 wholly above, 0 when
+    it holds 0: the one rule the warning, eval.keep_base and the pipeline's report read the interval by."""
+    return -1 if interval[1] < 0 else 1 if interval[0] > 0 else 0
+
+
 def judge(metric: str, base: dict[str, float], saved: dict[str, float], base_queries: Optional[Sequence[float]],
           saved_queries: Optional[Sequence[float]], step: Optional[int], keep_base: bool) -> Verdict:
     """The per-query values are None for a checkpoint of a version that kept none: then the means decide."""
     beats = saved[metric] > base[metric]
     interval = (paired_interval([s - b for s, b in zip(saved_queries, base_queries)])
                 if base_queries is not None and saved_queries is not None else None)
-    worse = interval[1] < 0 if interval is not None else not beats
+    worse = side_of_zero(interval) < 0 if interval is not None else not beats
     figures = f"{metric} {saved[metric]:.4f} at step {step} vs {base[metric]:.4f} before training" + (
         f", 95% interval of the difference {100 * interval[0]:+.2f} to {100 * interval[1]:+.2f} points" if interval else "")
     if not beats and base[metric] >= 1.0:

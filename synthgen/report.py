@@ -64,11 +64,16 @@ def format_report(section: dict[str, Any]) -> str:
     if dev["base"] and dev["trained"]:
         m = dev["metric"]
         interval = dev.get("interval")
-        verdict = ("below the base beyond the dev queries' noise" if interval and interval[1] < 0 else
-                   "above the base beyond the dev queries' noise; real test queries have not always confirmed such a "
-                   "gain" if interval and interval[0] > 0 else "within the dev queries' noise")
-        noise = "" if not interval else (f" (difference {100 * interval[0]:+.2f} to {100 * interval[1]:+.2f} points, "
-                                         f"95% interval: {verdict})")
+        noise = ""
+        if interval:
+            from distill.verdict import side_of_zero
+
+            verdict = {-1: "below the base beyond the dev queries' noise",
+                       1: "above the base beyond the dev queries' noise; real test queries have not always confirmed "
+                          "such a gain",
+                       0: "within the dev queries' noise"}[side_of_zero(interval)]
+            noise = (f" (difference {100 * interval[0]:+.2f} to {100 * interval[1]:+.2f} points, "
+                     f"95% interval: {verdict})")
         lines += [f"Dev set ({dev.get('source', 'held-out synthetic data')}) {m}: base {dev['base'][m]:.4f}, "
                   f"trained {dev['trained'][m]:.4f}{noise}.", ""]
     table = section["eval"]

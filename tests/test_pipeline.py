@@ -334,3 +334,18 @@ def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_
     # all its judgments reused, nothing judged now: judging's rate comes from the run that judged them
     assert manifest(plain)["pipeline"]["time_budget"]["rates"]["pair_seconds"] > 0
     assert (plain / "queries.jsonl").read_bytes() == queries
+
+
+@pytest.mark.parametrize("interval, verdict", [
+    ([-0.04, -0.01], "below the base beyond the dev queries' noise"),
+    ([-0.01, 0.02], "within the dev queries' noise"),
+    ([0.01, 0.03], "above the base beyond the dev queries' noise; real test queries have not always confirmed"),
+])
+def test_the_report_reads_the_dev_interval_by_the_warnings_rule(interval, verdict):
+    """report.md names the side of 0 the dev interval lies on, by the rule the warning and eval.keep_base use."""
+    from synthgen.report import format_report
+
+    section = {"stages": {}, "model": "run/model", "wall_seconds": 1.0, "eval": None, "warnings": [],
+               "dev": {"metric": "ndcg@10", "base": {"ndcg@10": 0.5}, "trained": {"ndcg@10": 0.51}, "interval": interval,
+                       "source": "dev/"}}
+    assert f"95% interval: {verdict}" in format_report(section)
