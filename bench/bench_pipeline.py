@@ -135,10 +135,12 @@ def main() -> None:
 def last_run_seconds(run_dir: Path, section: dict) -> dict[str, float]:
     """Seconds of each stage when it last ran: this invocation's for a stage that ran, else the time recorded by
     the run that made its outputs (relabel's wall time, generate's LLM seconds summed over all its batches)."""
-    seconds = {}
+    seconds, manifests = {}, {}
     for label, stage in section["stages"].items():
         folder, name = (run_dir / "dev", label[4:]) if label.startswith("dev ") else (run_dir, label)  # --dev-passages
-        manifest = json.loads((folder / "manifest.json").read_text())
+        if folder not in manifests:
+            manifests[folder] = json.loads((folder / "manifest.json").read_text())
+        manifest = manifests[folder]
         if name == "generate" and "budget" in section["stages"] and stage["status"] == "ran" and folder == run_dir:
             seconds[label] = stage["seconds"]  # its wall_seconds count from the run's start: the budget stage's too
         elif name == "generate":  # a resumed generate's wall time covers its last part only; its batches, all

@@ -58,8 +58,10 @@ def main() -> None:
     texts = sentences(args.corpus, rng)
     print(f"{len(texts)} sentences", flush=True)
     optimizer = torch.optim.AdamW([p for p in loss.parameters() if p.requires_grad], lr=args.lr, weight_decay=0.0)
-    tokenize = lambda batch: dict(model.tokenizer(batch, padding=True, truncation=True, max_length=args.max_length,
-                                                  return_tensors="pt"))
+
+    def tokenize(batch: list[str]) -> dict:
+        return dict(model.tokenizer(batch, padding=True, truncation=True, max_length=args.max_length, return_tensors="pt"))
+
     loss.train()
     started = time.time()
     for step in range(args.steps):
