@@ -11,6 +11,10 @@
     # the folder still loads with SentenceTransformer(path)): passages near the corpus' center, which a query of
     # any topic reaches, count for less
     .venv/bin/python bench/model_variants.py center MODEL OUT --corpus BEIR [--cache-dir DIR]
+    # IDF-weighted mean pooling: each token's output weighed by the BM25 idf of its wordpiece over the corpus, to
+    # the power ALPHA (sentence-transformers' WordWeights before the Pooling, so it still loads with
+    # SentenceTransformer(path)): a passage's rare terms, which BM25 wins on, count for more in its embedding
+    .venv/bin/python bench/model_variants.py idf MODEL OUT --corpus BEIR --alpha 0.5
 
 Then `distill eval OUT --data BEIR`.
 """
@@ -88,6 +92,35 @@ def center(source: Path, out: Path, corpus: Path, cache_dir: Path | None) -> Non
     centered.save(str(out))
 
 
+def idf(source: Path, out: Path, corpus: Path, alpha: float) -> None:
+    import math
+    from collections import Counter
+
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, WordWeights
+
+    from distill.evaluate import load_beir
+
+    model = SentenceTransformer(str(source), device="cpu")
+    tokenizer = model.tokenizer
+    texts = load_beir(corpus).passages
+    document_frequency: Counter[int] = Counter()
+    for start in range(0, len(texts), 512):
+        for ids in tokenizer(texts[start : start + 512], truncation=True, max_length=model.max_seq_length)["input_ids"]:
+            document_frequency.update(set(ids))
+    n = len(texts)
+    vocab = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    # [CLS] and [SEP] are in every passage: idf ~0, so they drop out of the mean
+    weights = {token: math.log(1 + (n - document_frequency[i] + 0.5) / (document_frequency[i] + 0.5)) ** alpha
+               for i, token in enumerate(vocab)}
+    modules = list(model)
+    at = next(i for i, m in enumerate(modules) if isinstance(m, Pooling))
+    weighted = SentenceTransformer(modules=[*modules[:at], WordWeights(vocab, weights), *modules[at:]], device="cpu")
+    if out.exists():
+        shutil.rmtree(out)
+    weighted.save(str(out))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="variant", required=True)
@@ -109,8 +142,15 @@ def main() -> None:
     c.add_argument("out", type=Path)
     c.add_argument("--corpus", type=Path, required=True, help="a BEIR folder: its corpus.jsonl gives the mean")
     c.add_argument("--cache-dir", type=Path, help="the embedding cache (the model's passages may be there already)")
+    i = sub.add_parser("idf")
+    i.add_argument("model", type=Path)
+    i.add_argument("out", type=Path)
+    i.add_argument("--corpus", type=Path, required=True, help="a BEIR folder: its corpus.jsonl gives the idf")
+    i.add_argument("--alpha", type=float, default=1.0, help="the weight is idf ** alpha")
     args = parser.parse_args()
-    if args.variant == "center":
+    if args.variant == "idf":
+        idf(args.model, args.out, args.corpus, args.alpha)
+    elif args.variant == "center":
         center(args.model, args.out, args.corpus, args.cache_dir)
     elif args.variant == "length":
         length(args.model, args.out, args.length)

@@ -101,10 +101,23 @@ def score_columns(
     return torch.cat(parts, dim=1), torch.cat(positives, dim=1), torch.cat(negatives, dim=1)
 
 
+def row_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    return values.mean() if weights is None else (values * weights).sum() / weights.sum()
+
+
+def confidence(b: BatchTensors) -> torch.Tensor:
+    """Each row's weight under `loss.confidence_weights`: the judges' score of its positive as relabel writes it
+    (each judge's scores min-max scaled over the query's candidates, then averaged: 1 when every judge put the
+    positive first, lower the more they disagree), so a label the judges are unsure of moves the student less.
+    A row without scores weighs 1."""
+    t = b.teacher[:, 0]
+    return torch.where(torch.isnan(t), torch.ones_like(t), t.clamp(0, 1)).clamp(min=1e-3)
+
+
 def contrastive(scores: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, temperature: float,
-                tau_plus: float = 0.0) -> torch.Tensor:
-    """Mean over queries of the mean over their positives of -log softmax, the denominator being the query's
-    positives and negatives (SupCon's L_out; with one positive, InfoNCE).
+                tau_plus: float = 0.0, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over queries (weighted by `weights` when given) of the mean over their positives of -log softmax,
+    the denominator being the query's positives and negatives (SupCon's L_out; with one positive, InfoNCE).
 
     With `tau_plus` > 0 the negatives' sum becomes the debiased
     N_g = max((sum_n e^s_n - N tau_plus e^s_p) / (1 - tau_plus), N e^(-1/temperature)) (Chuang et al. 2020),
@@ -115,7 +128,7 @@ def contrastive(scores: torch.Tensor, positive: torch.Tensor, negative: torch.Te
     if tau_plus == 0:
         log_prob = scores - torch.logsumexp(scores.masked_fill(~kept, float("-inf")), dim=1, keepdim=True)
         per_row = torch.where(positive, log_prob, torch.zeros_like(log_prob)).sum(dim=1)
-        return -(per_row / positive.sum(dim=1)).mean()
+        return -row_mean(per_row / positive.sum(dim=1), weights)
     shift = scores.masked_fill(~kept, float("-inf")).max(dim=1, keepdim=True).values.detach()
     shifted = scores - shift
     e = torch.where(kept, shifted, torch.full_like(shifted, float("-inf"))).exp()
@@ -126,7 +139,7 @@ def contrastive(scores: torch.Tensor, positive: torch.Tensor, negative: torch.Te
     positives = torch.where(positive, e, torch.zeros_like(e)).sum(dim=1, keepdim=True)
     denominator = torch.where(positive, positives + debiased, torch.ones_like(e))
     terms = torch.where(positive, shifted - denominator.log(), torch.zeros_like(e))
-    return -(terms.sum(dim=1) / positive.sum(dim=1)).mean()
+    return -row_mean(terms.sum(dim=1) / positive.sum(dim=1), weights)
 
 
 def info_nce(
@@ -141,6 +154,7 @@ def info_nce(
     symmetric: bool = False,
     false_negative_margin: float = 0.0,
     passage_negatives: bool = False,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of each query's positives against its negatives, at temperature `temperature`.
 
@@ -153,7 +167,7 @@ def info_nce(
     With `passage_negatives` the row's positive passage is scored against the row's passage negatives too, in the
     same denominator (GTE's passage-passage term), in the hope of spreading the corpus where the query-side terms
     only move the passages a batch's queries touch; on SciFact it lost 1.73 points (README, "Ablations").
-    With `symmetric`, the mean of that and `passage_to_query`.
+    With `symmetric`, the mean of that and `passage_to_query`. `weights` (one per row) weigh the rows' terms.
     """
     scores, positive, negative = score_columns(q, p, b, temperature, in_batch_negatives, query_negatives, extra)
     if false_negative_margin > 0:
@@ -165,14 +179,14 @@ def info_nce(
         scores = torch.cat([scores, p_unit[b.positive] @ p_unit.T / temperature], dim=1)
         positive = torch.cat([positive, torch.zeros_like(positive[:, :columns])], dim=1)
         negative = torch.cat([negative, negative[:, :columns]], dim=1)
-    forward = contrastive(scores, positive, negative, temperature, tau_plus)
+    forward = contrastive(scores, positive, negative, temperature, tau_plus, weights)
     if not symmetric:
         return forward
-    return (forward + passage_to_query(q, p, b, temperature, tau_plus)) / 2
+    return (forward + passage_to_query(q, p, b, temperature, tau_plus, weights)) / 2
 
 
 def passage_to_query(q: torch.Tensor, p: torch.Tensor, b: BatchTensors, temperature: float,
-                     tau_plus: float = 0.0) -> torch.Tensor:
+                     tau_plus: float = 0.0, weights: torch.Tensor | None = None) -> torch.Tensor:
     """The reverse direction (CLIP's symmetric loss, sentence-transformers' MultipleNegativesSymmetricRankingLoss):
     each example's first positive passage against the batch's queries, its own query the answer. It pushes a
     passage away from the queries it does not answer, which the query-side term only does for the passages
@@ -180,7 +194,7 @@ def passage_to_query(q: torch.Tensor, p: torch.Tensor, b: BatchTensors, temperat
     q, p = F.normalize(q, dim=-1), F.normalize(p, dim=-1)
     scores = p[b.positive] @ q.T / temperature
     own = torch.eye(len(q), dtype=torch.bool, device=q.device)
-    return contrastive(scores, own, ~b.related_queries, temperature, tau_plus)
+    return contrastive(scores, own, ~b.related_queries, temperature, tau_plus, weights)
 
 
 def circle(q: torch.Tensor, p: torch.Tensor, b: BatchTensors, margin: float, gamma: float,
@@ -271,7 +285,7 @@ class Objective:
         if c.contrastive == "circle":
             return circle(q, p, b, c.margin, 1 / c.temperature, c.in_batch_negatives, extra)
         return info_nce(q, p, b, c.temperature, c.in_batch_negatives, c.query_negatives, c.tau_plus, extra, c.symmetric,
-                        c.false_negative_margin, c.passage_negatives)
+                        c.false_negative_margin, c.passage_negatives, confidence(b) if c.confidence_weights else None)
 
     def __call__(self, q: torch.Tensor, p: torch.Tensor, b: BatchTensors,
                  extra: ExtraNegatives | None = None) -> dict[str, torch.Tensor]:

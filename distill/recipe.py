@@ -65,6 +65,7 @@ class LossConfig:
     contrastive: str = "infonce"  # infonce | circle | triplet | cosent (cosent needs pos_scores/neg_scores)
     tau_plus: float = 0.0  # infonce: assumed share of false negatives among the negatives (debiased, Chuang 2020)
     false_negative_margin: float = 0.0  # infonce: a negative this far (cosine) above the positive is left out; 0: off
+    confidence_weights: bool = False  # infonce: each row weighted by the judges' score of its positive (pos_scores)
     margin: float = 0.25  # triplet: cosine margin; circle: its relaxation m
     queue_size: int = 0  # passage embeddings of earlier batches kept as extra negatives (MoCo); 0: none
     queue_momentum: float = 0.0  # > 0: the queue is filled by a momentum copy of the passage encoder (e.g. 0.999)
@@ -383,7 +384,7 @@ def _check_toolbox(r: Recipe, where: str) -> None:
         _check(where, getattr(d, key) >= 1, f"data.{key} must be >= 1, got {getattr(d, key)}")
     _choice(where, "loss.contrastive", lo.contrastive, ("infonce", "circle", "triplet", "cosent"))
     _check(where, 0 <= lo.tau_plus < 1, f"loss.tau_plus must be in [0, 1), got {lo.tau_plus}")
-    for key in ("tau_plus", "symmetric", "false_negative_margin", "passage_negatives"):
+    for key in ("tau_plus", "symmetric", "false_negative_margin", "passage_negatives", "confidence_weights"):
         _check(where, not getattr(lo, key) or lo.contrastive == "infonce", f"loss.{key} applies to loss.contrastive infonce only")
     for key in ("margin", "queue_size", "false_negative_margin"):
         _check(where, getattr(lo, key) >= 0, f"loss.{key} must be >= 0, got {getattr(lo, key)}")

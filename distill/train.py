@@ -92,6 +92,8 @@ class _Run:
             train_records = simcse_records(train_records)
         if r.loss.distill != "none" and not any(x.pos_scores for x in train_records):
             raise UserError(f"loss.distill is {r.loss.distill} but no record in {r.data.train} has pos_scores/neg_scores")
+        if r.loss.confidence_weights and not any(x.pos_scores for x in train_records):
+            raise UserError(f"loss.confidence_weights needs pos_scores, and no record in {r.data.train} has them")
         self.dataset = build_dataset(train_records, dev_records, r.model.query_prefix, r.model.passage_prefix, r.model.task)
 
     def build_model(self) -> None:

@@ -36,12 +36,13 @@ def cos(a, b):
 
 
 def reference_info_nce(data, batch, q, p, temperature, in_batch=True, query_negatives=False, margin=0.0,
-                       passage_negatives=False):
+                       passage_negatives=False, weights=None):
     """The definition, one query at a time, with identities taken from the texts of the records.
 
     Example i of the batch is data.train[i]; its positives' texts are never its negatives, and with a `margin`
-    neither is any column whose cosine is more than `margin` above the positive's.
+    neither is any column whose cosine is more than `margin` above the positive's. `weights`: one per example.
     """
+    weights = [1.0] * len(q) if weights is None else weights
     texts = [data.passages[row] for row in batch.passages]
     queries = [data.queries[row] for row in batch.queries]
     positive_texts = [{data.passages[row] for row in data.train[j].pos} for j in range(len(q))]
@@ -65,8 +66,8 @@ def reference_info_nce(data, batch, q, p, temperature, in_batch=True, query_nega
         if passage_negatives:  # the positive passage against the same passage columns the query is scored against
             logits += [cos(p[positive], p[c]) / temperature for c in range(len(texts))
                        if c != positive and texts[c] not in other_positives and (in_batch or c in own)]
-        total += -logits[0] + math.log(sum(math.exp(x) for x in logits))
-    return total / len(q)
+        total += weights[i] * (-logits[0] + math.log(sum(math.exp(x) for x in logits)))
+    return total / sum(weights)
 
 
 def reference_passage_to_query(data, batch, q, p, temperature):
@@ -114,6 +115,19 @@ def test_false_negative_margin_leaves_out_negatives_far_above_the_positive(query
     masked = info_nce(q, p, b, 0.1, True, query_negatives, false_negative_margin=0.2)
     assert float(masked) == pytest.approx(reference_info_nce(data, batch, q, p, 0.1, True, query_negatives, 0.2), rel=1e-9)
     assert float(masked) < float(info_nce(q, p, b, 0.1, True, query_negatives))  # some column was left out
+
+
+@pytest.mark.parametrize("query_negatives", [False, True])
+def test_confidence_weights_weigh_each_row_by_its_positives_judge_score(query_negatives):
+    """A row weighs its positive's judge score clamped to [0, 1]: the fixture's raw scores are above 1 (q3's 2.0
+    weighs 1), two rows get scores inside it, and the repeated q1 has no scores and weighs 1."""
+    data, batch, b, q, p = example_batch()
+    b.teacher[0, 0], b.teacher[1, 0] = 0.25, 0.5
+    weights = [0.25, 0.5, 1.0, 1.0]
+    config = LossConfig(query_negatives=query_negatives, temperature=0.1, confidence_weights=True)
+    ours = Objective(config, q.shape[1]).term(q, p, b, None)
+    assert float(ours) == pytest.approx(reference_info_nce(data, batch, q, p, 0.1, True, query_negatives, weights=weights), rel=1e-9)
+    assert float(ours) != pytest.approx(reference_info_nce(data, batch, q, p, 0.1, True, query_negatives), rel=1e-6)
 
 
 def test_a_repeated_passage_is_not_its_own_negative():
