@@ -86,6 +86,7 @@ BAD = [
     ("loss:\n  distill_weight: -1\n", "loss.distill_weight must be >= 0"),
     ("loss:\n  distill_temperature: 0\n", "loss.distill_temperature must be > 0"),
     ("loss:\n  symmetric: true\n  contrastive: triplet\n", "loss.symmetric applies to loss.contrastive infonce only"),
+    ("loss:\n  confidence_weights: true\n  contrastive: circle\n", "loss.confidence_weights applies to loss.contrastive infonce only"),
     ("lora:\n  r: 0\n", "lora.r must be >= 1"),
     ("lora:\n  alpha: 0\n", "lora.alpha must be >= 1"),
     ("lora:\n  dropout: 1\n", "lora.dropout must be in [0, 1)"),

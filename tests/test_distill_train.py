@@ -134,6 +134,15 @@ def test_finished_folder_is_returned_not_retrained(trained, tmp_path):
 
 
 # topic batches: the topics come from the starting model, so a resumed run (restored weights) must draw the same
+@pytest.mark.parametrize("option", ["loss.distill=kl", "loss.confidence_weights=true"])
+def test_options_that_read_the_judges_scores_refuse_records_without_them(tmp_path, tiny_bert_path, option):
+    recipe = make_recipe(tmp_path, tiny_bert_path, "model", option)
+    unscored = [{k: v for k, v in r.items() if k not in ("pos_scores", "neg_scores")} for r in records(48)]
+    write_jsonl(Path(recipe.data.train), unscored)
+    with pytest.raises(UserError, match="pos_scores"):
+        train(recipe, progress=False)
+
+
 @pytest.mark.parametrize("options", [[], ["data.topic_batches=true", "loss.false_negative_margin=0.1"]])
 def test_resume_after_a_kill_ends_as_an_uninterrupted_run(tmp_path, tiny_bert_path, options):
     whole = train(make_recipe(tmp_path, tiny_bert_path, "whole", "train.max_steps=5", "eval.every=2", *options), progress=False)
