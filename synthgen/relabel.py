@@ -31,6 +31,7 @@ import numpy as np
 
 from synthgen.errors import UserError
 from synthgen.judges import JudgeBatch, Judgment, LLMJudges, judge_batch
+from synthgen.keyphrases import is_keyphrase_id
 from synthgen.records import Passage, Query, TrainingExample
 from synthgen.retrieve import METHODS, RRF_K, BM25Retriever, DenseRetriever, Embedder, HybridRetriever, fuse_ranks
 from synthgen.text import words
@@ -52,6 +53,7 @@ class SelectionConfig:
     min_agreement: int = 0  # drop a query unless this many judges put its positive first (0: keep every query)
     seed: int = 0
     positives: int = 1  # > 1: also keep up to this many candidates at or above the margin as positives (SupCon)
+    drop_unlikely: float = 0.0  # share of the LLM's queries dropped, least likely given their seed first (InPars)
 
     def check(self) -> None:
         if self.positive not in POSITIVES:
@@ -69,6 +71,8 @@ class SelectionConfig:
             raise UserError("--positives must be 1 or more")
         if self.min_agreement < 0:
             raise UserError("--min-agreement must be 0 or more")
+        if not 0 <= self.drop_unlikely < 1:
+            raise UserError("--drop-unlikely must be in [0, 1)")
 
 
 @dataclass
@@ -348,6 +352,24 @@ def select(c: Candidates, passages: Sequence[Passage], judges: Sequence[str], co
     )
     return Selection(example, None, pos_is_seed=pos == c.seed, negatives_short=count < config.negatives,
                      top1=top1, fused_top=fused_top)
+
+
+def drop_unlikely(candidates: Sequence[Candidates], selections: Sequence[Selection], fraction: float) -> list[Selection]:
+    """InPars' filter: the `fraction` of the LLM's kept queries that the query-likelihood judge finds least likely
+    given their own seed passage lose their training example ("unlikely"). The LLM's least likely queries for the
+    passage it wrote them from are mostly fragments or off the passage ("RNA cleavage", "homeostatic
+    subdivision"). It needs every query's score, so it runs once all are selected; keyphrase queries are left
+    alone (the LLM did not write them)."""
+    scored = []
+    for i, (c, s) in enumerate(zip(candidates, selections)):
+        if s.example is None or c.seed is None or is_keyphrase_id(c.query.id) or "ql" not in c.scores:
+            continue
+        score = c.scores["ql"][c.passages.index(c.seed)]
+        if score is not None:
+            scored.append((score, i))
+    dropped = {i for _, i in sorted(scored)[: int(fraction * len(scored))]}
+    return [Selection(None, "unlikely", top1=s.top1, fused_top=s.fused_top) if i in dropped else s
+            for i, s in enumerate(selections)]
 
 
 def summarize(selections: Sequence[Selection], judges: Sequence[str]) -> dict:

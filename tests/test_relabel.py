@@ -5,8 +5,8 @@ import pytest
 from synthgen.errors import UserError
 from synthgen.records import Passage, Query
 from synthgen.judges import LLMJudges
-from synthgen.relabel import (Candidates, SelectionConfig, fuse, fused_order, judge_batches, judge_ranks, llm_pairs,
-                              near_duplicate, parse_judges, scaled_scores, select, summarize)
+from synthgen.relabel import (Candidates, SelectionConfig, drop_unlikely, fuse, fused_order, judge_batches, judge_ranks,
+                              llm_pairs, near_duplicate, parse_judges, scaled_scores, select, summarize)
 
 WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau".split()
 
@@ -124,6 +124,32 @@ def test_agreement_filter_keeps_a_query_only_when_enough_judges_put_its_positive
     assert select(apart, passages, judges, SelectionConfig(min_agreement=2)).dropped == "agreement"
     with pytest.raises(UserError, match="min-agreement"):
         SelectionConfig(min_agreement=-1).check()
+
+
+def test_drop_unlikely_drops_the_llms_queries_least_likely_given_their_seed():
+    passages = corpus(3)
+    config = SelectionConfig(ranks=(1, 3), margin=1.0)
+    made = []
+    # the seed's query likelihood (the seed is p0, p1 or p2 in turn) decides, not the candidates' best score
+    for n, seed_score in enumerate([-1.0, -6.0, -3.0, -5.0, -2.0, -4.0]):
+        seed = n % 3
+        scores = [-0.5 if i != seed else seed_score for i in range(3)]
+        c = cands({"ql": scores}, seed=seed)
+        c.query = Query(id=f"p{seed}@{n}", passage_id=f"p{seed}", task="t", query=f"q{n}", form="question")
+        made.append(c)
+    keyphrase = cands({"ql": [-9.0, -0.5, -0.5]})  # least likely of all, but the LLM did not write it
+    keyphrase.query = Query(id="p0@keyphrases", passage_id="p0", task="t", query="k", form="keywords")
+    unscored = cands({"ql": [None, -0.5, -0.5]})  # no seed score: it cannot be ranked, so it stays
+    unscored.query = Query(id="p0@9", passage_id="p0", task="t", query="u", form="question")
+    candidates = [*made, keyphrase, unscored]
+    selections = [select(c, passages, ["ql"], config) for c in candidates]
+    kept = drop_unlikely(candidates, selections, 0.5)
+    assert [s.dropped for s in kept] == [None, "unlikely", None, "unlikely", None, "unlikely", None, None]
+    assert kept[0] is selections[0] and kept[1].top1 == selections[1].top1
+    assert [s.dropped for s in drop_unlikely(candidates, selections, 0.2)].count("unlikely") == 1  # int(0.2 x 6)
+    assert summarize(kept, ["ql"])["dropped"] == {"unlikely": 3}
+    with pytest.raises(UserError, match="drop-unlikely"):
+        SelectionConfig(drop_unlikely=1.0).check()
 
 
 def test_summary_counts_rates_and_agreement():

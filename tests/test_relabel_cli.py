@@ -87,6 +87,16 @@ def test_relabel_writes_training_examples_and_manifest(tmp_path, common):
     half = json.loads((run / "manifest.json").read_text())["relabel"]["counts"]
     assert half["llm_pairs_judged"] == half["llm_passages_read"] == 1 and half["llm_pairs_reused"] == 12 * 3 - 1
 
+    # InPars' filter: the same judgments, the 3 of 12 queries least likely given their seed passage left out
+    assert cli([*args, "--drop-unlikely", "0.25"]) == 0
+    counts = json.loads((run / "manifest.json").read_text())["relabel"]["counts"]
+    assert counts["llm_pairs_judged"] == 0 and counts["written"] == 9 and counts["dropped"] == {"unlikely": 3}
+    seed_ql = {(j["query_id"], j["passage_id"]): j["score"] for j in map(json.loads, store.read_text().splitlines())
+               if j["judge"] == "ql"}
+    least = sorted(queries(), key=lambda q: seed_ql[q.id, q.passage_id])[:3]
+    kept = list(read_records(run / "train.jsonl", TrainingExample))
+    assert {ex.query_id for ex in kept} == {q.id for q in queries()} - {q.id for q in least}
+
 
 def test_judging_resumed_goes_on_in_the_dtype_of_the_earlier_judgments(tmp_path, common):
     """"auto" is decided per machine: judgments made in bf16 elsewhere make the rest of the run's bf16 here too."""
@@ -178,7 +188,8 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     run = make_run(tmp_path / "run")
     for bad in (["--negative-ranks", "20"], ["--judges", "ql,oracle"], ["--margin", "1.5"], ["--judges", "dense2"],
                 ["--negative-strategy", "hardest"], ["--judges", "dense,bm25", "--min-agreement", "3"],
-                ["--min-agreement", "3", "--no-judge-keyphrases"]):
+                ["--min-agreement", "3", "--no-judge-keyphrases"], ["--drop-unlikely", "1"],
+                ["--judges", "dense,bm25", "--drop-unlikely", "0.25"]):
         assert cli(["relabel", "--run", run, "--quiet", *bad]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err

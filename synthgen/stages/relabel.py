@@ -23,7 +23,7 @@ from synthgen.llm import first_dtype, public_spec
 from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Passage, Query, from_dict, iter_json_lines
-from synthgen.relabel import (Retrievers, SelectionConfig, judgment_keys, llm_judge, parse_judges,
+from synthgen.relabel import (Retrievers, SelectionConfig, drop_unlikely, judgment_keys, llm_judge, parse_judges,
                               retrieve_candidates, score_retrieval_judges, select, summarize)
 from synthgen.retrieve import Embedder
 from synthgen.rundir import Appender, file_fingerprint, prepare_dir, resume_lines, write_jsonl, write_manifest_section
@@ -61,6 +61,7 @@ class RelabelOptions:
     min_agreement: int = SelectionConfig.min_agreement
     seed: int = SelectionConfig.seed  # of the random choice of negatives
     positives: int = SelectionConfig.positives
+    drop_unlikely: float = SelectionConfig.drop_unlikely
     judge_keyphrases: bool = True  # whether the LLM judges also rank the keyphrase queries' candidates
     cache_dir: Optional[Path] = None
     batch_pairs: int = 128
@@ -75,8 +76,11 @@ class RelabelOptions:
         selection = SelectionConfig(positive=self.positive, negatives=self.negatives, strategy=self.negative_strategy,
                                     ranks=(int(lo), int(hi)), margin=self.margin,
                                     duplicate_overlap=self.duplicate_overlap, round_trip=self.round_trip, seed=self.seed,
-                                    positives=self.positives, min_agreement=self.min_agreement)
+                                    positives=self.positives, min_agreement=self.min_agreement,
+                                    drop_unlikely=self.drop_unlikely)
         selection.check()
+        if self.drop_unlikely and "ql" not in names:
+            raise UserError("--drop-unlikely ranks queries by the ql judge's scores: add ql to --judges")
         if self.min_agreement > len(names):
             raise UserError(f"--min-agreement {self.min_agreement} is more than the {len(names)} judges in --judges")
         retrievers = [j for j in names if j not in LLM_JUDGES]
@@ -103,7 +107,7 @@ class RelabelOptions:
                   "judge_depth": self.judge_depth, "judge_words": self.judge_words, "index": self.index,
                   **asdict(selection)}
         config["judge_keyphrases"] = self.judge_keyphrases
-        for key, before in (("positives", 1), ("min_agreement", 0), ("judge_keyphrases", True)):
+        for key, before in (("positives", 1), ("min_agreement", 0), ("judge_keyphrases", True), ("drop_unlikely", 0.0)):
             if config[key] == before:  # the old value leaves the identity of runs made before the option as it was
                 del config[key]
         llm_names = [j for j in config["judges"] if j in LLM_JUDGES]
@@ -202,6 +206,8 @@ def _run_stage(run: Path, options: RelabelOptions, quiet: bool) -> dict:
 
     selections = [select(c, passages, retriever_names if c.query.id in unjudged else names, selection)
                   for c in candidates]
+    if selection.drop_unlikely:
+        selections = drop_unlikely(candidates, selections, selection.drop_unlikely)
     write_jsonl(run_dir / "train.jsonl", [s.example for s in selections if s.example is not None])
     summary = summarize(selections, names)
     section["counts"] = {"passages": len(passages), "queries": len(queries),
