@@ -132,7 +132,7 @@ def relabel(
     duplicate_overlap: float = typer.Option(RelabelOptions.duplicate_overlap, "--duplicate-overlap", help="Share of word 5-grams shared with the positive that marks a near-duplicate (never a negative)."),
     round_trip: bool = typer.Option(RelabelOptions.round_trip, "--round-trip/--no-round-trip", help="Drop queries whose seed passage is not in the retriever's own top-k."),
     min_agreement: int = typer.Option(RelabelOptions.min_agreement, "--min-agreement", help="Drop a query unless at least this many judges rank its positive first (0: keep every query)."),
-    drop_unlikely: float = typer.Option(RelabelOptions.drop_unlikely, "--drop-unlikely", help="Share of the LLM's queries dropped, those the ql judge finds least likely given their own passage first (InPars' filter; 0: keep all)."),
+    drop_unlikely: Optional[float] = typer.Option(None, "--drop-unlikely", help="Share of the LLM's queries dropped, those the ql judge finds least likely given their own passage first (InPars' filter; default 0.25 with the ql judge on, 0: keep all)."),
     seed: int = typer.Option(RelabelOptions.seed, "--seed", help="Decides the random choice of negatives."),
     positives: int = typer.Option(RelabelOptions.positives, "--positives", help="Keep up to this many positives per query: the fused top plus candidates at or above --margin of its score (train them with data.positives)."),
     judge_keyphrases: bool = JUDGE_KEYPHRASES_OPTION,

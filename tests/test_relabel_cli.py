@@ -49,8 +49,9 @@ def common(minilm_path, tiny_llm_path, tmp_path):
 
 def test_relabel_writes_training_examples_and_manifest(tmp_path, common):
     run = make_run(tmp_path / "run")
-    args = ["relabel", "--run", run, *common, "--judges", "ql,yesno,dense,bm25", "--top-k", "6",
-            "--judge-depth", "3", "--negatives", "2", "--negative-ranks", "2-6"]
+    default = ["relabel", "--run", run, *common, "--judges", "ql,yesno,dense,bm25", "--top-k", "6",
+               "--judge-depth", "3", "--negatives", "2", "--negative-ranks", "2-6"]
+    args = [*default, "--drop-unlikely", "0"]  # every query kept, to check each record
     assert cli(args) == 0
     examples = list(read_records(run / "train.jsonl", TrainingExample))
     assert len(examples) == len(queries())
@@ -87,8 +88,9 @@ def test_relabel_writes_training_examples_and_manifest(tmp_path, common):
     half = json.loads((run / "manifest.json").read_text())["relabel"]["counts"]
     assert half["llm_pairs_judged"] == half["llm_passages_read"] == 1 and half["llm_pairs_reused"] == 12 * 3 - 1
 
-    # InPars' filter: the same judgments, the 3 of 12 queries least likely given their seed passage left out
-    assert cli([*args, "--drop-unlikely", "0.25"]) == 0
+    # InPars' filter, on by default with the ql judge: the same judgments, the 3 of 12 queries least likely given
+    # their seed passage left out
+    assert cli(default) == 0
     counts = json.loads((run / "manifest.json").read_text())["relabel"]["counts"]
     assert counts["llm_pairs_judged"] == 0 and counts["written"] == 9 and counts["dropped"] == {"unlikely": 3}
     seed_ql = {(j["query_id"], j["passage_id"]): j["score"] for j in map(json.loads, store.read_text().splitlines())
@@ -142,7 +144,7 @@ def test_keyphrase_queries_may_be_left_to_the_retriever_judges(tmp_path, common)
     run = make_run(tmp_path / "run", keyphrases=True)
     keyphrase_ids = {q.id for q in read_records(run / "queries.jsonl", Query) if is_keyphrase_id(q.id)}
     assert len(keyphrase_ids) == 12
-    args = ["relabel", "--run", run, *common, "--top-k", "6", "--judge-depth", "3"]
+    args = ["relabel", "--run", run, *common, "--top-k", "6", "--judge-depth", "3", "--drop-unlikely", "0"]
     assert cli([*args, "--no-judge-keyphrases"]) == 0
     judged = {json.loads(line)["query_id"] for line in (run / "judgments.jsonl").read_text().splitlines()}
     assert judged == {q.id for q in queries()}  # the LLM judged the LLM's queries only
