@@ -25,10 +25,6 @@
     # training data that hurts, to see whether a guard sees harm: the run's train.jsonl with the positive of a
     # fraction of its records replaced by a passage drawn at random from the run's
     .venv/bin/python bench/record_variants.py corrupt --run RUN --out corrupt.jsonl --fraction 0.5
-    # InPars' filter: the run's train.jsonl without the `fraction` of the LLM's records whose query the LLM finds
-    # least likely given its seed passage (the query-likelihood judge's mean log-probability, from judgments.jsonl);
-    # the keyphrase records stay
-    .venv/bin/python bench/record_variants.py likelihood --run RUN --out likely.jsonl --fraction 0.25
 
 A sentence's salience is the mean inverse document frequency of its words over the run's passages: the rarest
 content, not boilerplate such as "Further studies are needed.". Train on the output with
@@ -230,37 +226,20 @@ def corrupt(run: Path, out: Path, fraction: float, rng: random.Random) -> tuple[
     return len(records), replaced
 
 
-def likelihood(run: Path, out: Path, fraction: float) -> tuple[int, int]:
-    """The run's records less the least likely `fraction` of its LLM queries, in train.jsonl's order."""
-    seed_scores = {}
-    for line in open(run / "judgments.jsonl", encoding="utf-8"):
-        judgment = json.loads(line)
-        if judgment["judge"] == "ql":
-            seed_scores[judgment["query_id"], judgment["passage_id"]] = judgment["score"]
-    lines = open(run / "train.jsonl", encoding="utf-8").read().splitlines()
-    records = [json.loads(line) for line in lines]
-    llm = [i for i, r in enumerate(records) if not is_keyphrase_id(r["query_id"])]
-    # the judge scores every query with its seed passage; a record without that score is kept
-    scored = sorted((seed_scores[key], i) for i in llm if (key := (records[i]["query_id"], records[i]["seed_id"])) in seed_scores)
-    dropped = {i for _, i in scored[: int(fraction * len(llm))]}
-    out.write_text("".join(line + "\n" for i, line in enumerate(lines) if i not in dropped), encoding="utf-8")
-    return len(records), len(dropped)
-
-
 # the LLM-free kinds: each writes (passage index, query, positive text) items for --out or --as-run
 KINDS = {"sentences": sentences, "keyphrases": keyphrases, "crops": crops, "titles": titles}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=[*KINDS, "titled", "swap", "corrupt", "likelihood"])
+    parser.add_argument("variant", choices=[*KINDS, "titled", "swap", "corrupt"])
     parser.add_argument("--run", type=Path, required=True, help="a run folder (passages.jsonl, train.jsonl)")
     output = parser.add_mutually_exclusive_group(required=True)
     output.add_argument("--out", type=Path, help="training records (JSONL)")
     output.add_argument("--as-run", type=Path, help="sentences, keyphrases, crops, titles: a run folder to relabel instead")
     parser.add_argument("--count", type=int, default=640, help="sentences, keyphrases, crops, titles: how many")
     parser.add_argument("--other", type=Path, help="swap: the run folder whose keyphrase records replace the run's")
-    parser.add_argument("--fraction", type=float, default=0.5, help="corrupt: the share of positives replaced; likelihood: the share of LLM records dropped")
+    parser.add_argument("--fraction", type=float, default=0.5, help="corrupt: the share of positives replaced")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     if args.variant == "corrupt":
@@ -268,12 +247,6 @@ def main() -> None:
             sys.exit("corrupt changes the run's own records: give --out")
         total, replaced = corrupt(args.run, args.out, args.fraction, random.Random(args.seed))
         print(f"{replaced} of {total} positives replaced by random passages -> {args.out}")
-        return
-    if args.variant == "likelihood":
-        if args.out is None:
-            sys.exit("likelihood filters the run's own records: give --out")
-        total, dropped = likelihood(args.run, args.out, args.fraction)
-        print(f"{dropped} of {total} records dropped (the least likely LLM queries) -> {args.out}")
         return
     if args.variant == "swap":
         if args.out is None or args.other is None:
