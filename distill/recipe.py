@@ -15,7 +15,6 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from distill.metrics import NAMES as METRICS
 from synthgen.errors import UserError
@@ -135,7 +134,7 @@ class Recipe:
     eval: EvalConfig = field(default_factory=EvalConfig)
     output: str = "model"  # the model folder to write (SentenceTransformer(output) loads it)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, typing.Any]:
         return dataclasses.asdict(self)
 
 
@@ -144,7 +143,7 @@ def load_recipe(path: Path | None, overrides: list[str] = (), check_files: bool 
     import yaml
 
     where = str(path) if path is not None else "recipe"
-    raw: Any = {}
+    raw: typing.Any = {}
     if path is not None:
         try:
             text = Path(path).read_text(encoding="utf-8")
@@ -212,7 +211,7 @@ def save_recipe(recipe: Recipe, path: Path) -> None:
     path.write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
+def _apply_override(raw: dict[str, typing.Any], item: str) -> None:
     """Set one `KEY=VALUE`; the value is read as YAML (numbers, lists, true) unless the field holds text."""
     import yaml
 
@@ -221,7 +220,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     if not sep or not key:
         raise UserError(f"--set expects KEY=VALUE (e.g. train.lr=1e-5), got '{item}'")
     parts = key.split(".")
-    parsed: Any = value
+    parsed: typing.Any = value
     if _field_type(parts) is not str:
         try:
             parsed = yaml.safe_load(value) if value.strip() else ""
@@ -238,9 +237,9 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = parsed
 
 
-def _field_type(parts: list[str]) -> Any:
+def _field_type(parts: list[str]) -> typing.Any:
     """The declared type of a dotted recipe key, or None when there is no such key."""
-    cls: Any = Recipe
+    cls: typing.Any = Recipe
     for part in parts:
         if not dataclasses.is_dataclass(cls):
             return None
@@ -256,7 +255,7 @@ def _nearest(name: str, choices: list[str], prefix: str) -> str:
     return f" (did you mean '{prefix}{close[0]}'?)" if close else f" (valid: {', '.join(prefix + c for c in choices)})"
 
 
-def _build(cls: type, raw: Any, prefix: str, where: str) -> Any:
+def _build(cls: type, raw: typing.Any, prefix: str, where: str) -> typing.Any:
     section = prefix.rstrip(".") or "the recipe"
     if not isinstance(raw, dict):
         raise UserError(f"{where}: {section} must be a mapping of keys, got {_shown(raw)}")
@@ -277,7 +276,7 @@ def _build(cls: type, raw: Any, prefix: str, where: str) -> Any:
     return cls(**kwargs)
 
 
-def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
+def _coerce(value: typing.Any, hint: typing.Any, key: str, where: str) -> typing.Any:
     """Check one value against its field type; YAML reads `1e-5` as a string, so numbers in strings are taken."""
     if typing.get_origin(hint) is list:
         (item,) = typing.get_args(hint)
@@ -308,7 +307,7 @@ def _coerce(value: Any, hint: Any, key: str, where: str) -> Any:
     raise TypeError(f"recipe field {key} has an unsupported type {hint}")  # a bug in this file, not the user's
 
 
-def _shown(value: Any) -> str:
+def _shown(value: typing.Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
