@@ -60,10 +60,11 @@ def test_rows_that_stop_early_leave_the_others_unchanged(llm32):
 
 
 def test_the_kept_prefix_cache_gives_the_same_output_as_a_fresh_backend(llm32, tiny_llm_path):
-    chats = [[{"role": "user", "content": f"Write a search query about topic number {n}."}] for n in range(6)]
+    rules = "Read the passage, name its topic, and write one short search query a reader would type. " * 3
+    chats = [[{"role": "user", "content": f"{rules}Write a search query about topic number {n}."}] for n in range(6)]
     params = SamplingParams(max_tokens=8, temperature=0.0)
     first = llm32.generate(chats[:3], params, [0, 0, 0])
-    assert llm32._prefix[0], "a batch sharing a chat template's opening keeps its cache"
+    assert llm32._prefix[0], "a batch sharing a long opening keeps its cache"
     again = llm32.generate(chats[3:], params, [0, 0, 0])  # reuses the kept prefix
     fresh = load_llm(f"hf:{tiny_llm_path}", dtype="float32", batch_size=4)
     assert fresh.generate(chats[3:], params, [0, 0, 0]) == again

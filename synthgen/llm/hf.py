@@ -29,6 +29,8 @@ from synthgen.llm.base import Completion, Prompt, SamplingParams, ScoreRequest, 
 from synthgen.llm.tokens import cut_at_stop, prompt_ids, score_ids
 from synthgen.machine import cpu_prefers_bf16
 
+PREFIX_BLOCK = 64  # tokens: see HFLLM._shared_prefix
+
 
 def resolve_dtype(dtype: str, device):
     import torch
@@ -95,24 +97,33 @@ class HFLLM:
         """Keys and values (batch of one) of the prompts' shared prefix, kept from call to call.
 
         A stage sends its prompts in many calls, and all of them open with the same instructions and few-shot
-        examples: that part is computed once per run, not once per call. What is kept is extended or cut to
-        the prefix asked for (cutting a causal prefix's cache is exact), so calls whose shared prefixes differ
-        by a few tokens reuse most of it.
+        examples: that part is computed once per run, not once per call. It is computed in blocks of
+        `PREFIX_BLOCK` tokens at fixed positions, each on top of the blocks before it, and the last partial block
+        on top of those; only whole blocks are kept. Where a forward pass is cut changes its rounding (bf16
+        scores moved by 2e-4), so a cache extended from whatever the last call asked for made a score depend on
+        the calls before it, and a run resumed after a kill did not score as an uninterrupted one; with fixed
+        blocks the keys and values are a function of the prefix alone.
         """
+        whole = len(prefix) // PREFIX_BLOCK * PREFIX_BLOCK
+        known_ids, known_kv = self._prefix
+        n = common_prefix_length([known_ids, prefix[:whole]]) // PREFIX_BLOCK * PREFIX_BLOCK if known_ids else 0
+        kv = [(k[:, :, :n], v[:, :, :n]) for k, v in known_kv] if n else []
+        for start in range(n, whole, PREFIX_BLOCK):
+            kv = self._extend(kv, prefix, start, start + PREFIX_BLOCK)
+        if whole:
+            self._prefix = (list(prefix[:whole]), kv)
+        return self._extend(kv, prefix, whole, len(prefix)) if whole < len(prefix) else kv
+
+    def _extend(self, kv: list[tuple], ids: list[int], start: int, end: int) -> list[tuple]:
+        """The keys and values of `ids[:end]`, from those of `ids[:start]` (`kv`) and one forward pass."""
         import torch
         from transformers import DynamicCache
 
-        known_ids, known_kv = self._prefix
-        n = common_prefix_length([known_ids, prefix]) if known_ids else 0
-        if n == len(prefix):
-            return [(k[:, :, :n], v[:, :, :n]) for k, v in known_kv]
-        cache = DynamicCache(ddp_cache_data=[(k[:, :, :n], v[:, :, :n]) for k, v in known_kv] if n else None,
-                             config=self.cache_config)
-        rest = torch.tensor([prefix[n:]], device=self.device)
-        self.model(input_ids=rest, position_ids=torch.arange(n, len(prefix), device=self.device).unsqueeze(0),
+        cache = DynamicCache(ddp_cache_data=kv or None, config=self.cache_config)
+        self.model(input_ids=torch.tensor([ids[start:end]], device=self.device),
+                   position_ids=torch.arange(start, end, device=self.device).unsqueeze(0),
                    **{self.cache_arg: cache}, use_cache=True, logits_to_keep=1)
-        self._prefix = (list(prefix), [(layer.keys, layer.values) for layer in cache.layers])
-        return self._prefix[1]
+        return [(layer.keys, layer.values) for layer in cache.layers]
 
     def _split(self, ids: list[list[int]]) -> tuple[int, list[tuple]]:
         """Where a batch's rows are split into a shared prefix and their own tails, and that prefix's keys and
