@@ -4,8 +4,7 @@ Why not `model.generate()`: on a 2-core CPU its per-step overhead dominates a 13
 batch 32, against ~200 tok/s of plain prefill), and it samples from one global RNG, so a prompt's output would
 depend on its batch neighbours. The loop here keeps one preallocated KV cache, lets finished rows ride along
 until half the batch has finished (then drops them: one cache copy per halving), and samples each row with its
-own `torch.Generator` seeded by that prompt's seed. The prompts' shared prefix (instructions, few-shot
-examples) is computed once per backend object and reused by every later call.
+own `torch.Generator` seeded by that prompt's seed; the prompts' shared prefix is kept (`_shared_prefix`).
 
 Why the scorer packs: the relabel judges ask for continuations (queries) of contexts (passage prompts), several
 per passage. Each context and its continuations form one row, under a 4-D mask in which a continuation sees its
@@ -94,24 +93,17 @@ class HFLLM:
         self.model = None
 
     def _shared_prefix(self, prefix: list[int]) -> list[tuple]:
-        """Keys and values (batch of one) of the prompts' shared prefix, kept from call to call.
-
-        A stage sends its prompts in many calls, and all of them open with the same instructions and few-shot
-        examples: that part is computed once per run, not once per call. It is computed in blocks of
-        `PREFIX_BLOCK` tokens at fixed positions, each on top of the blocks before it, and the last partial block
-        on top of those; only whole blocks are kept. Where a forward pass is cut changes its rounding (bf16
-        scores moved by 2e-4), so a cache extended from whatever the last call asked for made a score depend on
-        the calls before it, and a run resumed after a kill did not score as an uninterrupted one; with fixed
-        blocks the keys and values are a function of the prefix alone.
-        """
+        """Keys and values (batch of one) of the prompts' shared prefix (instructions, few-shot examples), kept from
+        call to call, in fixed `PREFIX_BLOCK`-token blocks each on top of those before: where a pass is cut changes
+        its rounding (2e-4 in bf16), and keys and values must depend on the prefix alone, or a resumed run would
+        score differently. Only whole blocks are kept."""
         whole = len(prefix) // PREFIX_BLOCK * PREFIX_BLOCK
         known_ids, known_kv = self._prefix
         n = common_prefix_length([known_ids, prefix[:whole]]) // PREFIX_BLOCK * PREFIX_BLOCK if known_ids else 0
         kv = [(k[:, :, :n], v[:, :, :n]) for k, v in known_kv] if n else []
         for start in range(n, whole, PREFIX_BLOCK):
             kv = self._extend(kv, prefix, start, start + PREFIX_BLOCK)
-        if whole:
-            self._prefix = (list(prefix[:whole]), kv)
+        self._prefix = (list(prefix[:whole]), kv) if whole else self._prefix
         return self._extend(kv, prefix, whole, len(prefix)) if whole < len(prefix) else kv
 
     def _extend(self, kv: list[tuple], ids: list[int], start: int, end: int) -> list[tuple]:
@@ -166,8 +158,6 @@ class HFLLM:
         logits = self.model(input_ids=tails, attention_mask=mask, position_ids=positions, **{self.cache_arg: cache},
                             use_cache=True, logits_to_keep=1).logits[:, -1]
         return cache, mask, positions[:, -1] + 1, logits
-
-    # ---- generation ----------------------------------------------------------------------------------
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int]) -> list[Completion]:
         if len(seeds) != len(prompts):
@@ -239,8 +229,6 @@ class HFLLM:
             text = texts[r] if texts[r] is not None else self.tokenizer.decode(outputs[r], skip_special_tokens=True)
             completions.append(Completion(text, len(ids[r]), len(outputs[r])))
         return completions
-
-    # ---- scoring -------------------------------------------------------------------------------------
 
     def score(self, requests: Sequence[ScoreRequest]) -> list[Scores]:
         tokenized = []  # (context ids, continuation ids, {choice: token id})
