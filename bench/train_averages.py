@@ -4,7 +4,7 @@ run gives the plain model at OUT and, beside it, OUT-ema98 and OUT-ema99 (bias-c
 averages, windows of about 50 and 100 steps) and OUT-tail50 (the uniform mean over the last half of the steps,
 SWA/LAWA-style). Screened on two SciFact draws and a tie (README, Ablations), so it is a bench script, not a
 recipe option. It hooks the trainer's step and finish, so the plain model is byte for byte what `distill train`
-writes (checked: the same test nDCG@10 on both draws).
+writes (checked: model.safetensors identical to both draws' own).
 
     .venv/bin/python bench/train_averages.py RUN/model/recipe.yaml OUT --threads 2 [--set KEY=VALUE ...]
     .venv/bin/python bench/paired.py --data BEIR RUN/model OUT OUT-ema98 OUT-ema99 OUT-tail50
