@@ -94,7 +94,7 @@ def ingest(path: Path, config: ChunkConfig = ChunkConfig()) -> tuple[list[Passag
                 seen_texts.add(key)
                 pid = doc.id if (doc.own_id and n == 0) else f"{doc.id}#{n}"
                 if pid in seen_ids:
-                    raise UserError(f"{doc.where}: passage id '{pid}' is also used in {seen_ids[pid]}; ids must be "
+                    raise UserError(f"{root / doc.where}: passage id '{pid}' is also used in {root / seen_ids[pid]}; ids must be "
                                     "unique (point --corpus at the corpus file if the folder holds other JSONL files)")
                 seen_ids[pid] = doc.where
                 passages.append(Passage(id=pid, text=text, title=doc.title, source=doc.source))
