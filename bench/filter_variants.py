@@ -31,13 +31,11 @@ def prior(run: Path, out: Path, threads: int) -> None:
     from synthgen.judges import LLMJudges
     from synthgen.llm import load_llm
     from synthgen.machine import use_threads
-    from synthgen.records import Passage, Query
+    from synthgen.records import Passage, Query, read_records
     from synthgen.relabel import is_keyphrase_id
 
     use_threads(threads)
-    fields = ("id", "passage_id", "task", "query", "form")
-    queries = [Query(**{k: q[k] for k in fields}) for q in map(json.loads, open(run / "queries.jsonl", encoding="utf-8"))
-               if not is_keyphrase_id(q["id"])]
+    queries = [q for q in read_records(run / "queries.jsonl", Query) if not is_keyphrase_id(q.id)]
     judges = LLMJudges(load_llm(None), ["ql"], words=80)
     empty = Passage(id="", text="", title="")
     rows = []
