@@ -161,6 +161,11 @@ def main() -> None:
                                 "false_negative_rate": round(hits / max(negs, 1), 4)})
         llm.close()
 
+    if not args.throughput_only and len(args.llm or []) > 1:
+        # every LLM's query-likelihood judge fused with the others: an ensemble of LLM judges
+        lls = [f"{(spec or '').split('/')[-1]}:ql" for spec in args.llm]
+        for judges_set in (tuple(lls), (*lls, "dense", "bm25")):
+            p_at_1["+".join(judges_set)] = top1_rate(judges_set)
     report["p_at_1"] = {k: round(v, 4) for k, v in p_at_1.items()}
     report["ndcg_at_10"] = {k: round(v, 4) for k, v in ndcg.items()}
     report["throughput"] = throughput
