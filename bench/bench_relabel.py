@@ -58,6 +58,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=3, help="candidates the LLM judges score per query")
     parser.add_argument("--words", type=int, default=80, help="passage words the LLM judges see")
     parser.add_argument("--llm-judges", default="ql", help="comma-separated: ql, yesno")
+    parser.add_argument("--judge-prompt", type=Path, help="the judges' passage context (default: prompts/judge_passage.j2)")
     parser.add_argument("--throughput-pairs", type=int, default=200)
     parser.add_argument("--throughput-only", action="store_true", help="measure pairs/s, judge nothing else")
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_relabel"))
@@ -119,7 +120,7 @@ def main() -> None:
     for spec in args.llm or [None]:
         llm = load_llm(spec)
         label = (spec or "hf:smollm2-default").split("/")[-1]
-        judges = LLMJudges(llm, args.llm_judges.split(","), words=args.words)
+        judges = LLMJudges(llm, args.llm_judges.split(","), words=args.words, context_template=args.judge_prompt)
         # throughput on the same fixed pairs for every model, always judged afresh
         sample = llm_pairs(candidates, args.depth)[: args.throughput_pairs]
         pairs = [(candidates[n].query, passages[i]) for n, i in sample]
