@@ -15,6 +15,8 @@ Judgments are cached in --work (keyed by model, templates and texts), so a secon
     .venv/bin/python bench/bench_relabel.py --queries 100 --depth 5 --llm-judges ql,yesno   # with the yes/no judge
     .venv/bin/python bench/bench_relabel.py --llm hf:/path/to/model    # other models (repeat --llm)
     .venv/bin/python bench/bench_relabel.py --split test --queries all  # the teacher's nDCG@10 on the test queries
+    .venv/bin/python bench/bench_relabel.py --split test --queries all --llm smollm2-135m --llm gemma-3-270m  # + both fused
+    .venv/bin/python bench/bench_relabel.py --judge-prompt bench/templates/judge_passage_upr.j2   # another judge context
 The subsets are nested (the first 100 of 250 are the 100), so cached judgments carry over between sizes.
 """
 
@@ -117,9 +119,11 @@ def main() -> None:
     known = {j.key: j.score for j in resume_records(store, Judgment)}
     throughput: dict[str, dict] = {}
     fn_rows = []
+    labels = []
     for spec in args.llm or [None]:
         llm = load_llm(spec)
         label = (spec or "hf:smollm2-default").split("/")[-1]
+        labels.append(label)
         judges = LLMJudges(llm, args.llm_judges.split(","), words=args.words, context_template=args.judge_prompt)
         # throughput on the same fixed pairs for every model, always judged afresh
         sample = llm_pairs(candidates, args.depth)[: args.throughput_pairs]
@@ -162,9 +166,9 @@ def main() -> None:
                                 "false_negative_rate": round(hits / max(negs, 1), 4)})
         llm.close()
 
-    if not args.throughput_only and len(args.llm or []) > 1:
-        # every LLM's query-likelihood judge fused with the others: an ensemble of LLM judges
-        lls = [f"{(spec or '').split('/')[-1]}:ql" for spec in args.llm]
+    lls = [f"{label}:ql" for label in labels]
+    if len(lls) > 1 and all(j in candidates[0].scores for j in lls):
+        # every LLM's query-likelihood judge fused with the others': an ensemble of LLM judges
         for judges_set in (tuple(lls), (*lls, "dense", "bm25")):
             p_at_1["+".join(judges_set)] = top1_rate(judges_set)
     report["p_at_1"] = {k: round(v, 4) for k, v in p_at_1.items()}
