@@ -6,13 +6,19 @@ passage would make likely ("What is the main function of the human brain?") and 
 ("cervical specimens tested for carcinogenic HPV genotypes"). Subtracting the same judge's score with an empty
 passage (its context template with no title or text) gives the pointwise mutual information between query and
 passage, which ranks generic queries lowest (`pmi`; `union` drops both sets). `keyphrases` keeps the default filter
-and also drops the same share of the keyphrase queries, ranked among themselves by the same likelihood.
+and also drops the same share of the keyphrase queries, ranked among themselves by the same likelihood. `best-of`
+chooses among several LLM queries per passage (`second` writes another for each, in the same form): only the one
+most likely given its passage stays, then the default filter drops its share of those, so the run keeps about as
+many of the LLM's records as the default, each the better of two.
 
     # each LLM query's score with an empty passage (one short LLM pass per query), for pmi and union
     .venv/bin/python bench/filter_variants.py prior --run RUN --out prior.json --threads 2
     # relabel a copy of RUN (its judgments reused; its manifest without the relabel section) with the variant
     .venv/bin/python bench/filter_variants.py relabel --mode pmi --prior prior.json -- --run COPY --seed S --threads 2
     .venv/bin/python bench/filter_variants.py relabel --mode keyphrases -- --run COPY --seed S --threads 2
+    # a second LLM query for every passage the LLM wrote one for (written into COPY's queries.jsonl), then best-of
+    .venv/bin/python bench/filter_variants.py second --run COPY --threads 2
+    .venv/bin/python bench/filter_variants.py relabel --mode best-of -- --run COPY --seed S --threads 2
 
 Each screened on two SciFact draws and a loss (README, Ablations), so this is a bench script, not relabel options.
 """
@@ -46,17 +52,70 @@ def prior(run: Path, out: Path, threads: int) -> None:
     print(f"{len(rows)} queries scored with an empty passage: {out}")
 
 
+def second(run: Path, threads: int) -> None:
+    """Item P@1 for each LLM query P@0, in P@0's form, by the run's own generate options and the library's
+    generator (another sampling seed per item); repeats of any earlier query are dropped as generate drops them.
+    queries.jsonl is rewritten in sample order: each passage's LLM queries together, then the keyphrase queries."""
+    from tqdm import tqdm
+
+    from synthgen.generate import GenerateConfig, Item, RepeatFilter
+    from synthgen.llm import dtype_option
+    from synthgen.machine import use_threads
+    from synthgen.prompts import load_template
+    from synthgen.records import Passage, Query, read_records
+    from synthgen.relabel import is_keyphrase_id
+    from synthgen.rundir import read_manifest, write_jsonl
+    from synthgen.work import GenerateWork
+
+    use_threads(threads)
+    section = read_manifest(run)["generate"]
+    config = GenerateConfig(**{**section["config"], "forms": tuple(section["config"]["forms"])})
+    passages = {p.id: p for p in read_records(run / "passages.jsonl", Passage)}
+    queries = list(read_records(run / "queries.jsonl", Query))
+    if any(q.id.endswith("@1") for q in queries):
+        raise SystemExit(f"{run} already holds second queries")
+    items = [Item(passages[q.passage_id], 1, q.form) for q in queries if not is_keyphrase_id(q.id)]
+    work = GenerateWork(None, load_template(section["template"]["path"]), config, dtype_option(None, section.get("dtype")))
+    engine = work.load()
+    repeats = RepeatFilter(config, [q for q in queries if not is_keyphrase_id(q.id)])
+    written = {}
+    for start in tqdm(range(0, len(items), config.batch_size), desc="second queries", unit="batch"):
+        for q in repeats(work.run(engine, items[start:start + config.batch_size])).queries:
+            written[q.passage_id] = q
+    ordered = []
+    for q in queries:
+        ordered.append(q)
+        if q.passage_id in written and not is_keyphrase_id(q.id):
+            ordered.append(written.pop(q.passage_id))
+    write_jsonl(run / "queries.jsonl", ordered)
+    print(f"{len(ordered) - len(queries)} second queries for {len(items)} LLM passages written into {run / 'queries.jsonl'}")
+
+
 def relabel(mode: str, prior_path: Path | None, relabel_args: list[str]) -> None:
     from dataclasses import replace
 
     import synthgen.stages.relabel as stage
     from synthgen.cli import app
-    from synthgen.relabel import is_keyphrase_id
+    from synthgen.relabel import Selection, is_keyphrase_id
 
     empty = {r["id"]: r["prior"] for r in json.loads(prior_path.read_text(encoding="utf-8"))} if prior_path else {}
     by_likelihood = stage.drop_unlikely
 
     def variant(candidates, selections, fraction):
+        if mode == "best-of":
+            # per seed passage, the LLM query its passage makes most likely keeps its example
+            best: dict[str, tuple[float, int]] = {}
+            for i, (c, s) in enumerate(zip(candidates, selections)):
+                if s.example is None or c.seed is None or is_keyphrase_id(c.query.id) or "ql" not in c.scores:
+                    continue
+                score = c.scores["ql"][c.passages.index(c.seed)]
+                if score is not None and (c.query.passage_id not in best or score > best[c.query.passage_id][0]):
+                    best[c.query.passage_id] = (score, i)
+            keep = {i for _, i in best.values()}
+            chosen = [Selection(None, "unlikely", top1=s.top1, fused_top=s.fused_top) if s.example is not None and c.seed is not None
+                      and not is_keyphrase_id(c.query.id) and "ql" in c.scores and i not in keep else s
+                      for i, (c, s) in enumerate(zip(candidates, selections))]
+            return by_likelihood(candidates, chosen, fraction)
         if mode == "keyphrases":
             # the library's filter skips keyphrase queries; under other ids (the same scores) it ranks them alone
             kept = by_likelihood(candidates, selections, fraction)
@@ -82,14 +141,19 @@ def main() -> None:
     p.add_argument("--run", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--threads", type=int, default=0)
+    w = sub.add_parser("second")
+    w.add_argument("--run", type=Path, required=True)
+    w.add_argument("--threads", type=int, default=0)
     r = sub.add_parser("relabel")
-    r.add_argument("--mode", choices=["pmi", "union", "keyphrases"], required=True)
+    r.add_argument("--mode", choices=["pmi", "union", "keyphrases", "best-of"], required=True)
     r.add_argument("--prior", type=Path, help="from `prior`: needed by pmi and union")
     r.add_argument("relabel_args", nargs=argparse.REMAINDER, help="after --: synthgen relabel's options")
     args = parser.parse_args()
     if args.command == "prior":
         prior(args.run, args.out, args.threads)
-    elif args.mode != "keyphrases" and args.prior is None:
+    elif args.command == "second":
+        second(args.run, args.threads)
+    elif args.mode in ("pmi", "union") and args.prior is None:
         parser.error("--mode pmi and union need --prior")
     else:
         relabel(args.mode, args.prior, [a for a in args.relabel_args if a != "--"])
