@@ -9,7 +9,7 @@ passage, which ranks generic queries lowest (`pmi`; `union` drops both sets). `k
 and also drops the same share of the keyphrase queries, ranked among themselves by the same likelihood. `best-of`
 chooses among several LLM queries per passage (`second` writes another for each, in the same form): only the one
 most likely given its passage stays, then the default filter drops its share of those, so the run keeps about as
-many of the LLM's records as the default, each the better of two.
+many of the LLM's records as the default, each the better of two (`worst-of`: the other one, the harder query).
 
     # each LLM query's score with an empty passage (one short LLM pass per query), for pmi and union
     .venv/bin/python bench/filter_variants.py prior --run RUN --out prior.json --threads 2
@@ -102,13 +102,15 @@ def relabel(mode: str, prior_path: Path | None, relabel_args: list[str]) -> None
     by_likelihood = stage.drop_unlikely
 
     def variant(candidates, selections, fraction):
-        if mode == "best-of":
-            # per seed passage, the LLM query its passage makes most likely keeps its example
+        if mode in ("best-of", "worst-of"):
+            # per seed passage, the LLM query its passage makes most (worst-of: least) likely keeps its example
+            sign = 1 if mode == "best-of" else -1
             best: dict[str, tuple[float, int]] = {}
             for i, (c, s) in enumerate(zip(candidates, selections)):
                 if s.example is None or c.seed is None or is_keyphrase_id(c.query.id) or "ql" not in c.scores:
                     continue
                 score = c.scores["ql"][c.passages.index(c.seed)]
+                score = None if score is None else sign * score
                 if score is not None and (c.query.passage_id not in best or score > best[c.query.passage_id][0]):
                     best[c.query.passage_id] = (score, i)
             keep = {i for _, i in best.values()}
@@ -145,7 +147,7 @@ def main() -> None:
     w.add_argument("--run", type=Path, required=True)
     w.add_argument("--threads", type=int, default=0)
     r = sub.add_parser("relabel")
-    r.add_argument("--mode", choices=["pmi", "union", "keyphrases", "best-of"], required=True)
+    r.add_argument("--mode", choices=["pmi", "union", "keyphrases", "best-of", "worst-of"], required=True)
     r.add_argument("--prior", type=Path, help="from `prior`: needed by pmi and union")
     r.add_argument("relabel_args", nargs=argparse.REMAINDER, help="after --: synthgen relabel's options")
     args = parser.parse_args()
