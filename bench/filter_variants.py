@@ -105,18 +105,17 @@ def relabel(mode: str, prior_path: Path | None, relabel_args: list[str]) -> None
         if mode in ("best-of", "worst-of"):
             # per seed passage, the LLM query its passage makes most (worst-of: least) likely keeps its example
             sign = 1 if mode == "best-of" else -1
-            best: dict[str, tuple[float, int]] = {}
-            for i, (c, s) in enumerate(zip(candidates, selections)):
-                if s.example is None or c.seed is None or is_keyphrase_id(c.query.id) or "ql" not in c.scores:
-                    continue
-                score = c.scores["ql"][c.passages.index(c.seed)]
-                score = None if score is None else sign * score
-                if score is not None and (c.query.passage_id not in best or score > best[c.query.passage_id][0]):
-                    best[c.query.passage_id] = (score, i)
-            keep = {i for _, i in best.values()}
-            chosen = [Selection(None, "unlikely", top1=s.top1, fused_top=s.fused_top) if s.example is not None and c.seed is not None
-                      and not is_keyphrase_id(c.query.id) and "ql" in c.scores and i not in keep else s
-                      for i, (c, s) in enumerate(zip(candidates, selections))]
+            scored = {i: sign * c.scores["ql"][c.passages.index(c.seed)] for i, (c, s) in enumerate(zip(candidates, selections))
+                      if s.example is not None and c.seed is not None and not is_keyphrase_id(c.query.id)
+                      and "ql" in c.scores and c.scores["ql"][c.passages.index(c.seed)] is not None}
+            best: dict[str, int] = {}
+            for i, score in scored.items():
+                passage = candidates[i].query.passage_id
+                if passage not in best or score > scored[best[passage]]:
+                    best[passage] = i
+            keep = set(best.values())
+            chosen = [Selection(None, "unlikely", top1=s.top1, fused_top=s.fused_top) if i in scored and i not in keep
+                      else s for i, s in enumerate(selections)]
             return by_likelihood(candidates, chosen, fraction)
         if mode == "keyphrases":
             # the library's filter skips keyphrase queries; under other ids (the same scores) it ranks them alone
