@@ -19,8 +19,9 @@ many of the LLM's records as the default, each the better of two (`worst-of`: th
     # a second LLM query for every passage the LLM wrote one for (written into COPY's queries.jsonl), then best-of
     .venv/bin/python bench/filter_variants.py second --run COPY --threads 2
     .venv/bin/python bench/filter_variants.py relabel --mode best-of -- --run COPY --seed S --threads 2
+    # the same copy with both queries kept is plain `synthgen relabel --run COPY --seed S`
 
-Each screened on two SciFact draws and a loss (README, Ablations), so this is a bench script, not relabel options.
+Each screened on two SciFact draws, none a gain (README, Ablations), so this is a bench script, not relabel options.
 """
 
 from __future__ import annotations
