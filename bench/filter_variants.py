@@ -97,7 +97,7 @@ def relabel(mode: str, prior_path: Path | None, relabel_args: list[str]) -> None
 
     import synthgen.stages.relabel as stage
     from synthgen.cli import app
-    from synthgen.relabel import Selection, is_keyphrase_id
+    from synthgen.relabel import Selection, is_keyphrase_id, seed_likelihoods
 
     empty = {r["id"]: r["prior"] for r in json.loads(prior_path.read_text(encoding="utf-8"))} if prior_path else {}
     by_likelihood = stage.drop_unlikely
@@ -106,17 +106,15 @@ def relabel(mode: str, prior_path: Path | None, relabel_args: list[str]) -> None
         if mode in ("best-of", "worst-of"):
             # per seed passage, the LLM query its passage makes most (worst-of: least) likely keeps its example
             sign = 1 if mode == "best-of" else -1
-            scored = {i: sign * c.scores["ql"][c.passages.index(c.seed)] for i, (c, s) in enumerate(zip(candidates, selections))
-                      if s.example is not None and c.seed is not None and not is_keyphrase_id(c.query.id)
-                      and "ql" in c.scores and c.scores["ql"][c.passages.index(c.seed)] is not None}
+            scored = seed_likelihoods(candidates, selections)
             best: dict[str, int] = {}
             for i, score in scored.items():
                 passage = candidates[i].query.passage_id
-                if passage not in best or score > scored[best[passage]]:
+                if passage not in best or sign * score > sign * scored[best[passage]]:
                     best[passage] = i
-            keep = set(best.values())
-            chosen = [Selection(None, "unlikely", top1=s.top1, fused_top=s.fused_top) if i in scored and i not in keep
-                      else s for i, s in enumerate(selections)]
+            lose = set(scored) - set(best.values())
+            chosen = [Selection(None, "unlikely", top1=s.top1, fused_top=s.fused_top) if i in lose else s
+                      for i, s in enumerate(selections)]
             return by_likelihood(candidates, chosen, fraction)
         if mode == "keyphrases":
             # the library's filter skips keyphrase queries; under other ids (the same scores) it ranks them alone

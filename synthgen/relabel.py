@@ -358,20 +358,20 @@ def select(c: Candidates, passages: Sequence[Passage], judges: Sequence[str], co
                      top1=top1, fused_top=fused_top)
 
 
+def seed_likelihoods(candidates: Sequence[Candidates], selections: Sequence[Selection]) -> dict[int, float]:
+    """By index, each kept LLM query's query likelihood given its own seed passage (keyphrase queries left out)."""
+    scores = {i: c.scores["ql"][c.passages.index(c.seed)] for i, (c, s) in enumerate(zip(candidates, selections))
+              if s.example is not None and c.seed is not None and not is_keyphrase_id(c.query.id) and "ql" in c.scores}
+    return {i: score for i, score in scores.items() if score is not None}
+
+
 def drop_unlikely(candidates: Sequence[Candidates], selections: Sequence[Selection], fraction: float) -> list[Selection]:
     """InPars' filter: the `fraction` of the LLM's kept queries that the query-likelihood judge finds least likely
     given their own seed passage lose their training example ("unlikely"). The LLM's least likely queries for the
     passage it wrote them from are mostly fragments or off the passage ("RNA cleavage", "homeostatic
-    subdivision"). It needs every query's score, so it runs once all are selected; keyphrase queries are left
-    alone (the LLM did not write them)."""
-    scored = []
-    for i, (c, s) in enumerate(zip(candidates, selections)):
-        if s.example is None or c.seed is None or is_keyphrase_id(c.query.id) or "ql" not in c.scores:
-            continue
-        score = c.scores["ql"][c.passages.index(c.seed)]
-        if score is not None:
-            scored.append((score, i))
-    dropped = {i for _, i in sorted(scored)[: int(fraction * len(scored))]}
+    subdivision"). It needs every query's score, so it runs once all are selected."""
+    scored = sorted((score, i) for i, score in seed_likelihoods(candidates, selections).items())
+    dropped = {i for _, i in scored[: int(fraction * len(scored))]}
     return [Selection(None, "unlikely", top1=s.top1, fused_top=s.fused_top) if i in dropped else s
             for i, s in enumerate(selections)]
 
