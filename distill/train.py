@@ -25,6 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+from distill.checkpoint import restore_checkpoint, save_checkpoint
 from distill.distributed import Ranks, Silent
 from distill.logbook import LOG, Logbook
 from distill.verdict import judge
@@ -172,7 +173,7 @@ class _Run:
         self.step, self.best_step, self.best_value, self.base_dev, self.best_dev = 0, None, None, None, None
         self.base_dev_queries: list[float] | None = None  # the base model's eval.metric per dev query
         self.best_dev_queries: list[float] | None = None  # the best checkpoint's
-        resumed = self.restore()
+        resumed = restore_checkpoint(self)
         self.ranks.same_start(self.params)
         self.logbook = Logbook(self.out / LOG, self.step if resumed else None) if self.ranks.writer else Silent()
         has_dev = bool(self.dataset.dev) and self.ranks.writer
@@ -225,7 +226,7 @@ class _Run:
             if has_dev and (last or (r.eval.every and self.step % r.eval.every == 0)):
                 self.evaluate_dev()
             if self.ranks.writer and (last or self.step % r.train.checkpoint_every == 0):
-                self.save_checkpoint()
+                save_checkpoint(self)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
             if self.on_step is not None:
@@ -287,63 +288,6 @@ class _Run:
             self.best_step, self.best_value, self.best_dev, self.best_dev_queries = self.step, value, metrics, queries
             save_weights(self.model, self.state_dir / "best.safetensors")
         self.logbook.write({"event": "dev", "step": self.step, **metrics, "best": better})
-
-    # -- checkpoints -------------------------------------------------------------------------------
-    def save_checkpoint(self) -> None:
-        import torch
-
-        final = self.state_dir / f"ckpt-{self.step:08d}"
-        tmp = self.state_dir / f"ckpt-{self.step:08d}.tmp"
-        remove_tree(tmp)
-        tmp.mkdir()
-        save_weights(self.model, tmp / "weights.safetensors")
-        torch.save(
-            {
-                "step": self.step,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler else None,
-                "rng_cpu": torch.get_rng_state(),
-                "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                "best_step": self.best_step,
-                "best_value": self.best_value,
-                "best_dev": self.best_dev,
-                "base_dev": self.base_dev,
-                "base_dev_queries": self.base_dev_queries,
-                "best_dev_queries": self.best_dev_queries,
-                "toolbox": self.toolbox.state_dict(),
-            },
-            tmp / "state.pt",
-        )
-        remove_tree(final)
-        os.replace(tmp, final)
-        for old in self.state_dir.glob("ckpt-*"):
-            if old != final:
-                remove_tree(old)
-
-    def restore(self) -> bool:
-        import torch
-
-        done = sorted(p for p in self.state_dir.glob("ckpt-*") if not p.name.endswith(".tmp"))
-        if not done:
-            return False
-        latest = done[-1]
-        load_weights(self.model, latest / "weights.safetensors")
-        state = torch.load(latest / "state.pt", map_location="cpu", weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_cpu"])
-        if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        self.step = state["step"]
-        self.best_step, self.best_value = state["best_step"], state["best_value"]
-        self.best_dev, self.base_dev = state["best_dev"], state["base_dev"]
-        self.base_dev_queries, self.best_dev_queries = state.get("base_dev_queries"), state.get("best_dev_queries")
-        self.toolbox.load_state_dict(state.get("toolbox", {}))
-        log.info("resuming %s from step %d", self.out, self.step)
-        return True
 
     # -- the end -----------------------------------------------------------------------------------
     def finish(self, seconds: float, rate: float) -> TrainResult:
