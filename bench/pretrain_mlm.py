@@ -9,7 +9,6 @@ bench script, not a pipeline stage.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
@@ -18,20 +17,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pretrain_tsdae import pretraining_options  # noqa: E402  (beside this script)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, required=True, help="a BEIR corpus.jsonl")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--head-steps", type=int, default=30, help="steps that train only the fresh MLM head")
-    parser.add_argument("--steps", type=int, default=100, help="steps that then train every weight")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-5)
+    parser = pretraining_options(__doc__, steps=100, batch=16, lr=2e-5, max_length=128)  # --steps: every weight
+    parser.add_argument("--head-steps", type=int, default=30, help="steps that first train only the fresh MLM head")
     parser.add_argument("--head-lr", type=float, default=1e-3)
-    parser.add_argument("--max-length", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
     import torch

@@ -32,17 +32,22 @@ def delete_words(sentence: str, rng: random.Random, keep: float = 0.4) -> str:
     return " ".join(kept) if kept else rng.choice(words)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def pretraining_options(doc: str, steps: int, batch: int, lr: float, max_length: int) -> argparse.ArgumentParser:
+    """The options both pretraining scripts take (this one and pretrain_mlm.py), with their own defaults."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--corpus", type=Path, required=True, help="a BEIR corpus.jsonl")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--steps", type=int, default=800)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-5)
-    parser.add_argument("--max-length", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch", type=int, default=batch)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--max-length", type=int, default=max_length)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = pretraining_options(__doc__, steps=800, batch=8, lr=3e-5, max_length=64).parse_args()
 
     import torch
     from sentence_transformers import SentenceTransformer
