@@ -50,7 +50,7 @@ def main() -> None:
                 more = texts[:]
                 rng.shuffle(more)
                 order += more
-            batch, order[:] = order[: args.batch], order[args.batch:]
+            batch, order = order[: args.batch], order[args.batch:]
             encoded = tokenizer(batch, truncation=True, max_length=args.max_length)
             yield collator([{"input_ids": ids} for ids in encoded["input_ids"]])
 
@@ -62,9 +62,7 @@ def main() -> None:
             param.requires_grad = phase == "all" or name.startswith("cls.")
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
         for step in range(steps):
-            batch = next(stream)
-            loss = model(input_ids=batch["input_ids"], attention_mask=(batch["input_ids"] != tokenizer.pad_token_id).long(),
-                         labels=batch["labels"]).loss
+            loss = model(**next(stream)).loss  # the collator pads, masks and writes the labels and the attention mask
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
