@@ -367,6 +367,19 @@ def test_the_default_run_keeps_to_a_time_budget_and_a_named_sample_does_not(tiny
     assert (default / "queries.jsonl").read_bytes() == (named / "queries.jsonl").read_bytes()
 
 
+@pytest.mark.parametrize("given, expected", [
+    ((None, None), ("default", "default")),  # neither: the default sample within the default minutes
+    ((None, 45.0), ("default", 45.0)),  # minutes alone: as many of the default sample as fit them
+    ((640, None), (640, None)),  # a sample alone: exactly it, no budget
+    ((640, 45.0), (640, 45.0)),
+])
+def test_sample_limits_from_what_the_user_named(given, expected):
+    from synthgen.pipeline import DEFAULT_MAX_PASSAGES, DEFAULT_TIME_BUDGET, sample_limits
+
+    defaults = (DEFAULT_MAX_PASSAGES, DEFAULT_TIME_BUDGET)
+    assert sample_limits(*given) == tuple(d if e == "default" else e for d, e in zip(defaults, expected))
+
+
 @pytest.mark.parametrize("interval, verdict", [
     ([-0.04, -0.01], "below the base beyond the dev queries' noise"),
     ([-0.01, 0.02], "within the dev queries' noise"),
