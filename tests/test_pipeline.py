@@ -17,8 +17,10 @@ import pytest
 
 from conftest import shared_dataset
 from synthgen.cli import app
+from synthgen.pipeline import DEFAULT_MAX_PASSAGES, DEFAULT_TIME_BUDGET, sample_limits
 from synthgen.records import Passage, Query, TrainingExample, read_records
 from synthgen.rundir import write_manifest_section
+from test_generate_cli import CORPUS
 
 KNOWN_ANSWER = """[[system]]
 Test prompt.
@@ -47,10 +49,14 @@ def adi() -> Path:
 
 @pytest.fixture(scope="module")
 def common(adi, tiny_llm_path, tmp_path_factory) -> list[str]:
-    folder = tmp_path_factory.mktemp("pipeline-common")
+    return corpus_args(adi / "corpus.jsonl", tiny_llm_path, tmp_path_factory.mktemp("pipeline-common"))
+
+
+def corpus_args(corpus: Path, tiny_llm_path, folder: Path) -> list[str]:
+    """The tiny LLM with a known answer, a cache in `folder`: the options every pipeline test starts from."""
     template = folder / "known.j2"
     template.write_text(KNOWN_ANSWER)
-    return ["--corpus", str(adi / "corpus.jsonl"), "--llm", f"hf:{tiny_llm_path}", "--prompt", str(template),
+    return ["--corpus", str(corpus), "--llm", f"hf:{tiny_llm_path}", "--prompt", str(template),
             "--max-tokens", "8", "--cache-dir", str(folder / "cache"), "--quiet"]
 
 
@@ -342,14 +348,8 @@ def test_the_default_run_keeps_to_a_time_budget_and_a_named_sample_does_not(tiny
     """Neither --max-passages nor --time-budget: the default sample within the default minutes, measured on this CPU
     by a budget stage first; --max-passages alone: exactly that sample, however long, with no budget stage. Both on
     the example corpus that ships in the repository, so CI runs it without ../shared."""
-    from synthgen.pipeline import DEFAULT_MAX_PASSAGES, DEFAULT_TIME_BUDGET
-
-    template = tmp_path / "known.j2"
-    template.write_text(KNOWN_ANSWER)
-    common = ["--corpus", str(Path(__file__).parent.parent / "examples" / "corpus"), "--llm", f"hf:{tiny_llm_path}",
-              "--prompt", str(template), "--max-tokens", "8", "--keyphrase-queries", "1", "--cache-dir",
-              str(tmp_path / "cache"), "--quiet", "--set", f"model.base={tiny_bert_path}",
-              *[x for item in SMALL_RECIPE for x in ("--set", item)]]
+    common = [*corpus_args(CORPUS, tiny_llm_path, tmp_path), "--keyphrase-queries", "1",
+              "--set", f"model.base={tiny_bert_path}", *[x for item in SMALL_RECIPE for x in ("--set", item)]]
     default, named = tmp_path / "default", tmp_path / "named"
     pipeline(*common, "--out", str(default))
     passages = sum(1 for _ in read_records(default / "passages.jsonl", Passage))
@@ -368,16 +368,13 @@ def test_the_default_run_keeps_to_a_time_budget_and_a_named_sample_does_not(tiny
 
 
 @pytest.mark.parametrize("given, expected", [
-    ((None, None), ("default", "default")),  # neither: the default sample within the default minutes
-    ((None, 45.0), ("default", 45.0)),  # minutes alone: as many of the default sample as fit them
+    ((None, None), (DEFAULT_MAX_PASSAGES, DEFAULT_TIME_BUDGET)),  # neither: the default sample in the default minutes
+    ((None, 45.0), (DEFAULT_MAX_PASSAGES, 45.0)),  # minutes alone: as many of the default sample as fit them
     ((640, None), (640, None)),  # a sample alone: exactly it, no budget
     ((640, 45.0), (640, 45.0)),
 ])
 def test_sample_limits_from_what_the_user_named(given, expected):
-    from synthgen.pipeline import DEFAULT_MAX_PASSAGES, DEFAULT_TIME_BUDGET, sample_limits
-
-    defaults = (DEFAULT_MAX_PASSAGES, DEFAULT_TIME_BUDGET)
-    assert sample_limits(*given) == tuple(d if e == "default" else e for d, e in zip(defaults, expected))
+    assert sample_limits(*given) == expected
 
 
 @pytest.mark.parametrize("interval, verdict", [
