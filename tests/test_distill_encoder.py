@@ -15,17 +15,18 @@ from distill.recipe import LoraConfig, ModelConfig
 from synthgen.errors import UserError
 from synthgen.records import TrainingExample
 
-QUERIES = ["what do proteins fold into?", "solar panel efficiency " * 12]  # the second one is truncated
+QUERIES = ["what do proteins fold into?", "solar panel efficiency " * 12]  # the second one is cut in training
 PASSAGES = ["Proteins fold into three-dimensional structures.", "Panels convert light. " * 40]
 
 
-def training_side(model, spec: ModelConfig):
-    """Embeddings as training computes them: rows built by distill.data, tokenized once, padded per mini-batch."""
+def training_side(model, spec: ModelConfig, query_length: int | None = None):
+    """Embeddings as training computes them: rows built by distill.data, tokenized once, padded per mini-batch;
+    queries cut at `query_length` (default: training's max_query_length)."""
     data = build_dataset([TrainingExample(query=q, pos=[p]) for q, p in zip(QUERIES, PASSAGES)], [],
                          spec.query_prefix, spec.passage_prefix, spec.task)
     embed = embedder(model, "cpu", "fp32")
     model.eval()
-    q = embed_rows(embed, tokenize(model, data.queries, spec.max_query_length), 1)
+    q = embed_rows(embed, tokenize(model, data.queries, query_length or spec.max_query_length), 1)
     p = embed_rows(embed, tokenize(model, data.passages, spec.max_passage_length), 2)
     return q, p
 
@@ -37,7 +38,10 @@ def test_saved_folder_gives_the_training_side_embeddings(tiny_bert_path, tmp_pat
     q, p = training_side(model, spec)
     save_encoder(model, tmp_path / "saved")
     loaded = SentenceTransformer(str(tmp_path / "saved"), device="cpu")
-    torch.testing.assert_close(loaded.encode_query(QUERIES, convert_to_tensor=True), q, rtol=1e-5, atol=1e-6)
+    # A user's query is read as far as a passage, not cut where training cut the LLM's short queries
+    read = loaded.encode_query(QUERIES, convert_to_tensor=True)
+    torch.testing.assert_close(read, training_side(model, spec, spec.max_passage_length)[0], rtol=1e-5, atol=1e-6)
+    assert loaded[0].query_length == spec.max_passage_length != spec.max_query_length
     torch.testing.assert_close(loaded.encode_document(PASSAGES, convert_to_tensor=True), p, rtol=1e-5, atol=1e-6)
     assert loaded.prompts["query"] == "task: find facts | query: "
     # The recipe's pooling replaced the base model's mean pooling: plain mean pooling differs.
@@ -71,7 +75,7 @@ def test_lengths_beyond_the_model_are_refused(tiny_bert_path):
 def test_lora_adapters_and_merged_reload_equal(tiny_bert_path, tmp_path):
     spec = ModelConfig(base=str(tiny_bert_path), max_query_length=16, max_passage_length=48)
     model = load_encoder(spec, "cpu")
-    base_q, _ = training_side(model, spec)
+    base_q, _ = training_side(model, spec, spec.max_passage_length)
     torch.manual_seed(0)
     add_lora(model, LoraConfig(enabled=True, r=4, alpha=8, dropout=0.0))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -80,7 +84,7 @@ def test_lora_adapters_and_merged_reload_equal(tiny_bert_path, tmp_path):
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 p.normal_(std=0.5)
-    q, p = training_side(model, spec)
+    q, p = training_side(model, spec, spec.max_passage_length)  # the saved model reads queries as far as passages
     assert not torch.allclose(q, base_q, atol=1e-3)
 
     save_encoder(model, tmp_path / "adapters", lora_save="adapters")
