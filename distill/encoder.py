@@ -72,7 +72,7 @@ def load_encoder(spec: "ModelConfig", device: str) -> "SentenceTransformer":
             raise UserError(f"{key} is {value} but the base model takes at most {limit} tokens")
     # max_query_length cuts the training queries only (the LLM's are short; the cut bounds a step's padding). The
     # model reads a user's query as far as a passage: CISI's queries are paragraphs, and cut at 64 tokens the
-    # adapted model lost 1.45 nDCG@10 points there (bench/results/cisi-default.json).
+    # adapted model lost 1.45 nDCG@10 points there (bench/results/cisi-query-length.json).
     transformer.query_length = spec.max_passage_length
     transformer.document_length = spec.max_passage_length
     model.max_seq_length = spec.max_passage_length
