@@ -273,6 +273,11 @@ def read_pdf(file: Path, rel: str, report: IngestReport) -> list[Document] | Non
 
 
 def read_jsonl(file: Path, rel: str) -> list[Document]:
-    """BEIR corpus lines (`_id`, `title`, `text`) or `{id, text}`; a line without text is skipped."""
-    return [Document(doc_id, title.strip(), text, rel, own_id=True, line=number)
-            for number, doc_id, title, text in iter_corpus_lines(file) if text.strip()]
+    """BEIR corpus lines (`_id`, `title`, `text`) or `{id, text}`; a line with neither text nor title is skipped.
+
+    A line with a title and no text is a document of its title: half of CACM's records are titles alone, and
+    evaluation, which reads title and text, retrieves them; skipped here they would get no query and be no
+    retriever's candidate."""
+    return [Document(doc_id, "", title.strip(), rel, own_id=True, line=number) if not text.strip()
+            else Document(doc_id, title.strip(), text, rel, own_id=True, line=number)
+            for number, doc_id, title, text in iter_corpus_lines(file) if text.strip() or title.strip()]

@@ -164,6 +164,17 @@ def test_long_beir_document_keeps_its_id_first(tmp_path):
     assert [p.id for p in passages] == ["42", "42#1", "42#2", "43"]  # 600 words -> 3 passages
 
 
+def test_beir_title_without_text_is_a_passage_of_its_title(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(doc) + "\n" for doc in [
+        {"_id": "1", "title": "Sorting records on magnetic tape", "text": ""},
+        {"_id": "2", "title": "", "text": "   "},
+        {"_id": "3", "title": "T", "text": "An abstract."}]))
+    passages, _ = ingest(corpus)
+    assert [(p.id, p.title, p.text) for p in passages] == [
+        ("1", "", "Sorting records on magnetic tape"), ("3", "T", "An abstract.")]
+
+
 def test_scifact_abstracts_stay_whole_with_the_default_size():
     from conftest import shared_dataset
 
