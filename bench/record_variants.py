@@ -22,6 +22,9 @@
     # the LLM's records of one run with the keyphrase records of another (two draws of the same collection):
     # which half of a draw carries the difference between two draws' results
     .venv/bin/python bench/record_variants.py swap --run RUN --other OTHER --out swap.jsonl
+    # the run's train.jsonl with fewer keyphrase records: COUNT of them drawn at random (0: the LLM's alone), or
+    # with --min-repeated K those whose query has at least K words its seed passage repeats (NPL, README Results)
+    .venv/bin/python bench/record_variants.py thinned --run RUN --out thinned.jsonl --count COUNT --seed 42
     # training data that hurts, to see whether a guard sees harm: the run's train.jsonl with the positive of a
     # fraction of its records replaced by a passage drawn at random from the run's
     .venv/bin/python bench/record_variants.py corrupt --run RUN --out corrupt.jsonl --fraction 0.5
@@ -35,6 +38,7 @@ train.jsonl for a mix).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import random
 import sys
@@ -226,18 +230,45 @@ def corrupt(run: Path, out: Path, fraction: float, rng: random.Random) -> tuple[
     return len(records), replaced
 
 
+def thinned(run: Path, out: Path, count: int, min_repeated: int | None, rng: random.Random) -> tuple[int, int]:
+    """The run's records in train.jsonl's order, its keyphrase records cut to `count` drawn at random or, with
+    `min_repeated`, to those whose query has that many words occurring more than once in the seed passage: in a
+    short passage every word occurs once, and tf x idf then picks by idf alone."""
+    from synthgen.text import STOPWORDS, words
+
+    texts = {passage.id: passage.text for passage in _read_passages(run)}
+    lines = open(run / "train.jsonl", encoding="utf-8").read().splitlines()
+    records = [json.loads(line) for line in lines]
+    keyphrase_rows = [i for i, r in enumerate(records) if is_keyphrase_id(r["query_id"])]
+
+    def repeated(record: dict) -> int:
+        counts = collections.Counter(w for w in words(texts[record["seed_id"]])
+                                     if w not in STOPWORDS and not w.isdigit() and len(w) > 2)
+        return sum(counts[w] > 1 for w in record["query"].split())
+
+    if min_repeated is not None:
+        kept = {i for i in keyphrase_rows if repeated(records[i]) >= min_repeated}
+    else:
+        kept = set(rng.sample(keyphrase_rows, min(count, len(keyphrase_rows))))
+    chosen = [line for i, line in enumerate(lines) if i in kept or not is_keyphrase_id(records[i]["query_id"])]
+    out.write_text("".join(line + "\n" for line in chosen), encoding="utf-8")
+    return len(chosen) - len(kept), len(kept)
+
+
 # the LLM-free kinds: each writes (passage index, query, positive text) items for --out or --as-run
 KINDS = {"sentences": sentences, "keyphrases": keyphrases, "crops": crops, "titles": titles}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("variant", choices=[*KINDS, "titled", "swap", "corrupt"])
+    parser.add_argument("variant", choices=[*KINDS, "titled", "swap", "corrupt", "thinned"])
     parser.add_argument("--run", type=Path, required=True, help="a run folder (passages.jsonl, train.jsonl)")
     output = parser.add_mutually_exclusive_group(required=True)
     output.add_argument("--out", type=Path, help="training records (JSONL)")
     output.add_argument("--as-run", type=Path, help="sentences, keyphrases, crops, titles: a run folder to relabel instead")
-    parser.add_argument("--count", type=int, default=640, help="sentences, keyphrases, crops, titles: how many")
+    parser.add_argument("--count", type=int, default=640,
+                        help="sentences, keyphrases, crops, titles: how many; thinned: keyphrase records kept")
+    parser.add_argument("--min-repeated", type=int, help="thinned: keep the keyphrase records with this many repeated words")
     parser.add_argument("--other", type=Path, help="swap: the run folder whose keyphrase records replace the run's")
     parser.add_argument("--fraction", type=float, default=0.5, help="corrupt: the share of positives replaced")
     parser.add_argument("--seed", type=int, default=7)
@@ -247,6 +278,12 @@ def main() -> None:
             sys.exit("corrupt changes the run's own records: give --out")
         total, replaced = corrupt(args.run, args.out, args.fraction, random.Random(args.seed))
         print(f"{replaced} of {total} positives replaced by random passages -> {args.out}")
+        return
+    if args.variant == "thinned":
+        if args.out is None:
+            sys.exit("thinned changes the run's own records: give --out")
+        llm, keyphrase = thinned(args.run, args.out, args.count, args.min_repeated, random.Random(args.seed))
+        print(f"{llm} LLM records + {keyphrase} keyphrase records -> {args.out}")
         return
     if args.variant == "swap":
         if args.out is None or args.other is None:
