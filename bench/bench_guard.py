@@ -6,7 +6,8 @@ model folders that never trained on it, each model is paired against the base on
 positive relevant, nDCG@10 per query, `distill.metrics.paired_interval`), and, with --test, on the collection's
 real test queries (`bench/paired.py`'s figures). The warning fires when the dev interval lies wholly below 0; it is right when it
 fires on every model the test puts decidedly below the base and on none the test puts decidedly above it.
-One JSON line per model goes to --out.
+With --reference each model is paired against another model instead of the base: whether the dev set orders two
+ways of training (e.g. with and without the keyphrase records) as the test does. One JSON line per model goes to --out.
 
     .venv/bin/python bench/bench_guard.py --dev RUN/dev --test paired.json [--test more.json] MODEL [MODEL ...] --out rows.jsonl
 """
@@ -26,8 +27,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dev", type=Path, required=True, help="a run folder whose train.jsonl is the dev set")
     parser.add_argument("--test", type=Path, action="append", default=[],
-                        help="bench/paired.py output whose reference is the base model (repeatable)")
-    parser.add_argument("models", type=Path, nargs="+", help="model folders (the base model is the reference)")
+                        help="bench/paired.py output whose reference is the same as here (repeatable)")
+    parser.add_argument("models", type=Path, nargs="+", help="model folders")
+    parser.add_argument("--reference", type=Path,
+                        help="the model each is paired against (default: the base model, as distill train pairs)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
 
@@ -58,14 +61,14 @@ def main() -> None:
     for path in args.test:
         for row in json.loads(path.read_text())["rows"][1:]:
             tests[str(Path(row["model"]).resolve())] = row
-    base = per_query(resolve_base_model("all-MiniLM-L6-v2"))
-    print(f"dev: {len(query_rows)} queries, {len(passage_rows)} passages; base nDCG@10 {sum(base) / len(base):.4f}")
+    base = per_query(args.reference or resolve_base_model("all-MiniLM-L6-v2"))
+    print(f"dev: {len(query_rows)} queries, {len(passage_rows)} passages; reference nDCG@10 {sum(base) / len(base):.4f}")
     for folder in args.models:
         scores = per_query(folder)
         differences = [s - b for s, b in zip(scores, base)]
         low, high = paired_interval(differences)
         test = tests.get(str(folder.resolve()), {})
-        row = {"model": str(folder), "dev_queries": len(differences),
+        row = {"model": str(folder), "reference": str(args.reference or "base"), "dev_queries": len(differences),
                "dev_diff_points": round(100 * sum(differences) / len(differences), 2),
                "dev_interval_points": [round(100 * low, 2), round(100 * high, 2)], "warns": high < 0,
                "test_diff_points": test.get("diff_points"), "test_interval_points": test.get("interval_points")}
