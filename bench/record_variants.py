@@ -234,7 +234,7 @@ def thinned(run: Path, out: Path, count: int, min_repeated: int | None, rng: ran
     """The run's records in train.jsonl's order, its keyphrase records cut to `count` drawn at random or, with
     `min_repeated`, to those whose query has that many words occurring more than once in the seed passage: in a
     short passage every word occurs once, and tf x idf then picks by idf alone."""
-    from synthgen.text import STOPWORDS, words
+    from synthgen.keyphrases import content_words
 
     texts = {passage.id: passage.text for passage in _read_passages(run)}
     lines = open(run / "train.jsonl", encoding="utf-8").read().splitlines()
@@ -242,8 +242,7 @@ def thinned(run: Path, out: Path, count: int, min_repeated: int | None, rng: ran
     keyphrase_rows = [i for i, r in enumerate(records) if is_keyphrase_id(r["query_id"])]
 
     def repeated(record: dict) -> int:
-        counts = collections.Counter(w for w in words(texts[record["seed_id"]])
-                                     if w not in STOPWORDS and not w.isdigit() and len(w) > 2)
+        counts = collections.Counter(content_words(texts[record["seed_id"]]))
         return sum(counts[w] > 1 for w in record["query"].split())
 
     if min_repeated is not None:

@@ -43,10 +43,15 @@ def idf(passages: Sequence[Passage]) -> Callable[[str], float]:
     return lambda word: math.log(len(passages) / document_frequency.get(word, 1))
 
 
+def content_words(text: str) -> list[str]:
+    """The words a keyphrase query chooses from, in order: no stopwords, numbers or words under three letters."""
+    return [w for w in words(text) if w not in STOPWORDS and not w.isdigit() and len(w) > 2]
+
+
 def keyphrase_query(text: str, weight: Callable[[str], float], size: int = SIZE) -> str | None:
     """The `size` content words of highest sqrt(tf) x idf, in the order they first appear; None for a passage
     with fewer than 2 x size distinct content words, which leaves nothing out and so asks nothing."""
-    tokens = [w for w in words(text) if w not in STOPWORDS and not w.isdigit() and len(w) > 2]
+    tokens = content_words(text)
     counts = collections.Counter(tokens)
     if len(counts) < 2 * size:
         return None
