@@ -240,6 +240,7 @@ def thinned(run: Path, out: Path, count: int, min_repeated: int | None, rng: ran
     lines = open(run / "train.jsonl", encoding="utf-8").read().splitlines()
     records = [json.loads(line) for line in lines]
     keyphrase_rows = [i for i, r in enumerate(records) if is_keyphrase_id(r["query_id"])]
+    llm_rows = set(range(len(records))) - set(keyphrase_rows)
 
     def repeated(record: dict) -> int:
         counts = collections.Counter(content_words(texts[record["seed_id"]]))
@@ -249,9 +250,8 @@ def thinned(run: Path, out: Path, count: int, min_repeated: int | None, rng: ran
         kept = {i for i in keyphrase_rows if repeated(records[i]) >= min_repeated}
     else:
         kept = set(rng.sample(keyphrase_rows, min(count, len(keyphrase_rows))))
-    chosen = [line for i, line in enumerate(lines) if i in kept or not is_keyphrase_id(records[i]["query_id"])]
-    out.write_text("".join(line + "\n" for line in chosen), encoding="utf-8")
-    return len(chosen) - len(kept), len(kept)
+    out.write_text("".join(line + "\n" for i, line in enumerate(lines) if i in kept or i in llm_rows), encoding="utf-8")
+    return len(llm_rows), len(kept)
 
 
 # the LLM-free kinds: each writes (passage index, query, positive text) items for --out or --as-run
