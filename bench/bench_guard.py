@@ -61,11 +61,11 @@ def main() -> None:
     for path in args.test:
         for row in json.loads(path.read_text())["rows"][1:]:
             tests[str(Path(row["model"]).resolve())] = row
-    base = per_query(args.reference or resolve_base_model("all-MiniLM-L6-v2"))
-    print(f"dev: {len(query_rows)} queries, {len(passage_rows)} passages; reference nDCG@10 {sum(base) / len(base):.4f}")
+    reference = per_query(args.reference or resolve_base_model("all-MiniLM-L6-v2"))
+    print(f"dev: {len(query_rows)} queries, {len(passage_rows)} passages; reference nDCG@10 {sum(reference) / len(reference):.4f}")
     for folder in args.models:
         scores = per_query(folder)
-        differences = [s - b for s, b in zip(scores, base)]
+        differences = [s - r for s, r in zip(scores, reference)]
         low, high = paired_interval(differences)
         test = tests.get(str(folder.resolve()), {})
         row = {"model": str(folder), "reference": str(args.reference or "base"), "dev_queries": len(differences),
