@@ -51,6 +51,7 @@ class Shape:
     max_examples: int = 0  # train.max_steps times the batch size, when the recipe stops early (0: no cap)
     eval_passages: int = 0  # passages --eval encodes (the trained model's, and the base model's not cached), and
     # the dev set's pool times its evaluations (DEV_EVALUATIONS)
+    choose: bool = False  # --choose-keyphrases: a second training on the LLM's records, evaluated as the first
 
 
 @dataclass(frozen=True)
@@ -91,14 +92,19 @@ def project(passages: int, shape: Shape, rates: Rates, done: int = 0) -> dict[st
     541), never past the corpus."""
     prompts, judged, seeds, examples = _work(passages, shape, rates)
     prompts_done, judged_done, seeds_done, _ = _work(done, shape, rates)
+    second = 0.0
+    if shape.choose:  # the second student trains on the LLM's examples alone, and is evaluated as the first
+        llm_examples = prompts * rates.queries_per_prompt * shape.epochs
+        llm_examples = min(llm_examples, shape.max_examples) if shape.max_examples else llm_examples
+        second = rates.train_seconds + llm_examples * rates.example_seconds
     new_queries, new_seeds = judged - judged_done, seeds - seeds_done
     candidates = new_queries * max(rates.pairs_per_query - 1, 0.0)
     reads = min(new_seeds + candidates * (1 - new_seeds / max(shape.passages, 1)), shape.passages)
     return {"generate": (prompts - prompts_done) * rates.prompt_seconds * GENERATE_OVERHEAD,
             "relabel": rates.relabel_seconds
             + (READ_PAIRS * reads + new_queries * rates.pairs_per_query) * rates.pair_seconds,
-            "train": rates.train_seconds + examples * rates.example_seconds,
-            "eval": shape.eval_passages * rates.encode_seconds}
+            "train": rates.train_seconds + examples * rates.example_seconds + second,
+            "eval": (1 + shape.choose) * shape.eval_passages * rates.encode_seconds}
 
 
 def choose(budget_seconds: float, spent_seconds: float, done: int, limit: int, shape: Shape, rates: Rates) -> int:

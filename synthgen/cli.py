@@ -173,6 +173,7 @@ def pipeline(
     max_passages: Optional[int] = typer.Option(None, "--max-passages", help=f"Sample up to this many passages to write queries for, however long it takes: more take longer and usually train a better model. Default: {DEFAULT_MAX_PASSAGES}, or as many as fit --time-budget."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help=f"Minutes for the whole run, evaluation included: the LLM takes as many of the --max-passages passages as fit, projected from this machine's speed measured on the first 64. Default: {DEFAULT_TIME_BUDGET:g} when --max-passages is not given, else none. report.md says how many; --max-passages with that number repeats the run on any machine."),
     dev_passages: int = typer.Option(0, "--dev-passages", help="Also write LLM queries for this many passages of a separate sample (dev/), relabeled the same way: the trained model is compared with the base on them, and a warning says when it is worse beyond their noise. Off by default: about 8 minutes for 100 on a 2-core AVX2 CPU (README, 'The guard')."),
+    choose_keyphrases: bool = typer.Option(False, "--choose-keyphrases", help="With --dev-passages: also train on the LLM's records alone (model-llm/) and keep whichever model the dev set scores higher. Keyphrase records cost NPL's short abstracts 3.9 nDCG@10 and help SciFact and Cranfield; the dev set told them apart (README, 'What NPL's loss comes from'). Costs a second, shorter training."),
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     sample: str = typer.Option(DEFAULT_SAMPLE, "--sample", help="Which passages get queries: cluster (k-means over passage embeddings, every cluster in proportion), or random."),
     keyphrase_queries: int = typer.Option(GenerateConfig.keyphrase_queries, "--keyphrase-queries", help=KEYPHRASES_HELP),
@@ -200,6 +201,7 @@ def pipeline(
     max_passages, time_budget = sample_limits(max_passages, time_budget)
     run_pipeline(PipelineOptions(
         corpus=corpus, out=out, recipe=recipe, eval=eval_, dims=dims, llm=llm, max_passages=max_passages, time_budget=time_budget, dev_passages=dev_passages,
+        choose_keyphrases=choose_keyphrases,
         queries_per_passage=queries_per_passage, sample=sample, keyphrase_queries=keyphrase_queries, max_tokens=max_tokens,
         forms=split_forms(forms), seed=seed, prompt=prompt, judges=judges, judge_keyphrases=judge_keyphrases,
         overrides=list(set_),

@@ -56,6 +56,7 @@ class PipelineOptions:
     time_budget: Optional[float] = DEFAULT_TIME_BUDGET  # minutes: fewer passages than max_passages where they would
     # not fit (None: the whole sample, however long; sample_limits gives the CLI's pair)
     dev_passages: int = 0  # passages of a separate sample whose LLM queries judge the trained model (0: no dev set)
+    choose_keyphrases: bool = False  # also train on the LLM's records alone; the dev set keeps one (synthgen.stages.choose)
     queries_per_passage: int = GenerateConfig.queries_per_passage
     sample: str = DEFAULT_SAMPLE  # which passages get queries: random | cluster
     keyphrase_queries: int = GenerateConfig.keyphrase_queries  # LLM-free queries per LLM passage
@@ -94,6 +95,10 @@ def run_pipeline(options: PipelineOptions) -> dict[str, Any]:
         raise UserError(f"--time-budget must be more than 0 minutes, not {options.time_budget:g}")
     if options.dev_passages < 0:
         raise UserError(f"--dev-passages must be 0 or more, not {options.dev_passages}")
+    if options.choose_keyphrases and not options.dev_passages:
+        raise UserError("--choose-keyphrases needs --dev-passages N: the dev set is what chooses")
+    if options.choose_keyphrases and not options.keyphrase_queries:
+        raise UserError("--choose-keyphrases with --keyphrase-queries 0: there are no keyphrase records to choose against")
     run_dir = prepare_dir(options.out)
     with hold(run_dir):  # the whole pipeline: its stages, the model folder it may replace, the report
         return _run_locked(options, run_dir, started)
@@ -107,6 +112,7 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     from synthgen.rundir import read_manifest, write_manifest_section, write_text
     from synthgen.stages import generate, train
     from synthgen.stages.budget import BudgetStage
+    from synthgen.stages.choose import ChooseStage, choose
     from synthgen.stages.relabel import RelabelStage
 
     dev_dir = run_dir / DEV_DIR if options.dev_passages else None
@@ -135,10 +141,17 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     train_stage = train.TrainStage(recipe, run_dir, options.quiet)
     generate_stage = generate.GenerateStage(prepared, options.quiet, budgeted=options.time_budget is not None)
     stages = [generate_stage, RelabelStage(run_dir, relabel_options, options.quiet), train_stage]
+    choose_stage = ChooseStage(recipe, run_dir, options.quiet) if options.choose_keyphrases else None
+    if choose_stage is not None:
+        stages.append(choose_stage)
     if options.time_budget is not None:  # first: it chooses how many passages generate takes
-        stages.insert(0, BudgetStage(options.time_budget, prepared, recipe, relabel_options, started, options.quiet))
+        stages.insert(0, BudgetStage(options.time_budget, prepared, recipe, relabel_options, started, options.quiet,
+                                     choose=options.choose_keyphrases))
     reports.update(run_stages(run_dir, stages))
-    result = train_stage.result
+    result, choice = train_stage.result, None
+    if choose_stage is not None:
+        choice, result = choose(result, choose_stage.result)
+        print(f"choose: {choice.line()}")
     section = {
         "stages": {name: dataclasses.asdict(report) for name, report in reports.items()},
         "model": result.output_dir,
@@ -153,6 +166,7 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
         "sample": config.sample,
         "keyphrase_queries": config.keyphrase_queries,
         "judge_keyphrases": relabel_options.judge_keyphrases,
+        "choice": dataclasses.asdict(choice) if choice is not None else None,
         "wall_seconds": round(time.perf_counter() - started, 2),
     }
     write_manifest_section(run_dir, "pipeline", section)

@@ -60,6 +60,12 @@ def format_report(section: dict[str, Any]) -> str:
                   + ("judged like the LLM's." if section.get("judge_keyphrases", True) else
                      "judged by the retrievers alone (--no-judge-keyphrases: on SciFact 0.71 nDCG@10 lower than with "
                      "the LLM judging them too; README, Ablations)."), ""]
+    if section.get("choice"):
+        from synthgen.stages.choose import Choice
+
+        lines += [f"Keyphrase records (--choose-keyphrases): {Choice(**section['choice']).line()}. The dev set chose "
+                  "as the test did where the test decided (NPL: without them; SciFact, Cranfield: with them; README, "
+                  "\"What NPL's loss comes from\").", ""]
     dev = section["dev"]
     if dev["base"] and dev["trained"]:
         m = dev["metric"]

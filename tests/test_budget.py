@@ -107,3 +107,14 @@ def test_the_dev_sets_evaluations_count_its_distinct_passages(tmp_path):
                {"query": "q3", "pos": ["a"]}]
     (tmp_path / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert dev_pool_passages(tmp_path / "dev.jsonl") == 4
+
+
+def test_choosing_the_keyphrase_records_adds_a_training_on_the_llms_examples_and_an_evaluation():
+    """--choose-keyphrases: model-llm/ trains on the LLM's queries alone (95 of 100 passages' prompts kept) with its
+    own loading and saving, and is evaluated as the first model is."""
+    plain, chosen = project(100, SHAPE, RATES), project(100, dataclasses.replace(SHAPE, choose=True), RATES)
+    assert chosen["train"] - plain["train"] == pytest.approx(20 + 95 * 0.36)
+    assert chosen["eval"] == pytest.approx(2 * plain["eval"])
+    assert {k: chosen[k] for k in ("generate", "relabel")} == {k: plain[k] for k in ("generate", "relabel")}
+    capped = dataclasses.replace(SHAPE, choose=True, max_examples=64)
+    assert project(100, capped, RATES)["train"] == pytest.approx(2 * 20 + 2 * 64 * 0.36)

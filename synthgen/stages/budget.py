@@ -34,12 +34,14 @@ class BudgetStage:
     name = "budget"
 
     def __init__(self, minutes: float, prepared: GenerateRun, recipe: Recipe, relabel_options: RelabelOptions,
-                 started: float, quiet: bool = False):
+                 started: float, quiet: bool = False, choose: bool = False):
         self.minutes, self.prepared, self.recipe, self.relabel_options = minutes, prepared, recipe, relabel_options
-        self.started, self.quiet = started, quiet
+        self.started, self.quiet, self.choose = started, quiet, choose
         config = prepared.config
         self.limit = min(config.max_passages or len(prepared.passages), len(prepared.passages))
         self.identity = {"generate": prepared.identity, "minutes": minutes, "limit": self.limit}
+        if choose:  # only then, so the runs without a second training keep their choice
+            self.identity["choose"] = True
 
     def prepare(self) -> None:
         pass
@@ -77,7 +79,7 @@ class BudgetStage:
             passages=len(prepared.passages), judge_keyphrases=self.relabel_options.judge_keyphrases,
             llm_judges=bool(llm_judges),
             epochs=self.recipe.train.epochs, max_examples=self.recipe.train.max_steps * self.recipe.train.batch_size,
-            eval_passages=eval_passages)
+            eval_passages=eval_passages, choose=self.choose)
         # spent: everything so far, the prefix's generation and judging and the probes included
         choice = budget.decide(self.minutes, time.perf_counter() - self.started, prefix, self.limit, shape, rates)
         section = {"identity": self.identity, "choice": choice.to_dict()}

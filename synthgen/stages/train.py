@@ -138,15 +138,15 @@ class TrainStage:
 
         identity, out = self.identity(), Path(self.recipe.output)
         with hold(out, "model folder"):  # another process may be training into it (`distill train`)
-            if read_manifest(self.run_dir).get("train", {}).get("identity") != identity and out.exists():
+            if read_manifest(self.run_dir).get(self.name, {}).get("identity") != identity and out.exists():
                 shutil.rmtree(out)  # a model (or a half-trained one) of other data or another recipe
-            write_manifest_section(self.run_dir, "train", {"identity": identity, "complete": False})
+            write_manifest_section(self.run_dir, self.name, {"identity": identity, "complete": False})
             started = time.perf_counter()
             self.result = train(self.recipe, progress=not self.quiet)
         # training and the evaluation after it: what the stage costs, kept for a later run that skips it
         section = {"identity": identity, "complete": True, **dataclasses.asdict(self.result),
                    "wall_seconds": round(time.perf_counter() - started, 2)}
-        write_manifest_section(self.run_dir, "train", section)
+        write_manifest_section(self.run_dir, self.name, section)
         return section
 
     def counts(self, section: dict[str, Any]) -> dict[str, Any]:
