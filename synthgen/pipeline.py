@@ -112,12 +112,15 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     from synthgen.rundir import read_manifest, write_manifest_section, write_text
     from synthgen.stages import generate, train
     from synthgen.stages.budget import BudgetStage
-    from synthgen.stages.choose import ChooseStage, choose
+    from synthgen.stages.choose import MIXED_MODEL, ChooseStage, choose, keep
     from synthgen.stages.relabel import RelabelStage
 
     dev_dir = run_dir / DEV_DIR if options.dev_passages else None
+    if options.choose_keyphrases and any(item.partition("=")[0].strip() == "output" for item in options.overrides):
+        raise UserError("--set output: with --choose-keyphrases the kept model is copied to the run folder's model/")
     recipe = train.build_recipe(options.recipe, options.overrides, run_dir, options.eval, options.dims,
-                                dev_dir / "train.jsonl" if dev_dir else None)
+                                dev_dir / "train.jsonl" if dev_dir else None,
+                                MIXED_MODEL if options.choose_keyphrases else "model")
     train.check_model_folder(recipe, run_dir)
     train.check_dims(recipe)
     relabel_options = RelabelOptions(llm=options.llm, judges=options.judges, judge_keyphrases=options.judge_keyphrases,
@@ -151,10 +154,11 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     result, choice = train_stage.result, None
     if choose_stage is not None:
         choice, result = choose(result, choose_stage.result)
+        keep(Path(choice.chosen), run_dir / "model")
         print(f"choose: {choice.line()}")
     section = {
         "stages": {name: dataclasses.asdict(report) for name, report in reports.items()},
-        "model": result.output_dir,
+        "model": str((run_dir / "model").resolve()) if choice is not None else result.output_dir,
         "eval": eval_table(result),
         "dev": {"metric": result.metric, "base": result.base_dev, "trained": result.best_dev,
                 "beats_base": result.beats_base, "interval": result.dev_interval,

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from distill.result import TrainResult
-from synthgen.stages.choose import LLM_MODEL, choose, write_llm_records
+from synthgen.stages.choose import LLM_MODEL, choose, keep, write_llm_records
 
 
 def record(query_id: str) -> dict:
@@ -43,3 +43,19 @@ def test_the_dev_set_keeps_the_higher_model_and_the_keyphrase_mix_on_a_tie(mixed
 def test_without_a_second_model_the_mix_is_kept():
     choice, chosen = choose(result("run/model", 0.6), None)
     assert chosen.output_dir == "run/model" and choice.llm is None and "nothing to choose" in choice.line()
+
+
+def test_the_kept_model_is_copied_whole_and_only_when_it_changed(tmp_path):
+    first, second, model = tmp_path / "a", tmp_path / "b", tmp_path / "model"
+    for folder, text in ((first, "one"), (second, "two")):
+        (folder / "train_state").mkdir(parents=True)
+        (folder / "training.json").write_text(text)
+        (folder / "weights").write_text(text * 3)
+    keep(first, model)
+    assert sorted(p.name for p in model.iterdir()) == ["training.json", "weights"]  # no training state
+    (model / "weights").write_text("touched")
+    keep(first, model)  # the same training.json: left as it is
+    assert (model / "weights").read_text() == "touched"
+    keep(second, model)
+    assert (model / "weights").read_text() == "twotwotwo"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "model"]  # no staging folder left

@@ -224,6 +224,7 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
         (["--dev-passages", "5", "--set", "eval.every=3"], "--set eval.every: the pipeline sets it"),
         (["--choose-keyphrases"], "--choose-keyphrases needs --dev-passages N"),
         (["--choose-keyphrases", "--dev-passages", "5", "--keyphrase-queries", "0"], "no keyphrase records to choose"),
+        (["--choose-keyphrases", "--dev-passages", "5", "--set", "output=elsewhere"], "--set output: with --choose"),
     ],
 )
 def test_user_mistakes_are_one_line_errors_before_any_stage(tmp_path, extra, message):
@@ -277,10 +278,11 @@ def test_dev_passages_judge_the_model_on_a_separate_sample(common, tiny_bert_pat
 
 def test_choose_keyphrases_trains_on_the_llm_records_too_and_keeps_the_model_the_dev_set_scores_higher(
         common, tiny_bert_path, tmp_path):
-    """--choose-keyphrases: model-llm/ is trained on train.jsonl less its keyphrase records, with the run's recipe
-    and dev set; the pipeline's model is whichever of the two scores higher on the dev set (model/ on a tie)."""
+    """--choose-keyphrases: model-keyphrases/ is trained on train.jsonl and model-llm/ on it less its keyphrase
+    records, with the run's recipe and dev set; model/ is a copy of whichever scores higher on the dev set (the
+    keyphrase mix on a tie)."""
     from synthgen.keyphrases import is_keyphrase_id
-    from synthgen.stages.choose import LLM_MODEL, LLM_RECORDS
+    from synthgen.stages.choose import LLM_MODEL, LLM_RECORDS, MIXED_MODEL
 
     run = tmp_path / "run"
     args = [*common, "--out", str(run), "--max-passages", "20", "--keyphrase-queries", "1", "--dev-passages", "12",
@@ -293,19 +295,23 @@ def test_choose_keyphrases_trains_on_the_llm_records_too_and_keeps_the_model_the
     llm = [r for r in records if not is_keyphrase_id(r.query_id)]
     assert 0 < len(llm) < len(records)
     assert list(read_records(run / LLM_RECORDS, TrainingExample)) == llm
-    mixed, alone = (json.loads((run / folder / "training.json").read_text()) for folder in ("model", LLM_MODEL))
+    mixed, alone = (json.loads((run / folder / "training.json").read_text()) for folder in (MIXED_MODEL, LLM_MODEL))
     assert alone["data"]["train_examples"] == len(llm) and mixed["data"]["train_examples"] == len(records)
     assert alone["data"]["dev_examples"] == mixed["data"]["dev_examples"] > 0  # the same dev set judges both
     choice = section["choice"]
     assert (choice["keyphrases"], choice["llm"]) == (mixed["best_dev"]["ndcg@10"], alone["best_dev"]["ndcg@10"])
-    kept = LLM_MODEL if alone["best_dev"]["ndcg@10"] > mixed["best_dev"]["ndcg@10"] else "model"
-    assert section["model"] == choice["chosen"] == str((run / kept).resolve())
+    kept = LLM_MODEL if alone["best_dev"]["ndcg@10"] > mixed["best_dev"]["ndcg@10"] else MIXED_MODEL
+    assert choice["chosen"] == str((run / kept).resolve()) and section["model"] == str((run / "model").resolve())
+    for name in ("model.safetensors", "training.json", "config.json"):  # model/ is the kept one, where it always is
+        assert (run / "model" / name).read_bytes() == (run / kept / name).read_bytes()
     assert section["dev"]["trained"] == (alone if kept == LLM_MODEL else mixed)["best_dev"]
     assert "--choose-keyphrases" in (run / "report.md").read_text()
 
-    pipeline(*args)  # nothing stale, and the same choice read back
+    copied = (run / "model" / "model.safetensors").stat().st_mtime_ns
+    pipeline(*args)  # nothing stale, and the same choice read back, its copy left as it is
     again = manifest(run)["pipeline"]
     assert {s["status"] for s in again["stages"].values()} == {"skipped"} and again["choice"] == choice
+    assert (run / "model" / "model.safetensors").stat().st_mtime_ns == copied
 
 
 def test_dev_slice_shrinks_to_fit_a_small_corpus(tmp_path):

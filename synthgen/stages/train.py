@@ -36,7 +36,7 @@ def bundled_recipe() -> Path:
 
 
 def build_recipe(path: Optional[Path], overrides: list[str], run_dir: Path, beir: Optional[Path], dims: str,
-                 dev: Optional[Path] = None) -> Recipe:
+                 dev: Optional[Path] = None, model_folder: str = "model") -> Recipe:
     """The recipe the train stage will run, checked now (files too, but train.jsonl, which relabel writes, and the
     `dev` records, which the pipeline's dev sample writes). With `dev` the dev set only judges the model it saves:
     no checkpoint is chosen by it (eval.every 0), as the README's guard checks found no dev signal fit to choose."""
@@ -55,7 +55,7 @@ def build_recipe(path: Optional[Path], overrides: list[str], run_dir: Path, beir
     if dims.strip():
         overrides.append(f"eval.dims=[{dims}]")
     if not any(item.partition("=")[0].strip() == "output" for item in given):
-        overrides.append(f"output={(run_dir / 'model').resolve()}")
+        overrides.append(f"output={(run_dir / model_folder).resolve()}")
     path = path or bundled_recipe()
     recipe = load_recipe(path, overrides, check_files=False)
     check_paths(dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, train="", dev="" if dev else recipe.data.dev)),
