@@ -56,7 +56,7 @@ class PipelineOptions:
     time_budget: Optional[float] = DEFAULT_TIME_BUDGET  # minutes: fewer passages than max_passages where they would
     # not fit (None: the whole sample, however long; sample_limits gives the CLI's pair)
     dev_passages: int = 0  # passages of a separate sample whose LLM queries judge the trained model (0: no dev set)
-    choose_keyphrases: bool = False  # also train on the LLM's records alone; the dev set keeps one (synthgen.stages.choose)
+    choose_keyphrases: bool = False  # also train on the LLM's records alone; the dev set keeps one (stages.choose)
     queries_per_passage: int = GenerateConfig.queries_per_passage
     sample: str = DEFAULT_SAMPLE  # which passages get queries: random | cluster
     keyphrase_queries: int = GenerateConfig.keyphrase_queries  # LLM-free queries per LLM passage
@@ -98,7 +98,8 @@ def run_pipeline(options: PipelineOptions) -> dict[str, Any]:
     if options.choose_keyphrases and not options.dev_passages:
         raise UserError("--choose-keyphrases needs --dev-passages N: the dev set is what chooses")
     if options.choose_keyphrases and not options.keyphrase_queries:
-        raise UserError("--choose-keyphrases with --keyphrase-queries 0: there are no keyphrase records to choose against")
+        raise UserError("--choose-keyphrases with --keyphrase-queries 0: "
+                        "there are no keyphrase records to choose against")
     run_dir = prepare_dir(options.out)
     with hold(run_dir):  # the whole pipeline: its stages, the model folder it may replace, the report
         return _run_locked(options, run_dir, started)

@@ -1,4 +1,4 @@
-"""The stages of a run (generate, relabel, train): the only code that reads and writes a run folder.
+"""The stages of a run (budget, generate, relabel, train, choose): the only code that reads and writes a run folder.
 
 Each stage records in manifest.json an identity: what decides its output (its options and a fingerprint of its
 input files). `is_current` is the one rule that says whether a stage's recorded output still holds: the section

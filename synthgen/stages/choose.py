@@ -114,7 +114,7 @@ class Choice:
     """The dev set's scores of the two models, and which is kept (the keyphrase mix on a tie)."""
 
     metric: str
-    keyphrases: float  # the model of every record (model/)
+    keyphrases: float  # the model of every record (model-keyphrases/)
     llm: Optional[float]  # the model of the LLM's records alone (None: nothing to choose between)
     chosen: str  # the kept model's folder
 
