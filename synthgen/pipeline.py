@@ -117,8 +117,6 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     from synthgen.stages.relabel import RelabelStage
 
     dev_dir = run_dir / DEV_DIR if options.dev_passages else None
-    if options.choose_keyphrases and any(item.partition("=")[0].strip() == "output" for item in options.overrides):
-        raise UserError("--set output: with --choose-keyphrases the kept model is copied to the run folder's model/")
     recipe = train.build_recipe(options.recipe, options.overrides, run_dir, options.eval, options.dims,
                                 dev_dir / "train.jsonl" if dev_dir else None,
                                 MIXED_MODEL if options.choose_keyphrases else "model")

@@ -39,22 +39,25 @@ def build_recipe(path: Optional[Path], overrides: list[str], run_dir: Path, beir
                  dev: Optional[Path] = None, model_folder: str = "model") -> Recipe:
     """The recipe the train stage will run, checked now (files too, but train.jsonl, which relabel writes, and the
     `dev` records, which the pipeline's dev sample writes). With `dev` the dev set only judges the model it saves:
-    no checkpoint is chosen by it (eval.every 0), as the README's guard checks found no dev signal fit to choose."""
+    no checkpoint is chosen by it (eval.every 0), as the README's guard checks found no dev signal fit to choose.
+    A `model_folder` other than model/ (--choose-keyphrases) refuses --set output: model/ is then the kept copy."""
     from distill.recipe import check_paths, load_recipe
 
     owned = OWNED_KEYS + (DEV_KEYS if dev is not None else ())
-    for item in overrides:
-        key = item.partition("=")[0].strip()
+    keys = [item.partition("=")[0].strip() for item in overrides]
+    for key in keys:
         if key in owned:
             raise UserError(f"--set {key}: the pipeline sets it (train.jsonl of the run, --eval, --dims, --dev-passages)")
-    given, overrides = overrides, [*overrides, f"data.train={(run_dir / 'train.jsonl').resolve()}"]
+    if "output" in keys and model_folder != "model":
+        raise UserError("--set output: with --choose-keyphrases the kept model is copied to the run folder's model/")
+    overrides = [*overrides, f"data.train={(run_dir / 'train.jsonl').resolve()}"]
     if dev is not None:
         overrides += [f"data.dev={dev.resolve()}", "data.dev_size=0", "eval.every=0"]
     if beir is not None:
         overrides.append(f"eval.beir={beir.resolve()}")
     if dims.strip():
         overrides.append(f"eval.dims=[{dims}]")
-    if not any(item.partition("=")[0].strip() == "output" for item in given):
+    if "output" not in keys:
         overrides.append(f"output={(run_dir / model_folder).resolve()}")
     path = path or bundled_recipe()
     recipe = load_recipe(path, overrides, check_files=False)
