@@ -46,6 +46,12 @@ def kill_at_random(command: list, marker: Path, total: int, rng: random.Random) 
     return f"killed at {count_lines(marker)} of {total} lines of {marker.name} (target {target}, pause {pause:.2f} s)"
 
 
+def strip_timing(log: Path) -> list:
+    """A training log's lines without their wall-clock fields, which no two runs share."""
+    return [{k: v for k, v in json.loads(line).items() if k not in ("elapsed_s", "examples_per_s")}
+            for line in log.read_text().splitlines()]
+
+
 SYNTHGEN = "from synthgen.cli import main; main()"
 DISTILL = "from distill.cli import main; main()"
 
@@ -101,6 +107,47 @@ def test_kill_9_anywhere_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_
     assert a.keys() == b.keys(), notes
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-6, atol=1e-7, msg=lambda m: f"{m}\n{notes}")
-    strip = lambda folder: [{k: v for k, v in json.loads(line).items() if k not in ("elapsed_s", "examples_per_s")}  # noqa: E731
-                            for line in (folder / "model" / "log.jsonl").read_text().splitlines()]
-    assert strip(run) == strip(whole), notes
+    assert strip_timing(run / "model" / "log.jsonl") == strip_timing(whole / "model" / "log.jsonl"), notes
+
+
+def test_kill_9_in_the_choose_stage_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_llm_path, tiny_bert_path):
+    """--choose-keyphrases trains a second student after the first and copies the kept one to model/: killed
+    anywhere in that training (or in the copy after it), the same command finishes it as if nothing had happened."""
+    from synthgen.rundir import remove_tree
+    from synthgen.stages.choose import LLM_MODEL
+    from test_pipeline import corpus_args, pipeline
+
+    seed = int(os.environ.get("KILL_SEED", random.SystemRandom().randrange(2**32)))
+    rng = random.Random(seed)
+    run = tmp_path / "run"
+    args = [*corpus_args(CORPUS, tiny_llm_path, tmp_path), "--out", str(run), "--max-passages", "12",
+            "--keyphrase-queries", "1", "--dev-passages", "6", "--choose-keyphrases",
+            *[x for item in (f"model.base={tiny_bert_path}", "train.batch_size=4", "train.max_steps=6",
+                             "train.checkpoint_every=1", "model.max_passage_length=32")
+              for x in ("--set", item)]]
+    pipeline(*args)
+    section = json.loads((run / "manifest.json").read_text())["pipeline"]
+    whole = {name: load_file(str(run / folder / "model.safetensors")) for name, folder in (("llm", LLM_MODEL),
+                                                                                             ("kept", "model"))}
+    log = strip_timing(run / LLM_MODEL / "log.jsonl")
+    assert sum(line["event"] == "train" for line in log) == 6 and section["choice"]["llm"] is not None  # two models
+
+    notes = [f"KILL_SEED={seed}"]
+    remove_tree(run / LLM_MODEL)  # the stage's output gone: the pipeline runs the choose stage again, only it
+    remove_tree(run / "model")
+    for _ in range(KILLS):
+        notes.append(kill_at_random([SYNTHGEN, "pipeline", *args], run / LLM_MODEL / "log.jsonl", len(log), rng))
+    pipeline(*args)
+    again = json.loads((run / "manifest.json").read_text())["pipeline"]
+    statuses = {name: stage["status"] for name, stage in again["stages"].items()}
+    assert statuses.pop("choose") in ("ran", "skipped"), notes  # skipped: a kill after the stage, in the copy
+    assert set(statuses.values()) == {"skipped"}, notes
+    assert again["choice"] == section["choice"], notes
+    assert strip_timing(run / LLM_MODEL / "log.jsonl") == log, notes
+    for name, folder in (("llm", LLM_MODEL), ("kept", "model")):
+        resumed = load_file(str(run / folder / "model.safetensors"))
+        assert resumed.keys() == whole[name].keys(), notes
+        for key in resumed:
+            torch.testing.assert_close(resumed[key], whole[name][key], rtol=1e-6, atol=1e-7,
+                                       msg=lambda m: f"{folder}: {m}\n{notes}")
+    assert not any(run.glob("model.*")), notes  # no staging folder left
