@@ -10,6 +10,7 @@ refused as the single commands refuse them.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,13 +152,16 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
                                 options.cache_dir, options.executor)
 
     quiet_libraries()  # distill's warnings as `warning: ...` lines, without the libraries' loading chatter
-    reports = {}
+    reports, notes = {}, []
     if dev_dir is not None:  # first: with --time-budget its minutes are spent before the budget chooses
-        dev_seed = options.seed + DEV_SEED_OFFSET
-        dev_config = dataclasses.replace(config, max_passages=options.dev_passages, seed=dev_seed, keyphrase_queries=0)
-        dev_stages = [generate.GenerateStage(generate.resample(prepared, dev_dir, dev_config), options.quiet),
-                      RelabelStage(dev_dir, dataclasses.replace(relabel_options, seed=dev_seed), options.quiet)]
-        reports.update(run_stages(dev_dir, dev_stages, label="dev "))
+        if not run_dev_set(dev_dir, prepared, dataclasses.replace(config, max_passages=options.dev_passages),
+                           relabel_options, options.quiet, reports):
+            # a small corpus whose LLM queries were all filtered out: the run goes on as with --dev-passages 0
+            notes.append(f"the dev set ({DEV_DIR}/) has no records (its LLM queries were all filtered out), so the run "
+                         "goes on without one: no choice of keyphrase records and no comparison with the base")
+            print(f"warning: {notes[-1]}", file=sys.stderr)
+            dev_dir, options = None, dataclasses.replace(options, choose_keyphrases=False)
+            recipe = train.build_recipe(options.recipe, options.overrides, run_dir, options.eval, options.dims)
         prepared = dataclasses.replace(prepared, started=time.perf_counter())  # generate's wall time: its own
     train_stage = train.TrainStage(recipe, run_dir, options.quiet)
     generate_stage = generate.GenerateStage(prepared, options.quiet, budgeted=options.time_budget is not None)
@@ -171,7 +175,7 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     reports.update(run_stages(run_dir, stages))
     result, choice = train_stage.result, None
     if choose_stage is not None:
-        choice, result = choose(result, choose_stage.result)
+        choice, result = choose(result, choose_stage.result, choose_stage.skipped())
         keep(Path(choice.chosen), run_dir / "model")
         print(f"choose: {choice.line()}")
     section = {
@@ -182,7 +186,7 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
                 "beats_base": result.beats_base, "interval": result.dev_interval,
                 "source": (f"{result.data.get('dev_examples')} LLM queries of a separate sample of {options.dev_passages} "
                            f"passages, {DEV_DIR}/" if dev_dir else "held out of the training records")},
-        "warnings": result.warnings,
+        "warnings": [*notes, *result.warnings],
         "max_passages": generate_stage.prepared.config.max_passages,
         "time_budget": read_manifest(run_dir)["budget"]["choice"] if options.time_budget is not None else None,
         "sample": config.sample,
@@ -198,6 +202,31 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     print(report, end="")
     print(f"report: {run_dir / REPORT}, plot: {run_dir / PLOT}")
     return section
+
+
+def run_dev_set(dev_dir: Path, prepared, config: GenerateConfig, relabel_options: RelabelOptions, quiet: bool,
+                reports: dict[str, Any]) -> bool:
+    """The dev set's generate and relabel, on a sample of its own (the run's seed + DEV_SEED_OFFSET, LLM queries
+    only), their reports added to `reports`; whether it holds a record."""
+    from synthgen.stages import generate
+    from synthgen.stages.relabel import RelabelStage
+
+    seed = config.seed + DEV_SEED_OFFSET
+    sample = generate.resample(prepared, dev_dir, dataclasses.replace(config, seed=seed, keyphrase_queries=0))
+    reports.update(run_stages(dev_dir, [generate.GenerateStage(sample, quiet)], label="dev "))
+    if not has_records(dev_dir / "queries.jsonl"):
+        return False
+    reports.update(run_stages(dev_dir, [RelabelStage(dev_dir, dataclasses.replace(relabel_options, seed=seed), quiet)],
+                              label="dev "))
+    return has_records(dev_dir / "train.jsonl")
+
+
+def has_records(path: Path) -> bool:
+    """Whether a JSONL file a stage wrote holds a record."""
+    if not path.is_file():
+        return False
+    with open(path, encoding="utf-8") as handle:
+        return any(line.strip() for line in handle)
 
 
 def run_stages(run_dir: Path, stages: list, label: str = "") -> dict[str, Any]:

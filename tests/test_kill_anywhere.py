@@ -121,7 +121,7 @@ def test_kill_9_in_the_choose_stage_then_resume_equals_an_uninterrupted_run(tmp_
     rng = random.Random(seed)
     run = tmp_path / "run"
     args = [*corpus_args(CORPUS, tiny_llm_path, tmp_path), "--out", str(run), "--max-passages", "12",
-            "--keyphrase-queries", "1", "--dev-passages", "6", "--choose-keyphrases",
+            "--keyphrase-queries", "1", "--dev-passages", "22", "--queries-per-passage", "2", "--choose-keyphrases",
             *[x for item in (f"model.base={tiny_bert_path}", "train.batch_size=4", "train.max_steps=6",
                              "train.checkpoint_every=1", "model.max_passage_length=32")
               for x in ("--set", item)]]

@@ -295,10 +295,10 @@ def test_choose_keyphrases_trains_on_the_llm_records_too_and_keeps_the_model_the
     records, with the run's recipe and dev set; model/ is a copy of whichever scores higher on the dev set (the
     keyphrase mix on a tie)."""
     from synthgen.keyphrases import is_keyphrase_id
-    from synthgen.stages.choose import LLM_MODEL, LLM_RECORDS, MIXED_MODEL
+    from synthgen.stages.choose import LLM_MODEL, LLM_RECORDS, MIN_DEV_RECORDS, MIXED_MODEL
 
     run = tmp_path / "run"
-    args = [*common, "--out", str(run), "--max-passages", "20", "--keyphrase-queries", "1", "--dev-passages", "12",
+    args = [*common, "--out", str(run), "--max-passages", "20", "--keyphrase-queries", "1", "--dev-passages", "50",
             "--choose-keyphrases", "--set", f"model.base={tiny_bert_path}",
             *[x for item in SMALL_RECIPE for x in ("--set", item)]]
     pipeline(*args)
@@ -310,7 +310,7 @@ def test_choose_keyphrases_trains_on_the_llm_records_too_and_keeps_the_model_the
     assert list(read_records(run / LLM_RECORDS, TrainingExample)) == llm
     mixed, alone = (json.loads((run / folder / "training.json").read_text()) for folder in (MIXED_MODEL, LLM_MODEL))
     assert alone["data"]["train_examples"] == len(llm) and mixed["data"]["train_examples"] == len(records)
-    assert alone["data"]["dev_examples"] == mixed["data"]["dev_examples"] > 0  # the same dev set judges both
+    assert alone["data"]["dev_examples"] == mixed["data"]["dev_examples"] >= MIN_DEV_RECORDS  # one dev set judges both
     choice = section["choice"]
     assert (choice["keyphrases"], choice["llm"]) == (mixed["best_dev"]["ndcg@10"], alone["best_dev"]["ndcg@10"])
     kept = LLM_MODEL if alone["best_dev"]["ndcg@10"] > mixed["best_dev"]["ndcg@10"] else MIXED_MODEL
@@ -325,6 +325,29 @@ def test_choose_keyphrases_trains_on_the_llm_records_too_and_keeps_the_model_the
     again = manifest(run)["pipeline"]
     assert {s["status"] for s in again["stages"].values()} == {"skipped"} and again["choice"] == choice
     assert (run / "model" / "model.safetensors").stat().st_mtime_ns == copied
+
+
+def test_a_dev_set_without_records_leaves_the_run_without_one(tiny_llm_path, tiny_bert_path, tmp_path):
+    """Three short notes: the known answer's query (its form and the file's title, a number) is filtered out, so
+    only keyphrase queries train. The default dev set, LLM queries only, is then empty: the run goes on without it,
+    says so, and trains one model where model/ always is."""
+    corpus = tmp_path / "notes"
+    corpus.mkdir()
+    for i, text in enumerate(["Bees make honey from nectar collected from flowers in the summer.",
+                              "Sourdough bread rises with wild yeast and lactic acid bacteria over many hours.",
+                              "A hive keeps its queen warm through winter by clustering worker bees."]):
+        (corpus / f"{i}.txt").write_text(text)
+    run = tmp_path / "run"
+    pipeline(*corpus_args(corpus, tiny_llm_path, tmp_path), "--out", str(run), "--max-passages", "3",
+             "--set", f"model.base={tiny_bert_path}", *[x for item in SMALL_RECIPE for x in ("--set", item)])
+    section = manifest(run)["pipeline"]
+    assert list(section["stages"]) == ["dev generate", "generate", "relabel", "train"]
+    assert not list(read_records(run / "dev" / "queries.jsonl", Query))
+    assert section["choice"] is None and not section["dev"]["base"]
+    assert manifest(run)["train"]["identity"]["output"] == str((run / "model").resolve())
+    assert "dev_sha256" not in manifest(run)["train"]["identity"]
+    assert "the dev set (dev/) has no records" in (run / "report.md").read_text()
+    assert (run / "model" / "model.safetensors").is_file() and not (run / "model-keyphrases").exists()
 
 
 def test_dev_slice_shrinks_to_fit_a_small_corpus(tmp_path):
@@ -412,6 +435,9 @@ def test_the_default_run_keeps_to_a_time_budget_and_a_named_sample_does_not(tiny
     assert list(manifest(default)["pipeline"]["stages"]) == ["dev generate", "dev relabel", "budget", "generate", "relabel",
                                                              "train", "choose"]
     assert f"Time budget (--time-budget): {DEFAULT_TIME_BUDGET:g} minutes" in (default / "report.md").read_text()
+    # 22 passages give the dev set fewer records than a choice needs: the keyphrase mix is kept, trained once
+    assert "fewer than the 30 a choice needs: nothing to choose between" in (default / "report.md").read_text()
+    assert not (default / "model-llm").exists()
 
     pipeline(*common, "--out", str(named), "--max-passages", str(DEFAULT_MAX_PASSAGES))
     assert manifest(named)["pipeline"]["time_budget"] is None

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from distill.recipe import Recipe
     from distill.result import TrainResult
 
+# Fewer dev records than this and the mix is kept without a second training: the rule was checked with 62 to 73 dev
+# queries, and on a handful two models often tie or differ by one query (a judgement, not a measurement).
+MIN_DEV_RECORDS = 30
 LLM_RECORDS = "train-llm.jsonl"
 LLM_MODEL = "model-llm"
 MIXED_MODEL = "model-keyphrases"  # the train stage's folder under --choose-keyphrases: model/ is the kept one's copy
@@ -55,7 +58,7 @@ def write_llm_records(train: Path, out: Path) -> tuple[int, int]:
 
 class ChooseStage(TrainStage):
     """Trains model-llm/ on the LLM's records with the run's recipe; `result` is its TrainResult, None when there is
-    nothing to choose between (no keyphrase records, or no LLM records)."""
+    nothing to choose between (`skipped` says why)."""
 
     name = "choose"
 
@@ -64,14 +67,25 @@ class ChooseStage(TrainStage):
             recipe, data=dataclasses.replace(recipe.data, train=str((run_dir / LLM_RECORDS).resolve())),
             output=str((run_dir / LLM_MODEL).resolve()))
         super().__init__(alternative, run_dir, quiet)
-        self.records = (0, 0)
+        self.records, self.dev_records = (0, 0), 0
 
     def prepare(self) -> None:
         self.records = write_llm_records(self.run_dir / "train.jsonl", self.run_dir / LLM_RECORDS)
+        dev = Path(self.recipe.data.dev) if self.recipe.data.dev else None
+        self.dev_records = sum(1 for line in dev.read_text(encoding="utf-8").splitlines() if line.strip()) if dev else 0
         super().prepare()
 
+    def skipped(self) -> str:
+        """Why there is nothing to choose between ("" when there is)."""
+        llm, keyphrases = self.records
+        if not keyphrases or not llm:
+            return f"no {'keyphrase' if not keyphrases else 'LLM'} records in train.jsonl"
+        if self.dev_records < MIN_DEV_RECORDS:
+            return f"{self.dev_records} dev records, fewer than the {MIN_DEV_RECORDS} a choice needs"
+        return ""
+
     def has_choice(self) -> bool:
-        return all(self.records)
+        return not self.skipped()
 
     def is_current(self, section: dict[str, Any]) -> bool:
         if not self.has_choice():
@@ -117,21 +131,22 @@ class Choice:
     keyphrases: float  # the model of every record (model-keyphrases/)
     llm: Optional[float]  # the model of the LLM's records alone (None: nothing to choose between)
     chosen: str  # the kept model's folder
+    skipped: str = ""  # why there is nothing to choose between
 
     def line(self) -> str:
         if self.llm is None:
-            return "no keyphrase records (or no LLM records) in train.jsonl: nothing to choose between"
+            return f"{self.skipped or 'no second model'}: nothing to choose between, every record's model is kept"
         kept = "the LLM's records alone" if Path(self.chosen).name == LLM_MODEL else "every record"
         return (f"dev {self.metric} {self.keyphrases:.4f} with the keyphrase records, {self.llm:.4f} with the "
                 f"LLM's records alone: the model of {kept} is kept (model/ is a copy of {Path(self.chosen).name}/)")
 
 
-def choose(mixed: TrainResult, alternative: Optional[TrainResult]) -> tuple[Choice, TrainResult]:
+def choose(mixed: TrainResult, alternative: Optional[TrainResult], skipped: str = "") -> tuple[Choice, TrainResult]:
     """The model the dev set scores higher, the keyphrase mix unless the LLM's records alone beat it."""
     metric = mixed.metric
     mixed_score = mixed.best_dev[metric]
     if alternative is None:
-        return Choice(metric, mixed_score, None, mixed.output_dir), mixed
+        return Choice(metric, mixed_score, None, mixed.output_dir, skipped), mixed
     llm_score = alternative.best_dev[metric]
     kept = alternative if llm_score > mixed_score else mixed
     return Choice(metric, mixed_score, llm_score, kept.output_dir), kept
