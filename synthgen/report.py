@@ -63,9 +63,10 @@ def format_report(section: dict[str, Any]) -> str:
     if section.get("choice"):
         from synthgen.stages.choose import Choice
 
-        lines += [f"Keyphrase records (--choose-keyphrases): {Choice(**section['choice']).line()}. The dev set chose "
-                  "as the test did where the test decided (NPL: without them; SciFact, Cranfield: with them; README, "
-                  "\"What NPL's loss comes from\").", ""]
+        choice = Choice(**section["choice"])
+        lines += [f"Keyphrase records (--choose-keyphrases): {choice.line()}."
+                  + (" The dev set chose as the test did where the test decided (NPL: without them; SciFact, Cranfield: "
+                     "with them; README, \"What NPL's loss comes from\")." if choice.llm is not None else ""), ""]
     dev = section["dev"]
     if dev["base"] and dev["trained"]:
         m = dev["metric"]
