@@ -184,8 +184,9 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
         "eval": eval_table(result),
         "dev": {"metric": result.metric, "base": result.base_dev, "trained": result.best_dev,
                 "beats_base": result.beats_base, "interval": result.dev_interval,
-                "source": (f"{result.data.get('dev_examples')} LLM queries of a separate sample of {options.dev_passages} "
-                           f"passages, {DEV_DIR}/" if dev_dir else "held out of the training records")},
+                "source": (f"{result.data.get('dev_examples')} LLM queries of a separate sample of "
+                           f"{read_manifest(dev_dir)['generate']['counts']['passages_prompted']} passages, {DEV_DIR}/"
+                           if dev_dir else "held out of the training records")},
         "warnings": [*notes, *result.warnings],
         "max_passages": generate_stage.prepared.config.max_passages,
         "time_budget": read_manifest(run_dir)["budget"]["choice"] if options.time_budget is not None else None,

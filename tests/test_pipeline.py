@@ -133,6 +133,7 @@ def test_every_artifact_of_a_whole_run(whole_run, adi):
     report = (run / "report.md").read_text()
     assert "| generate | ran |" in report and "| train | ran |" in report and "Keyphrase queries (no LLM): 1 per" in report
     assert "| choose | ran |" in report and "Keyphrase records (--choose-keyphrases): dev ndcg@10" in report
+    assert f"{dev_examples} LLM queries of a separate sample of 82 passages" in report  # not the 100 asked for
     assert section["judge_keyphrases"] and "judged like the LLM's" in report
     assert f"{table['dims']['128']['ndcg@10']['trained']:.4f}" in report
     assert (run / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
