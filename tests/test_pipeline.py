@@ -31,10 +31,8 @@ Query form: {{ form }}
 {"task": "find {{ form }}", "query": "{{ (form ~ ' ' ~ title.split()[:6] | join(' ')) | replace('"', '') }}"}
 """
 # Small, fast settings: a few dozen examples, a few steps, evaluation at two Matryoshka sizes.
-SMALL_RECIPE = ["train.batch_size=8", "train.max_steps=2", "train.checkpoint_every=100", "model.max_passage_length=128",
-                "eval.batch_size=32"]
-# Without the default dev set (tests of other stages): a held-out slice of 8 records judges the model instead.
-NO_DEV = ["--dev-passages", "0", "--set", "data.dev_size=8", "--set", "eval.every=0"]
+SMALL_RECIPE = ["data.dev_size=8", "train.batch_size=8", "train.max_steps=2", "train.checkpoint_every=100",
+                "eval.every=0", "model.max_passage_length=128", "eval.batch_size=32"]
 
 
 def pipeline(*args: str) -> float:
@@ -93,27 +91,18 @@ def test_every_artifact_of_a_whole_run(whole_run, adi):
     assert all(ex.pos and set(ex.pos) <= texts and set(ex.neg) <= texts for ex in examples)
 
     m = manifest(run)
-    dev = manifest(run / "dev")  # the default dev set: LLM queries for a separate sample of 100, here all 82 passages
-    assert dev["generate"]["counts"]["passages_prompted"] == 82 and dev["generate"]["counts"]["keyphrases"] == 0
-    dev_examples = len(list(read_records(run / "dev" / "train.jsonl", TrainingExample)))
     assert m["generate"]["complete"] and m["generate"]["counts"]["written"] == 60
     assert m["generate"]["counts"]["keyphrases"] == 30 and m["generate"]["counts"]["queries_prompted"] == 30
     assert m["relabel"]["identity"]["queries_sha256"] and m["relabel"]["counts"]["written"] == 53
     assert m["relabel"]["counts"]["dropped"] == {"unlikely": 7}
-    # the keyphrase records are kept or left out by the dev set (stages.choose): model/ is a copy of the kept model
-    assert m["train"]["complete"] and m["train"]["identity"]["output"] == str((run / "model-keyphrases").resolve())
-    assert m["choose"]["complete"] and m["choose"]["identity"]["output"] == str((run / "model-llm").resolve())
+    assert m["train"]["complete"] and m["train"]["identity"]["output"] == str((run / "model").resolve())
     section = m["pipeline"]
-    assert list(section["stages"]) == ["dev generate", "dev relabel", "generate", "relabel", "train", "choose"]
-    assert {s["status"] for s in section["stages"].values()} == {"ran"}
-    kept = m["choose"] if Path(section["choice"]["chosen"]).name == "model-llm" else m["train"]
-    assert (run / "model" / "training.json").read_text() == (Path(section["choice"]["chosen"]) / "training.json").read_text()
+    assert {name: s["status"] for name, s in section["stages"].items()} == dict.fromkeys(("generate", "relabel", "train"), "ran")
     assert section["stages"]["generate"]["counts"] == {"passages": 82, "passages_prompted": 30, "queries_written": 60,
                                                        "keyphrase_queries": 30}
     assert section["stages"]["relabel"]["counts"]["training_examples"] == 53
     train = section["stages"]["train"]["counts"]
-    assert train["training_examples"] == 53 and train["dev_examples"] == dev_examples > 0
-    assert train["steps"] == m["train"]["steps"] > 0
+    assert train["training_examples"] + train["dev_examples"] == 53 and train["steps"] == m["train"]["steps"] > 0
     assert 0 < sum(s["seconds"] for s in section["stages"].values()) <= section["wall_seconds"] <= seconds
     # what each stage cost stays in the manifest for a later run that skips it (bench_pipeline adds them up)
     assert 0 < m["train"]["train_seconds"] <= m["train"]["wall_seconds"] <= section["stages"]["train"]["seconds"]
@@ -121,7 +110,7 @@ def test_every_artifact_of_a_whole_run(whole_run, adi):
     table = section["eval"]
     assert table["queries"] == 35 and set(table["dims"]) == {"384", "128"}
     # evaluation encoded the base's and the trained model's passages (128 tokens: not relabel's cache) and timed it
-    assert 0 < table["encode_seconds"] < kept["wall_seconds"]
+    assert 0 < table["encode_seconds"] < m["train"]["wall_seconds"]
     for dim in ("384", "128"):
         for metric in ("ndcg@10", "recall@100", "mrr@10"):
             pair = table["dims"][dim][metric]
@@ -132,8 +121,6 @@ def test_every_artifact_of_a_whole_run(whole_run, adi):
 
     report = (run / "report.md").read_text()
     assert "| generate | ran |" in report and "| train | ran |" in report and "Keyphrase queries (no LLM): 1 per" in report
-    assert "| choose | ran |" in report and "Keyphrase records (--choose-keyphrases): dev ndcg@10" in report
-    assert f"{dev_examples} LLM queries of a separate sample of 82 passages" in report  # not the 100 asked for
     assert section["judge_keyphrases"] and "judged like the LLM's" in report
     assert f"{table['dims']['128']['ndcg@10']['trained']:.4f}" in report
     assert (run / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -149,7 +136,7 @@ def test_every_artifact_of_a_whole_run(whole_run, adi):
 def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tiny_bert_path, tmp_path):
     run = tmp_path / "run"
     base = [*common, "--out", str(run), "--max-passages", "20", "--keyphrase-queries", "0", "--set", f"model.base={tiny_bert_path}",
-            *NO_DEV, *[x for item in SMALL_RECIPE for x in ("--set", item)]]
+            *[x for item in SMALL_RECIPE for x in ("--set", item)]]
 
     def statuses() -> dict[str, str]:
         return {name: s["status"] for name, s in manifest(run)["pipeline"]["stages"].items()}
@@ -235,11 +222,9 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
         (["--time-budget", "0"], "--time-budget must be more than 0 minutes, not 0"),
         (["--dev-passages", "-1"], "--dev-passages must be 0 or more, not -1"),
         (["--dev-passages", "5", "--set", "eval.every=3"], "--set eval.every: the pipeline sets it"),
-        (["--choose-keyphrases", "--dev-passages", "0"], "--choose-keyphrases needs --dev-passages N"),
-        (["--set", "data.dev_size=8"], "--set data.dev_size: the pipeline sets it (train.jsonl of the run, --eval, --dims, "
-                                       "--dev-passages); --dev-passages 0 leaves it to the recipe"),
+        (["--choose-keyphrases"], "--choose-keyphrases needs --dev-passages N"),
         (["--choose-keyphrases", "--dev-passages", "5", "--keyphrase-queries", "0"], "no keyphrase records to choose"),
-        (["--choose-keyphrases", "--dev-passages", "5", "--set", "output=elsewhere"], "--choose-keyphrases with --set output"),
+        (["--choose-keyphrases", "--dev-passages", "5", "--set", "output=elsewhere"], "--set output: with --choose"),
     ],
 )
 def test_user_mistakes_are_one_line_errors_before_any_stage(tmp_path, extra, message):
@@ -261,7 +246,8 @@ def test_dev_passages_judge_the_model_on_a_separate_sample(common, tiny_bert_pat
     run = tmp_path / "run"
     args = [*common, "--out", str(run), "--max-passages", "20", "--keyphrase-queries", "1", "--dev-passages", "12",
             "--time-budget", "600",
-            "--no-choose-keyphrases", "--set", f"model.base={tiny_bert_path}", *[x for item in SMALL_RECIPE for x in ("--set", item)]]
+            "--set", f"model.base={tiny_bert_path}", *[x for item in SMALL_RECIPE if not item.startswith(("data.dev", "eval.every"))
+                                                       for x in ("--set", item)]]
     pipeline(*args)
     stages = manifest(run)["pipeline"]["stages"]
     assert list(stages) == ["dev generate", "dev relabel", "budget", "generate", "relabel", "train"]
@@ -301,7 +287,7 @@ def test_choose_keyphrases_trains_on_the_llm_records_too_and_keeps_the_model_the
     run = tmp_path / "run"
     args = [*common, "--out", str(run), "--max-passages", "20", "--keyphrase-queries", "1", "--dev-passages", "50",
             "--choose-keyphrases", "--set", f"model.base={tiny_bert_path}",
-            *[x for item in SMALL_RECIPE for x in ("--set", item)]]
+            *[x for item in SMALL_RECIPE if not item.startswith(("data.dev", "eval.every")) for x in ("--set", item)]]
     pipeline(*args)
     section = manifest(run)["pipeline"]
     assert list(section["stages"]) == ["dev generate", "dev relabel", "generate", "relabel", "train", "choose"]
@@ -340,7 +326,8 @@ def test_a_dev_set_without_records_leaves_the_run_without_one(tiny_llm_path, tin
         (corpus / f"{i}.txt").write_text(text)
     run = tmp_path / "run"
     pipeline(*corpus_args(corpus, tiny_llm_path, tmp_path), "--out", str(run), "--max-passages", "3",
-             "--set", f"model.base={tiny_bert_path}", *[x for item in SMALL_RECIPE for x in ("--set", item)])
+             "--dev-passages", "100", "--choose-keyphrases", "--set", f"model.base={tiny_bert_path}",
+             *[x for item in SMALL_RECIPE if not item.startswith(("data.dev", "eval.every")) for x in ("--set", item)])
     section = manifest(run)["pipeline"]
     assert list(section["stages"]) == ["dev generate", "generate", "relabel", "train"]
     assert not list(read_records(run / "dev" / "queries.jsonl", Query))
@@ -349,6 +336,23 @@ def test_a_dev_set_without_records_leaves_the_run_without_one(tiny_llm_path, tin
     assert "dev_sha256" not in manifest(run)["train"]["identity"]
     assert "the dev set (dev/) has no records" in (run / "report.md").read_text()
     assert (run / "model" / "model.safetensors").is_file() and not (run / "model-keyphrases").exists()
+
+
+def test_a_dev_set_too_small_to_choose_keeps_every_record(tiny_llm_path, tiny_bert_path, tmp_path):
+    """The example corpus' 22 passages give a dev set of fewer records than a choice needs (MIN_DEV_RECORDS): the
+    keyphrase mix is kept, trained once, and the report says why instead of how the dev set chose."""
+    from synthgen.stages.choose import LLM_MODEL, MIN_DEV_RECORDS, MIXED_MODEL
+
+    run = tmp_path / "run"
+    pipeline(*corpus_args(CORPUS, tiny_llm_path, tmp_path), "--out", str(run), "--max-passages", "6",
+             "--keyphrase-queries", "1", "--dev-passages", "22", "--choose-keyphrases", "--set", f"model.base={tiny_bert_path}",
+             *[x for item in SMALL_RECIPE if not item.startswith(("data.dev", "eval.every")) for x in ("--set", item)])
+    dev_records = len(list(read_records(run / "dev" / "train.jsonl", TrainingExample)))
+    assert 0 < dev_records < MIN_DEV_RECORDS
+    report = (run / "report.md").read_text()
+    assert f"{dev_records} dev records, fewer than the {MIN_DEV_RECORDS} a choice needs: nothing to choose" in report
+    assert "The dev set chose" not in report and not (run / LLM_MODEL).exists()
+    assert (run / "model" / "training.json").read_text() == (run / MIXED_MODEL / "training.json").read_text()
 
 
 def test_dev_slice_shrinks_to_fit_a_small_corpus(tmp_path):
@@ -374,7 +378,7 @@ def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_
     from synthgen.stages.budget import PROBE
 
     base = [*common, "--max-passages", "82", "--keyphrase-queries", "1", "--set", f"model.base={tiny_bert_path}",
-            *NO_DEV, *[x for item in SMALL_RECIPE for x in ("--set", item)]]
+            *[x for item in SMALL_RECIPE for x in ("--set", item)]]
     plain, roomy, tight = tmp_path / "plain", tmp_path / "roomy", tmp_path / "tight"
 
     def statuses(run: Path) -> dict[str, str]:
@@ -433,18 +437,12 @@ def test_the_default_run_keeps_to_a_time_budget_and_a_named_sample_does_not(tiny
     passages = sum(1 for _ in read_records(default / "passages.jsonl", Passage))
     chosen = manifest(default)["pipeline"]["time_budget"]
     assert chosen["minutes"] == DEFAULT_TIME_BUDGET and chosen["limit"] == min(DEFAULT_MAX_PASSAGES, passages)
-    assert list(manifest(default)["pipeline"]["stages"]) == ["dev generate", "dev relabel", "budget", "generate", "relabel",
-                                                             "train", "choose"]
+    assert list(manifest(default)["pipeline"]["stages"]) == ["budget", "generate", "relabel", "train"]
     assert f"Time budget (--time-budget): {DEFAULT_TIME_BUDGET:g} minutes" in (default / "report.md").read_text()
-    # 22 passages give the dev set fewer records than a choice needs: the keyphrase mix is kept, trained once
-    report = (default / "report.md").read_text()
-    assert "fewer than the 30 a choice needs: nothing to choose between" in report and "The dev set chose" not in report
-    assert not (default / "model-llm").exists()
 
     pipeline(*common, "--out", str(named), "--max-passages", str(DEFAULT_MAX_PASSAGES))
     assert manifest(named)["pipeline"]["time_budget"] is None
-    assert list(manifest(named)["pipeline"]["stages"]) == ["dev generate", "dev relabel", "generate", "relabel", "train",
-                                                           "choose"]
+    assert list(manifest(named)["pipeline"]["stages"]) == ["generate", "relabel", "train"]
     assert "Time budget" not in (named / "report.md").read_text()
     # the whole corpus fits 90 minutes, so the budget chose all of it: the same queries as the named sample's
     assert chosen["passages"] == passages

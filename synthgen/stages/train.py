@@ -40,16 +40,16 @@ def build_recipe(path: Optional[Path], overrides: list[str], run_dir: Path, beir
     """The recipe the train stage will run, checked now (files too, but train.jsonl, which relabel writes, and the
     `dev` records, which the pipeline's dev sample writes). With `dev` the dev set only judges the model it saves:
     no checkpoint is chosen by it (eval.every 0), as the README's guard checks found no dev signal fit to choose.
-    A `model_folder` other than model/ is the choose stage's (model/ is then the kept copy), which --set output never
-    meets (pipeline.choose_keyphrases)."""
+    A `model_folder` other than model/ (--choose-keyphrases) refuses --set output: model/ is then the kept copy."""
     from distill.recipe import check_paths, load_recipe
 
     owned = OWNED_KEYS + (DEV_KEYS if dev is not None else ())
-    keys = override_keys(overrides)
+    keys = [item.partition("=")[0].strip() for item in overrides]
     for key in keys:
         if key in owned:
-            raise UserError(f"--set {key}: the pipeline sets it (train.jsonl of the run, --eval, --dims, --dev-passages)"
-                            + ("; --dev-passages 0 leaves it to the recipe" if key in DEV_KEYS else ""))
+            raise UserError(f"--set {key}: the pipeline sets it (train.jsonl of the run, --eval, --dims, --dev-passages)")
+    if "output" in keys and model_folder != "model":
+        raise UserError("--set output: with --choose-keyphrases the kept model is copied to the run folder's model/")
     overrides = [*overrides, f"data.train={(run_dir / 'train.jsonl').resolve()}"]
     if dev is not None:
         overrides += [f"data.dev={dev.resolve()}", "data.dev_size=0", "eval.every=0"]
@@ -64,11 +64,6 @@ def build_recipe(path: Optional[Path], overrides: list[str], run_dir: Path, beir
     check_paths(dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, train="", dev="" if dev else recipe.data.dev)),
                 str(path))
     return recipe
-
-
-def override_keys(overrides: list[str]) -> list[str]:
-    """The recipe keys of --set KEY=VALUE items."""
-    return [item.partition("=")[0].strip() for item in overrides]
 
 
 def check_model_folder(recipe: Recipe, run_dir: Path) -> None:
