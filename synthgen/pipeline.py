@@ -166,7 +166,7 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
         "dev": {"metric": result.metric, "base": result.base_dev, "trained": result.best_dev,
                 "beats_base": result.beats_base, "interval": result.dev_interval,
                 "source": (f"{result.data.get('dev_examples')} LLM queries of a separate sample of "
-                           f"{read_manifest(dev_dir)['generate']['counts']['passages_prompted']} passages, {DEV_DIR}/"
+                           f"{reports['dev generate'].counts['passages_prompted']} passages, {DEV_DIR}/"
                            if dev_dir else "held out of the training records")},
         "warnings": [*notes, *result.warnings],
         "max_passages": generate_stage.prepared.config.max_passages,
@@ -190,25 +190,18 @@ def run_dev_set(dev_dir: Path, prepared, config: GenerateConfig, relabel_options
                 reports: dict[str, Any]) -> bool:
     """The dev set's generate and relabel, on a sample of its own (the run's seed + DEV_SEED_OFFSET, LLM queries
     only), their reports added to `reports`; whether it holds a record."""
+    from synthgen.records import count_records
     from synthgen.stages import generate
     from synthgen.stages.relabel import RelabelStage
 
     seed = config.seed + DEV_SEED_OFFSET
     sample = generate.resample(prepared, dev_dir, dataclasses.replace(config, seed=seed, keyphrase_queries=0))
     reports.update(run_stages(dev_dir, [generate.GenerateStage(sample, quiet)], label="dev "))
-    if not has_records(dev_dir / "queries.jsonl"):
+    if not count_records(dev_dir / "queries.jsonl"):
         return False
     reports.update(run_stages(dev_dir, [RelabelStage(dev_dir, dataclasses.replace(relabel_options, seed=seed), quiet)],
                               label="dev "))
-    return has_records(dev_dir / "train.jsonl")
-
-
-def has_records(path: Path) -> bool:
-    """Whether a JSONL file a stage wrote holds a record."""
-    if not path.is_file():
-        return False
-    with open(path, encoding="utf-8") as handle:
-        return any(line.strip() for line in handle)
+    return count_records(dev_dir / "train.jsonl") > 0
 
 
 def run_stages(run_dir: Path, stages: list, label: str = "") -> dict[str, Any]:

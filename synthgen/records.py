@@ -135,6 +135,14 @@ def iter_corpus_lines(path: Path) -> Iterator[tuple[int, str, str, str]]:
         yield number, str(doc_id), title, text
 
 
+def count_records(path: Path) -> int:
+    """Records in a JSONL file (its non-blank lines, unparsed: a count, not a check); 0 when it does not exist."""
+    if not path.is_file():
+        return 0
+    with open(path, encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
 def read_records(path: Path, cls: type[R]) -> Iterator[R]:
     for number, obj in iter_json_lines(path):
         yield from_dict(cls, obj, f"{path}:{number}")

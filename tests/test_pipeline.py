@@ -316,8 +316,8 @@ def test_choose_keyphrases_trains_on_the_llm_records_too_and_keeps_the_model_the
 
 def test_a_dev_set_without_records_leaves_the_run_without_one(tiny_llm_path, tiny_bert_path, tmp_path):
     """Three short notes: the known answer's query (its form and the file's title, a number) is filtered out, so
-    only keyphrase queries train. The default dev set, LLM queries only, is then empty: the run goes on without it,
-    says so, and trains one model where model/ always is."""
+    only keyphrase queries train. The dev set (--dev-passages 100), LLM queries only, is then empty: the run goes on
+    without it, says so, and trains one model where model/ always is."""
     corpus = tmp_path / "notes"
     corpus.mkdir()
     for i, text in enumerate(["Bees make honey from nectar collected from flowers in the summer.",

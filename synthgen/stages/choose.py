@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from synthgen.keyphrases import is_keyphrase_id
+from synthgen.records import count_records
 from synthgen.rundir import atomic_file, remove_tree, write_manifest_section
 from synthgen.stages.train import TrainStage
 
@@ -72,8 +73,7 @@ class ChooseStage(TrainStage):
 
     def prepare(self) -> None:
         self.records = write_llm_records(self.run_dir / "train.jsonl", self.run_dir / LLM_RECORDS)
-        dev = Path(self.recipe.data.dev) if self.recipe.data.dev else None
-        self.dev_records = sum(1 for line in dev.read_text(encoding="utf-8").splitlines() if line.strip()) if dev else 0
+        self.dev_records = count_records(Path(self.recipe.data.dev)) if self.recipe.data.dev else 0
         super().prepare()
 
     def skipped(self) -> str:

@@ -29,7 +29,7 @@ from synthgen.keyphrases import is_keyphrase_id
 from synthgen.llm import first_dtype, public_spec
 from synthgen.lock import hold
 from synthgen.prompts import load_template
-from synthgen.records import Query
+from synthgen.records import Query, count_records
 from synthgen.sampling import passage_clusters, sample_order
 from synthgen.rundir import (Appender, fingerprint, prepare_dir, read_manifest, resume_lines, write_jsonl,
                              write_manifest_section)
@@ -341,7 +341,7 @@ def _generate_totals(logs, passages_read: int, queries_path: Path) -> dict:
     prompt_tokens = sum(log.prompt_tokens for log in logs)
     completion_tokens = sum(log.completion_tokens for log in logs)
     prompted = _prompted(logs)
-    written = sum(1 for line in open(queries_path, encoding="utf-8") if line.strip()) if queries_path.exists() else 0
+    written = count_records(queries_path)
     keyphrases = counts.get("keyphrases", 0)
     rate = (lambda n: round(n / seconds, 3) if seconds else None)
     return {

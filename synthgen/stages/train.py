@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from synthgen.errors import UserError
 from synthgen.lock import hold
+from synthgen.records import count_records
 from synthgen.rundir import file_fingerprint, read_manifest, write_manifest_section
 from synthgen.stages import is_current as _is_current
 
@@ -93,8 +94,7 @@ def fit_dev_size(recipe: Recipe) -> Recipe:
     rather than failing the run after generate and relabel (distill train alone refuses, as it should)."""
     if recipe.data.dev or not recipe.data.dev_size:
         return recipe
-    with open(recipe.data.train, encoding="utf-8") as handle:
-        records = sum(1 for line in handle if line.strip())
+    records = count_records(Path(recipe.data.train))
     if recipe.data.dev_size * 2 <= records:
         return recipe
     size = records // 4
