@@ -230,10 +230,13 @@ def corrupt(run: Path, out: Path, fraction: float, rng: random.Random) -> tuple[
     return len(records), replaced
 
 
-def thinned(run: Path, out: Path, count: int, min_repeated: int | None, rng: random.Random) -> tuple[int, int]:
+def thinned(run: Path, out: Path, count: int, min_repeated: int | None, min_distinct: int | None,
+            rng: random.Random) -> tuple[int, int]:
     """The run's records in train.jsonl's order, its keyphrase records cut to `count` drawn at random or, with
     `min_repeated`, to those whose query has that many words occurring more than once in the seed passage: in a
-    short passage every word occurs once, and tf x idf then picks by idf alone."""
+    short passage every word occurs once, and tf x idf then picks by idf alone; or, with `min_distinct`, to those
+    whose seed passage has that many distinct content words (a length rule: five words of a short passage are most
+    of it)."""
     from synthgen.keyphrases import content_words
 
     texts = {passage.id: passage.text for passage in _read_passages(run)}
@@ -248,6 +251,8 @@ def thinned(run: Path, out: Path, count: int, min_repeated: int | None, rng: ran
 
     if min_repeated is not None:
         kept = {i for i in keyphrase_rows if repeated(records[i]) >= min_repeated}
+    elif min_distinct is not None:
+        kept = {i for i in keyphrase_rows if len(set(content_words(texts[records[i]["seed_id"]]))) >= min_distinct}
     else:
         kept = set(rng.sample(keyphrase_rows, min(count, len(keyphrase_rows))))
     out.write_text("".join(line + "\n" for i, line in enumerate(lines) if i in kept or i in llm_rows), encoding="utf-8")
@@ -268,6 +273,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=640,
                         help="sentences, keyphrases, crops, titles: how many; thinned: keyphrase records kept")
     parser.add_argument("--min-repeated", type=int, help="thinned: keep the keyphrase records with this many repeated words")
+    parser.add_argument("--min-distinct", type=int,
+                        help="thinned: keep the keyphrase records whose passage has this many distinct content words")
     parser.add_argument("--other", type=Path, help="swap: the run folder whose keyphrase records replace the run's")
     parser.add_argument("--fraction", type=float, default=0.5, help="corrupt: the share of positives replaced")
     parser.add_argument("--seed", type=int, default=7)
@@ -281,7 +288,8 @@ def main() -> None:
     if args.variant == "thinned":
         if args.out is None:
             sys.exit("thinned changes the run's own records: give --out")
-        llm, keyphrase = thinned(args.run, args.out, args.count, args.min_repeated, random.Random(args.seed))
+        llm, keyphrase = thinned(args.run, args.out, args.count, args.min_repeated, args.min_distinct,
+                                  random.Random(args.seed))
         print(f"{llm} LLM records + {keyphrase} keyphrase records -> {args.out}")
         return
     if args.variant == "swap":
