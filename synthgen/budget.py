@@ -44,7 +44,7 @@ class Shape:
 
     queries_per_passage: int  # prompts per LLM passage
     keyphrase_queries: int  # LLM-free queries per LLM passage, one per further passage of the sample
-    passages: int  # in the corpus: the keyphrase queries cannot outnumber them
+    passages: int  # with a keyphrase query (long enough): the keyphrase queries cannot outnumber them
     judge_keyphrases: bool  # whether the LLM judges read the keyphrase queries' candidates too
     llm_judges: bool  # whether any LLM judge runs in relabel
     epochs: int

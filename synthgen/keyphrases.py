@@ -59,6 +59,11 @@ def keyphrase_query(text: str, weight: Callable[[str], float], size: int = SIZE)
     return " ".join(dict.fromkeys(w for w in tokens if w in chosen))
 
 
+def has_keyphrase_query(passage: Passage) -> bool:
+    """Whether a passage is long enough for a query: what the budget counts before any query is written."""
+    return keyphrase_query(passage.text, lambda word: 0.0) is not None
+
+
 def keyphrase_queries(ordered: Iterable[Passage], count: int, weight: Callable[[str], float]) -> list[Query]:
     """Queries for the first `count` passages of `ordered` that are long enough to have one."""
     queries: list[Query] = []

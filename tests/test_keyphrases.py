@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from synthgen.keyphrases import FORM, TASK, idf, keyphrase_queries, keyphrase_query
+from synthgen.keyphrases import FORM, TASK, has_keyphrase_query, idf, keyphrase_queries, keyphrase_query
 from synthgen.records import Passage, Query, read_records
 from test_corpus import assert_one_line_error, run_generate
 from test_generate_cli import CORPUS, KNOWN_ANSWER
@@ -47,7 +47,8 @@ def test_a_passage_with_too_few_content_words_asks_nothing_and_is_skipped():
     short = Passage(id="s", text="Bees make honey from nectar in summer.")
     long = Passage(id="l", text=" ".join(f"word{chr(97 + i)}{chr(97 + j)}" for i in range(4) for j in range(4)))
     weight = idf([short, long])
-    assert keyphrase_query(short.text, weight) is None
+    assert keyphrase_query(short.text, weight) is None and not has_keyphrase_query(short)
+    assert has_keyphrase_query(long)
     made = keyphrase_queries([short, long, short], 5, weight)
     assert made == [Query(id=f"l@{FORM}", passage_id="l", task=TASK, query=keyphrase_query(long.text, weight), form=FORM)]
     assert keyphrase_queries([long, long], 1, weight) == made  # at most `count`

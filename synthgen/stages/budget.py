@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from synthgen import budget
 from synthgen.judges import LLM_JUDGES
+from synthgen.keyphrases import has_keyphrase_query
 from synthgen.lock import lock_path
 from synthgen.relabel import parse_judges
 from synthgen.rundir import read_manifest, remove_tree, write_manifest_section
@@ -76,8 +77,8 @@ class BudgetStage:
             example_seconds=example_seconds, train_seconds=train_seconds, encode_seconds=encode_seconds)
         shape = budget.Shape(
             queries_per_passage=config.queries_per_passage, keyphrase_queries=config.keyphrase_queries,
-            passages=len(prepared.passages), judge_keyphrases=self.relabel_options.judge_keyphrases,
-            llm_judges=bool(llm_judges),
+            passages=sum(map(has_keyphrase_query, prepared.passages)),
+            judge_keyphrases=self.relabel_options.judge_keyphrases, llm_judges=bool(llm_judges),
             epochs=self.recipe.train.epochs, max_examples=self.recipe.train.max_steps * self.recipe.train.batch_size,
             eval_passages=eval_passages, choose=self.choose)
         # spent: everything so far, the prefix's generation and judging and the probes included
