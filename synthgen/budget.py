@@ -153,7 +153,9 @@ class Choice:
         return self.projected_total_minutes > self.minutes
 
     def projected(self) -> str:
-        return ", ".join(f"{k} {v:.1f}" for k, v in self.projected_minutes.items() if v)
+        """The stages left to run, in minutes as recorded (to a tenth); a corpus of a few dozen passages leaves none
+        that long, which the report says rather than printing an empty list."""
+        return ", ".join(f"{k} {v:.1f}" for k, v in self.projected_minutes.items() if v) or "under 0.1 each"
 
     def measured(self) -> str:
         rates = self.rates

@@ -91,6 +91,13 @@ def test_the_record_says_what_was_chosen_and_whether_it_fits():
     assert over.passages == 64 and "over the budget already" in over.line()
 
 
+def test_a_projection_of_stages_under_a_tenth_of_a_minute_says_so():
+    record = decide(90, 240.0, 64, 1280, SHAPE, RATES).to_dict()
+    assert Choice(**record).projected().startswith("generate ")
+    tiny = Choice(**{**record, "projected_minutes": {stage: 0.0 for stage in record["projected_minutes"]}})
+    assert tiny.projected() == "under 0.1 each" and "projected minutes under 0.1 each, " in tiny.line()
+
+
 def test_a_choice_recorded_by_another_projection_is_not_current():
     record = decide(90, 240.0, 64, 1280, SHAPE, RATES).to_dict()
     assert Choice.current(record)
