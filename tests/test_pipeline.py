@@ -35,6 +35,12 @@ SMALL_RECIPE = ["data.dev_size=8", "train.batch_size=8", "train.max_steps=2", "t
                 "eval.every=0", "model.max_passage_length=128", "eval.batch_size=32"]
 
 
+def small_recipe(dev_set: bool = False) -> list[str]:
+    """SMALL_RECIPE as --set options; with --dev-passages the pipeline sets the dev keys itself, so they are left out."""
+    return [x for item in SMALL_RECIPE if not (dev_set and item.startswith(("data.dev", "eval.every")))
+            for x in ("--set", item)]
+
+
 def pipeline(*args: str) -> float:
     """The command in-process (typer's own parsing); returns its wall seconds."""
     started = time.perf_counter()
@@ -65,7 +71,7 @@ def whole_run(common, adi, tmp_path_factory):
     run = tmp_path_factory.mktemp("pipeline") / "run"
     seconds = pipeline(*common, "--out", str(run), "--max-passages", "30", "--keyphrase-queries", "1", "--eval", str(adi),
                        "--dims", "384,128",
-                       *[x for item in SMALL_RECIPE for x in ("--set", item)])
+                       *small_recipe())
     return run, seconds
 
 
@@ -136,7 +142,7 @@ def test_every_artifact_of_a_whole_run(whole_run, adi):
 def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tiny_bert_path, tmp_path):
     run = tmp_path / "run"
     base = [*common, "--out", str(run), "--max-passages", "20", "--keyphrase-queries", "0", "--set", f"model.base={tiny_bert_path}",
-            *[x for item in SMALL_RECIPE for x in ("--set", item)]]
+            *small_recipe()]
 
     def statuses() -> dict[str, str]:
         return {name: s["status"] for name, s in manifest(run)["pipeline"]["stages"].items()}
@@ -246,8 +252,7 @@ def test_dev_passages_judge_the_model_on_a_separate_sample(common, tiny_bert_pat
     run = tmp_path / "run"
     args = [*common, "--out", str(run), "--max-passages", "20", "--keyphrase-queries", "1", "--dev-passages", "12",
             "--time-budget", "600",
-            "--set", f"model.base={tiny_bert_path}", *[x for item in SMALL_RECIPE if not item.startswith(("data.dev", "eval.every"))
-                                                       for x in ("--set", item)]]
+            "--set", f"model.base={tiny_bert_path}", *small_recipe(dev_set=True)]
     pipeline(*args)
     stages = manifest(run)["pipeline"]["stages"]
     assert list(stages) == ["dev generate", "dev relabel", "budget", "generate", "relabel", "train"]
@@ -287,7 +292,7 @@ def test_choose_keyphrases_trains_on_the_llm_records_too_and_keeps_the_model_the
     run = tmp_path / "run"
     args = [*common, "--out", str(run), "--max-passages", "20", "--keyphrase-queries", "1", "--dev-passages", "50",
             "--choose-keyphrases", "--set", f"model.base={tiny_bert_path}",
-            *[x for item in SMALL_RECIPE if not item.startswith(("data.dev", "eval.every")) for x in ("--set", item)]]
+            *small_recipe(dev_set=True)]
     pipeline(*args)
     section = manifest(run)["pipeline"]
     assert list(section["stages"]) == ["dev generate", "dev relabel", "generate", "relabel", "train", "choose"]
@@ -327,7 +332,7 @@ def test_a_dev_set_without_records_leaves_the_run_without_one(tiny_llm_path, tin
     run = tmp_path / "run"
     pipeline(*corpus_args(corpus, tiny_llm_path, tmp_path), "--out", str(run), "--max-passages", "3",
              "--dev-passages", "100", "--choose-keyphrases", "--set", f"model.base={tiny_bert_path}",
-             *[x for item in SMALL_RECIPE if not item.startswith(("data.dev", "eval.every")) for x in ("--set", item)])
+             *small_recipe(dev_set=True))
     section = manifest(run)["pipeline"]
     assert list(section["stages"]) == ["dev generate", "generate", "relabel", "train"]
     assert not list(read_records(run / "dev" / "queries.jsonl", Query))
@@ -346,7 +351,7 @@ def test_a_dev_set_too_small_to_choose_keeps_every_record(tiny_llm_path, tiny_be
     run = tmp_path / "run"
     pipeline(*corpus_args(CORPUS, tiny_llm_path, tmp_path), "--out", str(run), "--max-passages", "6",
              "--keyphrase-queries", "1", "--dev-passages", "22", "--choose-keyphrases", "--set", f"model.base={tiny_bert_path}",
-             *[x for item in SMALL_RECIPE if not item.startswith(("data.dev", "eval.every")) for x in ("--set", item)])
+             *small_recipe(dev_set=True))
     dev_records = len(list(read_records(run / "dev" / "train.jsonl", TrainingExample)))
     assert 0 < dev_records < MIN_DEV_RECORDS
     report = (run / "report.md").read_text()
@@ -378,7 +383,7 @@ def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_
     from synthgen.stages.budget import PROBE
 
     base = [*common, "--max-passages", "82", "--keyphrase-queries", "1", "--set", f"model.base={tiny_bert_path}",
-            *[x for item in SMALL_RECIPE for x in ("--set", item)]]
+            *small_recipe()]
     plain, roomy, tight = tmp_path / "plain", tmp_path / "roomy", tmp_path / "tight"
 
     def statuses(run: Path) -> dict[str, str]:
@@ -431,7 +436,7 @@ def test_the_default_run_keeps_to_a_time_budget_and_a_named_sample_does_not(tiny
     by a budget stage first; --max-passages alone: exactly that sample, however long, with no budget stage. Both on
     the example corpus that ships in the repository, so CI runs it without ../shared."""
     common = [*corpus_args(CORPUS, tiny_llm_path, tmp_path), "--keyphrase-queries", "1",
-              "--set", f"model.base={tiny_bert_path}", *[x for item in SMALL_RECIPE for x in ("--set", item)]]
+              "--set", f"model.base={tiny_bert_path}", *small_recipe()]
     default, named = tmp_path / "default", tmp_path / "named"
     pipeline(*common, "--out", str(default))
     passages = sum(1 for _ in read_records(default / "passages.jsonl", Passage))
