@@ -35,7 +35,8 @@ def _commands() -> None:
 
 FORMS_HELP = "Query forms to rotate through, comma-separated (e.g. question,keywords); the template describes each."
 KEYPHRASES_HELP = ("Keyphrase queries (a passage's five most telling words; no LLM, seconds) per passage given to the LLM, "
-                   "for the next passages of the same sample; relabel judges them like the LLM's (0: none).")
+                   "for the next passages of the same sample; relabel judges them like the LLM's (0: none; default: 6 "
+                   "where at least half the corpus's passages have 50 distinct content words, else 0).")
 
 
 # Options every LLM stage takes, declared once (typer reads an option's declaration afresh for each command).
@@ -66,7 +67,7 @@ def generate(
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     seed: int = typer.Option(GenerateConfig.seed, "--seed", help="Decides the sample, the forms and every sampled token."),
     sample: str = typer.Option(GenerateConfig.sample, "--sample", help="Which passages get queries: random, or cluster (k-means over passage embeddings, every cluster in proportion)."),
-    keyphrase_queries: int = typer.Option(GenerateConfig.keyphrase_queries, "--keyphrase-queries", help=KEYPHRASES_HELP),
+    keyphrase_queries: Optional[int] = typer.Option(GenerateConfig.keyphrase_queries, "--keyphrase-queries", help=KEYPHRASES_HELP),
     cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Where passage embeddings are cached, for --sample cluster (default: ~/.cache/synthgen/embeddings)."),
     batch_size: int = typer.Option(GenerateConfig.batch_size, "--batch-size", help="Prompts per LLM call; finished batches are saved."),
     temperature: float = typer.Option(GenerateConfig.temperature, "--temperature", help="Sampling temperature (0: greedy)."),
@@ -176,7 +177,7 @@ def pipeline(
     choose_keyphrases: bool = typer.Option(False, "--choose-keyphrases", help="With --dev-passages: also train on the LLM's records alone (model-llm/) and keep whichever model the dev set scores higher. Keyphrase records cost NPL's short abstracts 3.9 nDCG@10 and help SciFact and Cranfield; the dev set told them apart (README, 'What NPL's loss comes from'). Costs a second, shorter training."),
     queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
     sample: str = typer.Option(DEFAULT_SAMPLE, "--sample", help="Which passages get queries: cluster (k-means over passage embeddings, every cluster in proportion), or random."),
-    keyphrase_queries: int = typer.Option(GenerateConfig.keyphrase_queries, "--keyphrase-queries", help=KEYPHRASES_HELP),
+    keyphrase_queries: Optional[int] = typer.Option(GenerateConfig.keyphrase_queries, "--keyphrase-queries", help=KEYPHRASES_HELP),
     max_tokens: int = typer.Option(GenerateConfig.max_tokens, "--max-tokens", help="Most tokens per generated answer."),
     forms: str = typer.Option(",".join(GenerateConfig.forms), "--forms", help=FORMS_HELP),
     seed: int = typer.Option(GenerateConfig.seed, "--seed", help="Seed of generate and relabel (training uses the recipe's train.seed)."),

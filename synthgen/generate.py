@@ -73,8 +73,9 @@ class GenerateConfig:
     min_overlap: float = 0.2  # a query sharing a smaller share of its topic words with the passage is off topic
     near_duplicate: float = 0.8  # word-set Jaccard at which a query repeats an earlier one
     # LLM-free keyphrase queries (synthgen.keyphrases) per passage given to the LLM, for the first passages of the
-    # same sample order; 6 measured best of 0, 3 and 6 end to end (README, "Results"); 0: none
-    keyphrase_queries: int = 6
+    # same sample order; 0: none; None: the corpus decides (keyphrases.default_count: 6, the best of 0, 3 and 6 end
+    # to end on SciFact, where most passages are long, else 0), and the generate stage writes down the number
+    keyphrase_queries: int | None = None
 
     def __post_init__(self) -> None:
         checks = [
@@ -92,7 +93,7 @@ class GenerateConfig:
             (self.max_copied_words >= 2, "--max-copied-words must be at least 2"),
             (0 <= self.min_overlap <= 1, "--min-overlap must be in [0, 1]"),
             (0 < self.near_duplicate <= 1, "--near-duplicate must be in (0, 1]"),
-            (self.keyphrase_queries >= 0, "--keyphrase-queries must be 0 or more"),
+            (self.keyphrase_queries is None or self.keyphrase_queries >= 0, "--keyphrase-queries must be 0 or more"),
         ]
         for ok, message in checks:
             if not ok:

@@ -60,7 +60,8 @@ class PipelineOptions:
     choose_keyphrases: bool = False  # also train on the LLM's records alone; the dev set keeps one (stages.choose)
     queries_per_passage: int = GenerateConfig.queries_per_passage
     sample: str = DEFAULT_SAMPLE  # which passages get queries: random | cluster
-    keyphrase_queries: int = GenerateConfig.keyphrase_queries  # LLM-free queries per LLM passage
+    keyphrase_queries: Optional[int] = GenerateConfig.keyphrase_queries  # LLM-free queries per LLM passage (None: the
+    # corpus decides, keyphrases.default_count)
     max_tokens: int = GenerateConfig.max_tokens  # most tokens per generated answer
     forms: tuple[str, ...] = GenerateConfig.forms  # query forms generate rotates through
     seed: int = GenerateConfig.seed  # RNG seed of generate and relabel; training has the recipe's train.seed
@@ -98,7 +99,7 @@ def run_pipeline(options: PipelineOptions) -> dict[str, Any]:
         raise UserError(f"--dev-passages must be 0 or more, not {options.dev_passages}")
     if options.choose_keyphrases and not options.dev_passages:
         raise UserError("--choose-keyphrases needs --dev-passages N: the dev set is what chooses")
-    if options.choose_keyphrases and not options.keyphrase_queries:
+    if options.choose_keyphrases and options.keyphrase_queries == 0:
         raise UserError("--choose-keyphrases with --keyphrase-queries 0: "
                         "there are no keyphrase records to choose against")
     run_dir = prepare_dir(options.out)
@@ -110,6 +111,7 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     from distill.logs import quiet_libraries
     from distill.logbook import LOG
     from synthgen.corpus import ChunkConfig
+    from synthgen.keyphrases import long_share
     from synthgen.report import PLOT, REPORT, eval_table, format_report, plot
     from synthgen.rundir import read_manifest, write_manifest_section, write_text
     from synthgen.stages import generate, train
@@ -131,6 +133,9 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
                             max_tokens=options.max_tokens, forms=options.forms)
     prepared = generate.prepare(options.corpus, run_dir, options.llm, ChunkConfig(), config, options.prompt,
                                 options.cache_dir, options.executor)
+    if options.choose_keyphrases and not prepared.config.keyphrase_queries:
+        raise UserError("--choose-keyphrases: the corpus's passages are too short for keyphrase queries by default "
+                        "(name --keyphrase-queries N to write them anyway)")
 
     quiet_libraries()  # distill's warnings as `warning: ...` lines, without the libraries' loading chatter
     reports, notes = {}, []
@@ -172,7 +177,9 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
         "max_passages": generate_stage.prepared.config.max_passages,
         "time_budget": read_manifest(run_dir)["budget"]["choice"] if options.time_budget is not None else None,
         "sample": config.sample,
-        "keyphrase_queries": config.keyphrase_queries,
+        "keyphrase_queries": generate_stage.prepared.config.keyphrase_queries,
+        # the share of long passages that decided it, where the user named no number
+        "long_passages": None if options.keyphrase_queries is not None else round(long_share(prepared.passages), 4),
         "judge_keyphrases": relabel_options.judge_keyphrases,
         "choice": dataclasses.asdict(choice) if choice is not None else None,
         "wall_seconds": round(time.perf_counter() - started, 2),

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
+from synthgen.keyphrases import LONG_SHARE, LONG_WORDS, PER_PASSAGE
+
 if TYPE_CHECKING:
     from distill.result import TrainResult
 
@@ -54,12 +56,19 @@ def format_report(section: dict[str, Any]) -> str:
                   f"{budget.projected_total_minutes:.1f} in all (the table above has what they took)"
                   + (", over the budget already: the passages measured on are kept" if budget.over_budget else "")
                   + f". `--max-passages {budget.passages}` repeats this sample without a budget.", ""]
+    long = section.get("long_passages")
+    decided = ("" if long is None else f"; the corpus decided: {long:.0%} of its passages have {LONG_WORDS} distinct "
+               f"content words, and keyphrase queries are written where at least {LONG_SHARE:.0%} do")
     if section.get("keyphrase_queries"):
         lines += [f"Keyphrase queries (no LLM): {section['keyphrase_queries']} per passage given to the LLM "
-                  "(--keyphrase-queries; 0 turns them off), "
+                  f"(--keyphrase-queries; 0 turns them off{decided}), "
                   + ("judged like the LLM's." if section.get("judge_keyphrases", True) else
                      "judged by the retrievers alone (--no-judge-keyphrases: on SciFact 0.71 nDCG@10 lower than with "
                      "the LLM judging them too; README, Ablations)."), ""]
+    elif long is not None:
+        lines += [f"Keyphrase queries (no LLM): none{decided}. In a corpus of short passages they choose words by "
+                  "rarity alone, and on NPL they cost 3.9 nDCG@10 points against the LLM's queries alone (README, "
+                  f"\"What NPL's loss comes from\"); `--keyphrase-queries {PER_PASSAGE}` writes them anyway.", ""]
     if section.get("choice"):
         from synthgen.stages.choose import Choice
 

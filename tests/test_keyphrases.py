@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from synthgen.keyphrases import FORM, TASK, has_keyphrase_query, idf, keyphrase_queries, keyphrase_query
+from synthgen.keyphrases import (FORM, LONG_WORDS, PER_PASSAGE, TASK, default_count, has_keyphrase_query, idf,
+                                 keyphrase_queries, keyphrase_query, long_share)
 from synthgen.records import Passage, Query, read_records
 from test_corpus import assert_one_line_error, run_generate
 from test_generate_cli import CORPUS, KNOWN_ANSWER
@@ -52,6 +53,40 @@ def test_a_passage_with_too_few_content_words_asks_nothing_and_is_skipped():
     made = keyphrase_queries([short, long, short], 5, weight)
     assert made == [Query(id=f"l@{FORM}", passage_id="l", task=TASK, query=keyphrase_query(long.text, weight), form=FORM)]
     assert keyphrase_queries([long, long], 1, weight) == made  # at most `count`
+
+
+def distinct_words(n: int, prefix: str = "word") -> str:
+    return " ".join(f"{prefix}{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(n))
+
+
+def test_a_corpus_gets_them_by_default_only_when_at_least_half_its_passages_are_long():
+    long = Passage(id="l", text=distinct_words(LONG_WORDS))
+    # as many words and more, but one distinct word short, and stopwords, numbers and short words do not count
+    short = Passage(id="s", text=" ".join([distinct_words(LONG_WORDS - 1)] * 2 + ["the 1234 of an"] * 10))
+    assert long_share([long, short]) == 0.5 and default_count([long, short]) == PER_PASSAGE
+    assert long_share([long, short, short]) == pytest.approx(1 / 3) and default_count([long, short, short]) == 0
+    assert default_count([]) == 0
+
+
+def test_generate_without_a_number_lets_the_corpus_decide_and_writes_the_number_down(tmp_path, common):
+    run = tmp_path / "run"  # the example corpus: every passage long
+    assert cli([*common, "--out", run]) == 0
+    manifest = json.loads((run / "manifest.json").read_text())["generate"]
+    assert manifest["config"]["keyphrase_queries"] == PER_PASSAGE
+    assert manifest["counts"]["keyphrases"] == min(4 * PER_PASSAGE, 22)
+
+    corpus = tmp_path / "short"  # passages of 30 distinct content words: long enough for a query, not for the default
+    corpus.mkdir()
+    for i in range(6):
+        (corpus / f"{i}.txt").write_text(distinct_words(30, prefix=f"topic{chr(97 + i)}") + ".")
+    short = tmp_path / "short-run"
+    at = common.index("--corpus") + 1
+    assert cli([*common[:at], corpus, *common[at + 1:], "--out", short]) == 0
+    manifest = json.loads((short / "manifest.json").read_text())["generate"]
+    assert manifest["config"]["keyphrase_queries"] == 0 and manifest["counts"].get("keyphrases", 0) == 0
+    assert FORM not in {q.form for q in queries(short)}
+    assert cli([*common[:at], corpus, *common[at + 1:], "--out", short, "--keyphrase-queries", "1"]) == 0
+    assert {q.form for q in queries(short)} >= {FORM}  # a number named is a number written
 
 
 @pytest.fixture

@@ -230,6 +230,7 @@ def test_invalidation_reruns_exactly_the_stages_whose_inputs_changed(common, tin
         (["--dev-passages", "5", "--set", "eval.every=3"], "--set eval.every: the pipeline sets it"),
         (["--choose-keyphrases"], "--choose-keyphrases needs --dev-passages N"),
         (["--choose-keyphrases", "--dev-passages", "5", "--keyphrase-queries", "0"], "no keyphrase records to choose"),
+        (["--choose-keyphrases", "--dev-passages", "5"], "too short for keyphrase queries by default"),
         (["--choose-keyphrases", "--dev-passages", "5", "--set", "output=elsewhere"], "--set output: with --choose"),
     ],
 )
@@ -331,6 +332,7 @@ def test_a_dev_set_without_records_leaves_the_run_without_one(tiny_llm_path, tin
         (corpus / f"{i}.txt").write_text(text)
     run = tmp_path / "run"
     pipeline(*corpus_args(corpus, tiny_llm_path, tmp_path), "--out", str(run), "--max-passages", "3",
+             "--keyphrase-queries", "1",  # named: passages this short get none by default
              "--dev-passages", "100", "--choose-keyphrases", "--set", f"model.base={tiny_bert_path}",
              *small_recipe(dev_set=True))
     section = manifest(run)["pipeline"]
@@ -477,3 +479,19 @@ def test_the_report_reads_the_dev_interval_by_the_warnings_rule(interval, verdic
                "dev": {"metric": "ndcg@10", "base": {"ndcg@10": 0.5}, "trained": {"ndcg@10": 0.51}, "interval": interval,
                        "source": "dev/"}}
     assert f"95% interval: {verdict}" in format_report(section)
+
+
+@pytest.mark.parametrize("count, long, line", [
+    (0, 0.035, "Keyphrase queries (no LLM): none; the corpus decided: 4% of its passages have 50 distinct content words"),
+    (6, 0.963, "Keyphrase queries (no LLM): 6 per passage given to the LLM (--keyphrase-queries; 0 turns them off; "
+               "the corpus decided: 96% of its passages"),
+    (3, None, "Keyphrase queries (no LLM): 3 per passage given to the LLM (--keyphrase-queries; 0 turns them off), "),
+])
+def test_the_report_says_how_many_keyphrase_queries_and_whether_the_corpus_decided(count, long, line):
+    from synthgen.report import format_report
+
+    section = {"stages": {}, "model": "run/model", "wall_seconds": 1.0, "eval": None, "warnings": [],
+               "dev": {"metric": "ndcg@10", "base": None, "trained": None, "source": ""},
+               "keyphrase_queries": count, "long_passages": long}
+    report = format_report(section)
+    assert line in report and report.count("Keyphrase queries") == 1
