@@ -237,7 +237,7 @@ def thinned(run: Path, out: Path, count: int, min_repeated: int | None, min_dist
     short passage every word occurs once, and tf x idf then picks by idf alone; or, with `min_distinct`, to those
     whose seed passage has that many distinct content words (a length rule: five words of a short passage are most
     of it)."""
-    from synthgen.keyphrases import content_words
+    from synthgen.keyphrases import content_words, distinct_content_words
 
     texts = {passage.id: passage.text for passage in _read_passages(run)}
     lines = open(run / "train.jsonl", encoding="utf-8").read().splitlines()
@@ -252,7 +252,7 @@ def thinned(run: Path, out: Path, count: int, min_repeated: int | None, min_dist
     if min_repeated is not None:
         kept = {i for i in keyphrase_rows if repeated(records[i]) >= min_repeated}
     elif min_distinct is not None:
-        kept = {i for i in keyphrase_rows if len(set(content_words(texts[records[i]["seed_id"]]))) >= min_distinct}
+        kept = {i for i in keyphrase_rows if distinct_content_words(texts[records[i]["seed_id"]]) >= min_distinct}
     else:
         kept = set(rng.sample(keyphrase_rows, min(count, len(keyphrase_rows))))
     out.write_text("".join(line + "\n" for i, line in enumerate(lines) if i in kept or i in llm_rows), encoding="utf-8")

@@ -75,15 +75,19 @@ def has_keyphrase_query(passage: Passage) -> bool:
     return keyphrase_query(passage.text, lambda word: 0.0) is not None
 
 
+def distinct_content_words(text: str) -> int:
+    return len(set(content_words(text)))
+
+
 def long_share(passages: Sequence[Passage]) -> float:
     """The share of passages with LONG_WORDS distinct content words (0 for no passages)."""
-    return sum(len(set(content_words(p.text))) >= LONG_WORDS for p in passages) / max(len(passages), 1)
+    return sum(distinct_content_words(p.text) >= LONG_WORDS for p in passages) / max(len(passages), 1)
 
 
-def default_count(passages: Sequence[Passage]) -> int:
-    """Keyphrase queries per LLM passage when the user names no number: PER_PASSAGE for a corpus of mostly long
-    passages, none otherwise."""
-    return PER_PASSAGE if long_share(passages) >= LONG_SHARE else 0
+def default_count(share: float) -> int:
+    """Keyphrase queries per LLM passage when the user names no number, from the corpus's `long_share`: PER_PASSAGE
+    for a corpus of mostly long passages, none otherwise."""
+    return PER_PASSAGE if share >= LONG_SHARE else 0
 
 
 def keyphrase_queries(ordered: Iterable[Passage], count: int, weight: Callable[[str], float]) -> list[Query]:

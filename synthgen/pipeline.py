@@ -111,7 +111,6 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     from distill.logs import quiet_libraries
     from distill.logbook import LOG
     from synthgen.corpus import ChunkConfig
-    from synthgen.keyphrases import long_share
     from synthgen.report import PLOT, REPORT, eval_table, format_report, plot
     from synthgen.rundir import read_manifest, write_manifest_section, write_text
     from synthgen.stages import generate, train
@@ -179,7 +178,7 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
         "sample": config.sample,
         "keyphrase_queries": generate_stage.prepared.config.keyphrase_queries,
         # the share of long passages that decided it, where the user named no number
-        "long_passages": None if options.keyphrase_queries is not None else round(long_share(prepared.passages), 4),
+        "long_passages": None if prepared.long_passages is None else round(prepared.long_passages, 4),
         "judge_keyphrases": relabel_options.judge_keyphrases,
         "choice": dataclasses.asdict(choice) if choice is not None else None,
         "wall_seconds": round(time.perf_counter() - started, 2),

@@ -63,9 +63,9 @@ def test_a_corpus_gets_them_by_default_only_when_at_least_half_its_passages_are_
     long = Passage(id="l", text=distinct_words(LONG_WORDS))
     # as many words and more, but one distinct word short, and stopwords, numbers and short words do not count
     short = Passage(id="s", text=" ".join([distinct_words(LONG_WORDS - 1)] * 2 + ["the 1234 of an"] * 10))
-    assert long_share([long, short]) == 0.5 and default_count([long, short]) == PER_PASSAGE
-    assert long_share([long, short, short]) == pytest.approx(1 / 3) and default_count([long, short, short]) == 0
-    assert default_count([]) == 0
+    assert long_share([long, short]) == 0.5 and default_count(long_share([long, short])) == PER_PASSAGE
+    assert long_share([long, short, short]) == pytest.approx(1 / 3) and default_count(long_share([long, short, short])) == 0
+    assert default_count(long_share([])) == 0
 
 
 def test_generate_without_a_number_lets_the_corpus_decide_and_writes_the_number_down(tmp_path, common):

@@ -25,7 +25,7 @@ from synthgen.errors import UserError
 from synthgen.machine import torch_threads
 from synthgen.executors import ExecutorConfig
 from synthgen.generate import BatchLog, GenerateConfig, Item, QueryGenerator, RepeatFilter, check_template, plan
-from synthgen.keyphrases import default_count, is_keyphrase_id
+from synthgen.keyphrases import default_count, is_keyphrase_id, long_share
 from synthgen.llm import first_dtype, public_spec
 from synthgen.lock import hold
 from synthgen.prompts import load_template
@@ -62,6 +62,7 @@ class GenerateRun:
     started: float
     cache_dir: Optional[Path] = None  # passage embeddings, for the cluster sample
     executor: ExecutorConfig = ExecutorConfig()  # where the LLM work runs; never part of the identity
+    long_passages: Optional[float] = None  # keyphrases.long_share, where it decided the number of keyphrase queries
     _clusters: Optional[list[int]] = dataclasses.field(default=None, repr=False)
 
     def items(self) -> list[Item]:
@@ -103,13 +104,13 @@ def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, 
     quiet_skips = {k: len(v) for k, v in report.skipped.items() if k not in ("undecodable", "unreadable")}
     if quiet_skips:
         print("skipped " + ", ".join(f"{n} {k} file{'s' * (n > 1)}" for k, n in sorted(quiet_skips.items())), file=sys.stderr)
-    if config.keyphrase_queries is None:  # the corpus decides, and the manifest keeps the number it decided
-        config = dataclasses.replace(config, keyphrase_queries=default_count(passages))
+    share = long_share(passages) if config.keyphrase_queries is None else None  # None: the user named a number
+    config = config if share is None else dataclasses.replace(config, keyphrase_queries=default_count(share))
     passages_sha = fingerprint([[p.id, p.title, p.text] for p in passages])
     identity = json.loads(json.dumps({"llm": public_spec(llm) or "default", "template_sha256": template.sha256,
                                       "options": config.output_options(), "passages_sha256": passages_sha}))
     return GenerateRun(corpus, run_dir, llm, chunking, config, prompt, template, passages, report, identity, started,
-                       cache_dir, executor=executor)
+                       cache_dir, executor=executor, long_passages=share)
 
 
 def resample(run: GenerateRun, out: Path, config: GenerateConfig) -> GenerateRun:
