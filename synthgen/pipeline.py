@@ -58,7 +58,7 @@ class PipelineOptions:
     # not fit (None: the whole sample, however long; sample_limits gives the CLI's pair)
     dev_passages: int = 0  # passages of a separate sample whose LLM queries judge the trained model (0: no dev set)
     choose_keyphrases: bool = False  # also train on the LLM's records alone; the dev set keeps one (stages.choose)
-    queries_per_passage: int = GenerateConfig.queries_per_passage
+    queries_per_passage: Optional[int] = GenerateConfig.queries_per_passage  # None: the corpus's size decides
     sample: str = DEFAULT_SAMPLE  # which passages get queries: random | cluster
     keyphrase_queries: Optional[int] = GenerateConfig.keyphrase_queries  # LLM-free queries per LLM passage (None: the
     # corpus decides, keyphrases.default_count)
@@ -176,6 +176,8 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
         "max_passages": generate_stage.prepared.config.max_passages,
         "time_budget": read_manifest(run_dir)["budget"]["choice"] if options.time_budget is not None else None,
         "sample": config.sample,
+        "queries_per_passage": generate_stage.prepared.config.queries_per_passage,
+        "queries_per_passage_decided": options.queries_per_passage is None,  # by sampling.queries_per_passage
         "keyphrase_queries": generate_stage.prepared.config.keyphrase_queries,
         # the share of long passages that decided it, where the user named no number
         "long_passages": None if prepared.long_passages is None else round(prepared.long_passages, 4),

@@ -289,3 +289,16 @@ def test_a_resumed_run_goes_on_in_the_dtype_it_started_in(tmp_path, tiny_llm_pat
     logs = [json.loads(line) for line in progress.read_text().splitlines()]
     assert len(logs) > 1 and {log["dtype"] for log in logs} == {other}
     assert manifest(tmp_path / "run")["dtype"] == other
+
+
+def test_a_corpus_smaller_than_the_sample_gets_several_queries_per_passage_unless_a_number_is_named(
+        tmp_path, tiny_llm_path, known_template):
+    common = ("--corpus", str(CORPUS), "--llm", f"hf:{tiny_llm_path}", "--prompt", str(known_template),
+              "--max-tokens", "8", "--batch-size", "22", "--max-passages", "50", "--quiet")
+    passages = len(ingest(CORPUS)[0])
+    assert 50 // passages == 2  # the example corpus's 22 passages: a sample of 50 is two queries each
+    for named, expected in (((), 2), (("--queries-per-passage", "1"), 1)):
+        run = tmp_path / f"run{expected}"
+        generate(*common, "--out", str(run), *named)
+        assert manifest(run)["config"]["queries_per_passage"] == expected
+        assert manifest(run)["counts"]["queries_prompted"] == expected * passages

@@ -495,3 +495,14 @@ def test_the_report_says_how_many_keyphrase_queries_and_whether_the_corpus_decid
                "keyphrase_queries": count, "long_passages": long}
     report = format_report(section)
     assert line in report and report.count("Keyphrase queries") == 1
+
+
+@pytest.mark.parametrize("per_passage, decided, said", [(8, True, True), (1, True, False), (8, False, False)])
+def test_the_report_says_when_a_small_corpus_got_several_llm_queries_per_passage(per_passage, decided, said):
+    from synthgen.report import format_report
+
+    section = {"stages": {}, "model": "run/model", "wall_seconds": 1.0, "eval": None, "warnings": [],
+               "dev": {"metric": "ndcg@10", "base": None, "trained": None, "source": ""},
+               "queries_per_passage": per_passage, "queries_per_passage_decided": decided}
+    line = f"LLM queries: {per_passage} per passage, each in another form: the corpus has fewer passages than the sample"
+    assert (line in format_report(section)) == said  # a number the user named, or one each, needs no word

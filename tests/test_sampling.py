@@ -7,7 +7,8 @@ import pytest
 
 from synthgen.generate import GenerateConfig, plan
 from synthgen.records import Passage
-from synthgen.sampling import cluster_count, cluster_order, kmeans_clusters, random_order
+from synthgen.sampling import (MAX_QUERIES_PER_PASSAGE, cluster_count, cluster_order, kmeans_clusters,
+                               queries_per_passage, random_order)
 
 
 def _ids(n):
@@ -71,3 +72,10 @@ def test_plan_with_the_cluster_sample_covers_each_cluster_in_proportion():
     assert [i.id for i in longer[:8]] == [i.id for i in items]  # a larger budget extends the smaller one
     with pytest.raises(ValueError):
         plan(passages, GenerateConfig(sample="cluster"))
+
+
+def test_a_corpus_smaller_than_the_sample_spends_it_as_several_queries_per_passage_up_to_a_cap():
+    assert queries_per_passage(82, 1280) == MAX_QUERIES_PER_PASSAGE  # ADI: 15 would fill the sample
+    assert [queries_per_passage(n, 1280) for n in (200, 427, 640, 641, 5183)] == [6, 2, 2, 1, 1]
+    assert queries_per_passage(10, None) == 1  # no sample size: every passage, once
+    assert queries_per_passage(0, 1280) == MAX_QUERIES_PER_PASSAGE  # an empty corpus plans nothing either way

@@ -30,7 +30,7 @@ from synthgen.llm import first_dtype, public_spec
 from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Query, count_records
-from synthgen.sampling import passage_clusters, sample_order
+from synthgen.sampling import passage_clusters, queries_per_passage, sample_order
 from synthgen.rundir import (Appender, fingerprint, prepare_dir, read_manifest, resume_lines, write_jsonl,
                              write_manifest_section)
 from synthgen.stages import is_current as _is_current
@@ -105,7 +105,7 @@ def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, 
     if quiet_skips:
         print("skipped " + ", ".join(f"{n} {k} file{'s' * (n > 1)}" for k, n in sorted(quiet_skips.items())), file=sys.stderr)
     share = long_share(passages) if config.keyphrase_queries is None else None  # None: the user named a number
-    config = config if share is None else dataclasses.replace(config, keyphrase_queries=default_count(share))
+    config = decide(config, len(passages), share)
     passages_sha = fingerprint([[p.id, p.title, p.text] for p in passages])
     identity = json.loads(json.dumps({"llm": public_spec(llm) or "default", "template_sha256": template.sha256,
                                       "options": config.output_options(), "passages_sha256": passages_sha}))
@@ -113,8 +113,17 @@ def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, 
                        cache_dir, executor=executor, long_passages=share)
 
 
+def decide(config: GenerateConfig, passages: int, share: Optional[float]) -> GenerateConfig:
+    """The numbers the user left to the corpus (None): keyphrase queries by its share of long passages, LLM
+    queries per passage by its size against the sample's."""
+    keyphrases = config.keyphrase_queries if share is None else default_count(share)
+    per_passage = config.queries_per_passage or queries_per_passage(passages, config.max_passages)
+    return dataclasses.replace(config, keyphrase_queries=keyphrases, queries_per_passage=per_passage)
+
+
 def resample(run: GenerateRun, out: Path, config: GenerateConfig) -> GenerateRun:
     """The same corpus and template, read once, for another sample of it in another folder (the pipeline's dev set)."""
+    config = decide(config, len(run.passages), None)
     identity = {**run.identity, "options": json.loads(json.dumps(config.output_options()))}
     return dataclasses.replace(run, run_dir=prepare_dir(out), config=config, identity=identity, _clusters=None)
 
@@ -127,19 +136,6 @@ def summary(section: dict, run_dir: Path) -> str:
     return (f"{counts['written'] - keyphrases} queries for {counts['passages_prompted']} of {counts['passages_read']} "
             f"passages{f' and {keyphrases} keyphrase queries' if keyphrases else ''} in {run_dir / 'queries.jsonl'} "
             f"(answers filtered: {filtered}; malformed: {counts['malformed']}; dropped: {counts['dropped']})")
-
-
-def outputs(run_dir: Path) -> list[Path]:
-    return [run_dir / name for name in OUTPUTS]
-
-
-def is_current(section: dict, run: GenerateRun) -> bool:
-    """Current also means the same sample size and number of keyphrase queries: another --max-passages extends or
-    cuts the queries, another --keyphrase-queries rewrites the keyphrase queries."""
-    config = section.get("config", {})
-    return (_is_current(section, run.identity, outputs(run.run_dir))
-            and config.get("max_passages") == run.config.max_passages
-            and config.get("keyphrase_queries") == run.config.keyphrase_queries)
 
 
 def rerun(run: GenerateRun, quiet: bool = False) -> dict:
@@ -169,13 +165,6 @@ def passages_done(run: GenerateRun) -> int:
 def _prompted(logs: list[BatchLog]) -> set[str]:
     """The ids of the passages the LLM was prompted with in `logs` (keyphrase queries are not the LLM's)."""
     return {item.rsplit("@", 1)[0] for log in logs for item in log.items if not is_keyphrase_id(item)}
-
-
-def counts(section: dict) -> dict[str, Any]:
-    """The counts the pipeline reports."""
-    found = section.get("counts", {})
-    return {"passages": found.get("passages_read"), "passages_prompted": found.get("passages_prompted"),
-            "queries_written": found.get("written"), "keyphrase_queries": found.get("keyphrases", 0)}
 
 
 def discard_queries(run_dir: Path) -> None:
@@ -388,13 +377,20 @@ class GenerateStage:
             self.prepared = dataclasses.replace(self.prepared, config=config)
 
     def is_current(self, section: dict) -> bool:
-        return is_current(section, self.prepared)
+        """Current also means the same sample size and number of keyphrase queries: another --max-passages extends
+        or cuts the queries, another --keyphrase-queries rewrites the keyphrase queries."""
+        run, config = self.prepared, section.get("config", {})
+        return (_is_current(section, run.identity, [run.run_dir / name for name in OUTPUTS])
+                and config.get("max_passages") == run.config.max_passages
+                and config.get("keyphrase_queries") == run.config.keyphrase_queries)
 
     def run(self) -> dict:
         return rerun(self.prepared, self.quiet)
 
     def counts(self, section: dict) -> dict[str, Any]:
-        return counts(section)
+        found = section.get("counts", {})
+        return {"passages": found.get("passages_read"), "passages_prompted": found.get("passages_prompted"),
+                "queries_written": found.get("written"), "keyphrase_queries": found.get("keyphrases", 0)}
 
     def summary(self, section: dict) -> str:
         return summary(section, self.prepared.run_dir)
