@@ -44,7 +44,8 @@ def format_report(section: dict[str, Any]) -> str:
                   "on SciFact 1,280 with a keyphrase query for every passage beat 640 by 0.65 nDCG@10 on average "
                   "over five samples, 2,560 was no better over two, and the sample itself moved a result by about a "
                   "point (README, Results).", ""]
-    if section.get("queries_per_passage_decided") and (section.get("queries_per_passage") or 1) > 1:
+    several = section.get("queries_per_passage_decided") and (section.get("queries_per_passage") or 1) > 1
+    if several:  # decided by the corpus against the whole sample, so a smaller named sample would decide another
         lines += [f"LLM queries: {section['queries_per_passage']} per passage, each in another form: the corpus has "
                   "fewer passages than the sample, which it fills with several queries for each, up to 8 "
                   "(--queries-per-passage N names a number; on ADI's 82 passages 8 each gained 1.14 nDCG@10 points "
@@ -53,6 +54,8 @@ def format_report(section: dict[str, Any]) -> str:
         from synthgen.budget import Choice
 
         budget = Choice(**section["time_budget"])
+        repeat = f"--max-passages {budget.passages}" + (f" --queries-per-passage {section['queries_per_passage']}"
+                                                        if several else "")
         lines += [f"Time budget (--time-budget): {budget.minutes:g} minutes. Measured on the first "
                   f"{budget.calibration_passages} passages, generated and relabeled, and a few training steps on "
                   f"their records ({budget.measured()}; {budget.spent_minutes:.1f} minutes "
@@ -60,7 +63,7 @@ def format_report(section: dict[str, Any]) -> str:
                   f"{budget.passages} of up to {budget.limit} passages; its minutes per stage: {budget.projected()}, "
                   f"{budget.projected_total_minutes:.1f} in all (the table above has what they took)"
                   + (", over the budget already: the passages measured on are kept" if budget.over_budget else "")
-                  + f". `--max-passages {budget.passages}` repeats this sample without a budget.", ""]
+                  + f". `{repeat}` repeats this sample without a budget.", ""]
     long = section.get("long_passages")
     decided = ("" if long is None else f"; the corpus decided: {long:.0%} of its passages have {LONG_WORDS} distinct "
                f"content words, and keyphrase queries are written where at least {LONG_SHARE:.0%} do")

@@ -8,6 +8,7 @@ only the bookkeeping is under test).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -435,8 +436,9 @@ def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_
 
 def test_the_default_run_keeps_to_a_time_budget_and_a_named_sample_does_not(tiny_llm_path, tiny_bert_path, tmp_path):
     """Neither --max-passages nor --time-budget: the default sample within the default minutes, measured on this CPU
-    by a budget stage first; --max-passages alone: exactly that sample, however long, with no budget stage. Both on
-    the example corpus that ships in the repository, so CI runs it without ../shared."""
+    by a budget stage first; the options its report names for that sample (--max-passages, and the queries per
+    passage that the whole sample decided): exactly that sample, however long, with no budget stage. Both on the
+    example corpus that ships in the repository, so CI runs it without ../shared."""
     common = [*corpus_args(CORPUS, tiny_llm_path, tmp_path), "--keyphrase-queries", "1",
               "--set", f"model.base={tiny_bert_path}", *small_recipe()]
     default, named = tmp_path / "default", tmp_path / "named"
@@ -447,11 +449,15 @@ def test_the_default_run_keeps_to_a_time_budget_and_a_named_sample_does_not(tiny
     assert list(manifest(default)["pipeline"]["stages"]) == ["budget", "generate", "relabel", "train"]
     assert f"Time budget (--time-budget): {DEFAULT_TIME_BUDGET:g} minutes" in (default / "report.md").read_text()
 
-    pipeline(*common, "--out", str(named), "--max-passages", str(DEFAULT_MAX_PASSAGES))
+    # what the report says repeats the sample: the 22 passages, and the 8 queries each that the whole sample decided
+    report = (default / "report.md").read_text()
+    repeat = re.search(r"`(--max-passages [^`]*)` repeats this sample", report).group(1).split()
+    assert repeat == ["--max-passages", str(passages), "--queries-per-passage", str(min(8, DEFAULT_MAX_PASSAGES // passages))]
+    pipeline(*common, "--out", str(named), *repeat)
     assert manifest(named)["pipeline"]["time_budget"] is None
     assert list(manifest(named)["pipeline"]["stages"]) == ["generate", "relabel", "train"]
     assert "Time budget" not in (named / "report.md").read_text()
-    # the whole corpus fits 90 minutes, so the budget chose all of it: the same queries as the named sample's
+    # the whole corpus fits 90 minutes, so the budget chose all of it: the same queries as the repeated sample's
     assert chosen["passages"] == passages
     assert (default / "queries.jsonl").read_bytes() == (named / "queries.jsonl").read_bytes()
 
