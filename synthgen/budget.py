@@ -11,7 +11,8 @@ largest n that fits.
 
 It is a projection: the rates of a prefix stand for the whole run, so the report shows it beside the minutes each
 stage took. The chosen number is recorded (manifest section "budget") and reused when the run resumes;
-`--max-passages N` with that number repeats the run on any machine.
+`--max-passages N` with that number (and the queries per passage the whole sample decided, on a corpus smaller
+than it: the report names both) repeats the run on any machine.
 """
 
 from __future__ import annotations
