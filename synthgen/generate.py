@@ -99,6 +99,10 @@ class GenerateConfig:
             if not ok:
                 raise UserError(message)
 
+    def per_passage(self, passages: int) -> int:
+        """LLM queries per sampled passage: the number named, else the one a corpus of `passages` decides."""
+        return self.queries_per_passage or queries_per_passage(passages, self.max_passages)
+
     def sampling(self, open_query: bool = True) -> SamplingParams:
         """With `open_query` (the prefill opens the query's string) the model writes that one value, which its
         closing quote or a line break ends; otherwise "}" closes the one flat object asked for."""
@@ -146,7 +150,7 @@ def plan(passages: Sequence[Passage], config: GenerateConfig, clusters: Sequence
     if config.max_passages is not None:
         ranked = ranked[: config.max_passages]
     forms = config.forms
-    per_passage = config.queries_per_passage or queries_per_passage(len(passages), config.max_passages)
+    per_passage = config.per_passage(len(passages))
     items = []
     for passage in ranked:
         offset = derive_seed(config.seed, "form", passage.id)

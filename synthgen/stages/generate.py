@@ -30,7 +30,7 @@ from synthgen.llm import first_dtype, public_spec
 from synthgen.lock import hold
 from synthgen.prompts import load_template
 from synthgen.records import Query, count_records
-from synthgen.sampling import passage_clusters, queries_per_passage, sample_order
+from synthgen.sampling import passage_clusters, sample_order
 from synthgen.rundir import (Appender, fingerprint, prepare_dir, read_manifest, resume_lines, write_jsonl,
                              write_manifest_section)
 from synthgen.stages import is_current as _is_current
@@ -117,8 +117,7 @@ def decide(config: GenerateConfig, passages: int, share: Optional[float]) -> Gen
     """The numbers the user left to the corpus (None): keyphrase queries by its share of long passages, LLM
     queries per passage by its size against the sample's."""
     keyphrases = config.keyphrase_queries if share is None else default_count(share)
-    per_passage = config.queries_per_passage or queries_per_passage(passages, config.max_passages)
-    return dataclasses.replace(config, keyphrase_queries=keyphrases, queries_per_passage=per_passage)
+    return dataclasses.replace(config, keyphrase_queries=keyphrases, queries_per_passage=config.per_passage(passages))
 
 
 def resample(run: GenerateRun, out: Path, config: GenerateConfig) -> GenerateRun:
