@@ -44,7 +44,7 @@ ARMS: dict[str, tuple[list[str], list[str]]] = {
     "lora": ([], ["lora.enabled=true", "train.lr=3e-4"]),
     "no-matryoshka": ([], ["loss.matryoshka_dims=[]"]),
     "lr-1e-4": ([], ["train.lr=1e-4"]),
-    # the contrastive toolbox (README, "Ablations of the contrastive toolbox")
+    # the contrastive toolbox (docs/ablations.md, "Ablations of the contrastive toolbox")
     "infonce": ([], []),
     "multi-positive": (["--positives", "3"], ["data.positives=3"]),
     "debiased": ([], ["loss.tau_plus=0.1"]),

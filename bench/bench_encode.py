@@ -13,7 +13,7 @@ All arms are loaded in one process. The passages (the whole corpus, or with --co
 test query plus random others) are cut into chunks and the arms take turns chunk by chunk, so a neighbour's load
 on a shared machine falls on every arm alike; each arm's embeddings of those passages then give its nDCG@10.
 The ONNX and OpenVINO arms need optimum packages that pin other transformers versions than the project's: run
-them from a separate virtual environment (the README's Benchmarks section says which). Exports from the local
+them from a separate virtual environment (docs/benchmarks.md says which). Exports from the local
 model folder (no model hub) go to a cache folder once.
 
     .venv/bin/python bench/bench_encode.py --data ../shared/data/scifact
@@ -219,7 +219,7 @@ def main() -> None:
         try:
             models[arm] = load_arm(arm, folder, exports, beir.passages, threads)
         except ImportError as error:
-            fail(f"arm {arm} needs packages this environment lacks ({error}); see the README's Benchmarks section")
+            fail(f"arm {arm} needs packages this environment lacks ({error}); see docs/benchmarks.md")
         print(f"{arm}: {models[arm][2]}, ready in {time.perf_counter() - started:.0f} s", flush=True)
 
     import torch

@@ -12,8 +12,8 @@ of the adapted student, and the time and counts of each stage, from the run's ma
 
 A run folder is kept in --work/<collection>, so a second run with the same options skips every stage and only
 reprints the table; with other options the pipeline redoes what they change. The figures go to
-bench/results/<collection>.json (the README's tables are copied from there); `minutes` adds up the time each
-stage took when it last ran, so a rerun that only retrains still reports what a whole run costs.
+bench/results/<collection>.json (the tables of README.md and docs/ are copied from there); `minutes` adds up the
+time each stage took when it last ran, so a rerun that only retrains still reports what a whole run costs.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ many of the LLM's records as the default, each the better of two (`worst-of`: th
     .venv/bin/python bench/filter_variants.py relabel --mode best-of -- --run COPY --seed S --threads 2
     # the same copy with both queries kept is plain `synthgen relabel --run COPY --seed S`
 
-Each screened on two SciFact draws, none a gain (README, Ablations), so this is a bench script, not relabel options.
+Each screened on two SciFact draws, none a gain (docs/ablations.md), so this is a bench script, not relabel options.
 """
 
 from __future__ import annotations

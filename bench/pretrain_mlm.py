@@ -1,7 +1,7 @@
 """Domain-adaptive pretraining by masked language modelling (TAPT, Gururangan et al. 2020): the bundled
 all-MiniLM-L6-v2 predicts masked words of a BEIR corpus's passages for many passes, before `distill train` starts
 from it (`--set model.base=OUT`). The checkpoint ships without an MLM head, so a fresh one (its decoder tied to the
-token embeddings) learns first with the encoder frozen. Screened on ADI's sixteen draws (README, Ablations), so a
+token embeddings) learns first with the encoder frozen. Screened on ADI's sixteen draws (docs/ablations.md), so a
 bench script, not a pipeline stage.
 
     .venv/bin/python bench/pretrain_mlm.py --corpus ../shared/data/adi/corpus.jsonl --out OUT

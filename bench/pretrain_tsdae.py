@@ -1,6 +1,6 @@
 """Domain-adaptive pretraining by TSDAE: the bundled all-MiniLM-L6-v2 learns to rebuild a BEIR corpus's sentences
 from its own embedding of them with 60% of their words deleted (Wang et al. 2021), before `distill train` starts
-from it (`--set model.base=OUT`). Screened once on SciFact and a loss (README, Ablations), so it is a bench script,
+from it (`--set model.base=OUT`). Screened once on SciFact and a loss (docs/ablations.md), so it is a bench script,
 not a pipeline stage.
 
     .venv/bin/python bench/pretrain_tsdae.py --corpus ../shared/data/scifact/corpus.jsonl --out OUT --steps 800

@@ -23,7 +23,7 @@
     # which half of a draw carries the difference between two draws' results
     .venv/bin/python bench/record_variants.py swap --run RUN --other OTHER --out swap.jsonl
     # the run's train.jsonl with fewer keyphrase records: COUNT of them drawn at random (0: the LLM's alone), or
-    # with --min-repeated K those whose query has at least K words its seed passage repeats (NPL, README Results)
+    # with --min-repeated K those whose query has at least K words its seed passage repeats (NPL, docs/results.md)
     .venv/bin/python bench/record_variants.py thinned --run RUN --out thinned.jsonl --count COUNT --seed 42
     # training data that hurts, to see whether a guard sees harm: the run's train.jsonl with the positive of a
     # fraction of its records replaced by a passage drawn at random from the run's

@@ -2,7 +2,7 @@
 weights it passed through, each moved to the recipe's WiSE-FT point toward the base as the saved model is. One
 run gives the plain model at OUT and, beside it, OUT-ema98 and OUT-ema99 (bias-corrected exponential moving
 averages, windows of about 50 and 100 steps) and OUT-tail50 (the uniform mean over the last half of the steps,
-SWA/LAWA-style). Screened on two SciFact draws and a tie (README, Ablations), so it is a bench script, not a
+SWA/LAWA-style). Screened on two SciFact draws and a tie (docs/ablations.md), so it is a bench script, not a
 recipe option. It hooks the trainer's step and finish, so the plain model is byte for byte what `distill train`
 writes (checked: model.safetensors identical to both draws' own).
 

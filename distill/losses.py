@@ -166,7 +166,7 @@ def info_nce(
     mask, margin 0.1; 0: no mask).
     With `passage_negatives` the row's positive passage is scored against the row's passage negatives too, in the
     same denominator (GTE's passage-passage term), in the hope of spreading the corpus where the query-side terms
-    only move the passages a batch's queries touch; on SciFact it lost 1.73 points (README, "Ablations").
+    only move the passages a batch's queries touch; on SciFact it lost 1.73 points (docs/ablations.md).
     With `symmetric`, the mean of that and `passage_to_query`. `weights` (one per row) weigh the rows' terms.
     """
     scores, positive, negative = score_columns(q, p, b, temperature, in_batch_negatives, query_negatives, extra)

@@ -375,7 +375,7 @@ def _validate(r: Recipe, where: str) -> None:
 
 
 def _check_toolbox(r: Recipe, where: str) -> None:
-    """The contrastive toolbox's options (README, "Ablations of the contrastive toolbox")."""
+    """The contrastive toolbox's options (docs/ablations.md, "Ablations of the contrastive toolbox")."""
     m, d, lo, rm = r.model, r.data, r.loss, r.remine
     _choice(where, "model.towers", m.towers, ("shared", "separate", "query"))
     _check(where, m.towers == "shared" or not r.lora.enabled, f"model.towers {m.towers} does not combine with lora.enabled")

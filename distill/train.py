@@ -11,8 +11,8 @@ The dev set is evaluated before the first step (the base model), every `eval.eve
 last one; the saved model is the best trained checkpoint, moved 1 - `train.interpolation` of the way back to
 the base (WiSE-FT), and a warning says so when it is worse than the base model beyond the dev queries' noise (a
 paired bootstrap interval). The warning does not discard the model unless `eval.keep_base` asks: a dev slice of
-synthetic queries, labelled by the same judges, was measured to disagree with real test queries (README, "The
-guard"), so it is a hint, not a verdict.
+synthetic queries, labelled by the same judges, was measured to disagree with real test queries
+(docs/guard.md), so it is a hint, not a verdict.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Only a loss beyond the dev queries' own noise (a paired bootstrap interval wholly below 0) counts as worse: on
 synthetic dev sets a point drop was the rule for models that real test queries put two points above the base, while
-every model the test put decidedly below the base lay beyond that noise (README, "The guard", ninth check).
+every model the test put decidedly below the base lay beyond that noise (docs/guard.md, ninth check).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ they go through relabel like the LLM's queries, so the judges choose the positiv
 them to the retriever judges, without the LLM's query likelihood, cost 0.71 nDCG@10 on SciFact). Mixed
 with the LLM's queries, three per LLM passage raised nDCG@10 over the LLM's queries alone with each of three
 training seeds, on SciFact and on ADI, and six raised it again over three on SciFact; eight (nearly every passage
-of SciFact) was no better than six on the same LLM queries (README, "Results"). They need passages long enough for
+of SciFact) was no better than six on the same LLM queries (docs/results.md). They need passages long enough for
 their words to repeat: in a corpus of short passages tf x idf chooses by idf alone, and there they cost NPL 3.9
 points against the LLM's queries alone, so by default a corpus writes them only when most of its passages are long
 (`default_count`).
@@ -29,10 +29,11 @@ FORM = "keyphrases"
 TASK = "Given keywords, retrieve the passage they describe"
 SIZE = 5  # words per query
 # The default per LLM passage, and when a corpus gets it: at least LONG_SHARE of its passages with LONG_WORDS distinct
-# content words (README, "What NPL's loss comes from"). long_share of the ingested corpora: SciFact 96%, Cranfield
-# 66%, CISI 58% (where the keyphrase queries helped or leaned so), CACM 21%, ADI 4%, NPL 4% (where the LLM's queries
-# alone did as well or better: NPL +3.9, CACM +0.06 over three draws, ADI -0.28 over eight). A rule per passage
-# instead (a query only for a long passage) lost on Cranfield and SciFact, whose few short passages' queries taught.
+# content words (docs/results.md, "What NPL's loss comes from"). long_share of the ingested corpora: SciFact 96%,
+# Cranfield 66%, CISI 58% (where the keyphrase queries helped or leaned so), CACM 21%, ADI 4%, NPL 4% (where the LLM's
+# queries alone did as well or better: NPL +3.9, CACM +0.06 over three draws, ADI -0.28 over eight). A rule per
+# passage instead (a query only for a long passage) lost on Cranfield and SciFact, whose few short passages' queries
+# taught.
 PER_PASSAGE = 6
 LONG_WORDS = 50
 LONG_SHARE = 0.5

@@ -48,7 +48,7 @@ def cpu_prefers_bf16() -> bool:
 
     The flags say only that bf16 instructions exist. On an AVX512-BF16 CPU whose AMX units the hypervisor hides,
     torch's bf16 linear layers ran 1.9x slower than fp32, the LLM 1.2-1.5x and the student's encoding 1.4x
-    (README, Benchmarks), so trusting the flag chose the slow path for every stage. The probe's ratio is kept
+    (docs/benchmarks.md), so trusting the flag chose the slow path for every stage. The probe's ratio is kept
     under `cache_root()` per CPU, torch version and thread count: the first measurement decides for good, so a
     resumed run computes as it started."""
     if not cpu_has_bf16_units():

@@ -36,11 +36,11 @@ DEFAULT_MAX_PASSAGES = 1280
 DEFAULT_TIME_BUDGET = 90.0
 # Which passages get them: across k-means clusters of the corpus (DUQGen), i.e. a stratified sample, so no topic
 # is left out by chance. On SciFact it ties with random (mean nDCG@10 over three training seeds at 640 passages
-# 0.6564 against 0.6554; README "Ablations") and costs nothing extra: relabel encodes the corpus anyway.
+# 0.6564 against 0.6554; docs/ablations.md) and costs nothing extra: relabel encodes the corpus anyway.
 DEFAULT_SAMPLE = "cluster"
 # --dev-passages: a second sample of the corpus, drawn with the run's seed plus this, whose LLM queries (no keyphrase
 # queries), relabeled as the training queries are, become training's dev set in DEV_DIR. A sample of its own, not a
-# slice of the training records, is what the README's guard checks four to nine measured.
+# slice of the training records, is what the guard checks (docs/guard.md) four to nine measured.
 DEV_SEED_OFFSET = 1
 DEV_DIR = "dev"
 

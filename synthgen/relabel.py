@@ -15,11 +15,11 @@ TopK-PercPos on this scale), nor is the seed passage (the query was written from
 of the positive. These normalized scores are the `pos_scores`/`neg_scores` of the training records.
 
 `min_agreement` drops a query unless that many judges put its positive first. It is off by default: the queries
-the judges disagree on are the hard ones, and on SciFact leaving them out cost 0.9 nDCG@10 (README, Ablations).
+the judges disagree on are the hard ones, and on SciFact leaving them out cost 0.9 nDCG@10 (docs/ablations.md).
 `drop_unlikely` (InPars' filter) drops the share of the LLM's queries that the query-likelihood judge finds least
 likely given their own seed passage, once every query is selected. The relabel stage drops a quarter by default:
 the small LLM's least likely queries for their own passage are mostly fragments, and leaving them out gained on
-both SciFact draws measured (README, Ablations).
+both SciFact draws measured (docs/ablations.md).
 
 Everything here is a pure function of records; files, resume and manifests belong to synthgen.stages.relabel.
 """

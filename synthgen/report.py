@@ -43,13 +43,13 @@ def format_report(section: dict[str, Any]) -> str:
                   f"--sample {section.get('sample', 'random')}): more passages cost generation and judging time; "
                   "on SciFact 1,280 with a keyphrase query for every passage beat 640 by 0.65 nDCG@10 on average "
                   "over five samples, 2,560 was no better over two, and the sample itself moved a result by about a "
-                  "point (README, Results).", ""]
+                  "point (docs/results.md).", ""]
     several = section.get("queries_per_passage_decided") and (section.get("queries_per_passage") or 1) > 1
     if several:  # decided by the corpus against the whole sample, so a smaller named sample would decide another
         lines += [f"LLM queries: {section['queries_per_passage']} per passage, each in another form: the corpus has "
                   "fewer passages than the sample, which it fills with several queries for each, up to 8 "
                   "(--queries-per-passage N names a number; on ADI's 82 passages 8 each gained 1.14 nDCG@10 points "
-                  "over one each, on average over eight samples: README, Results).", ""]
+                  "over one each, on average over eight samples: docs/results.md).", ""]
     if section.get("time_budget"):
         from synthgen.budget import Choice
 
@@ -72,18 +72,19 @@ def format_report(section: dict[str, Any]) -> str:
                   f"(--keyphrase-queries; 0 turns them off{decided}), "
                   + ("judged like the LLM's." if section.get("judge_keyphrases", True) else
                      "judged by the retrievers alone (--no-judge-keyphrases: on SciFact 0.71 nDCG@10 lower than with "
-                     "the LLM judging them too; README, Ablations)."), ""]
+                     "the LLM judging them too; docs/ablations.md)."), ""]
     elif long is not None:
         lines += [f"Keyphrase queries (no LLM): none{decided}. In a corpus of short passages they choose words by "
-                  "rarity alone, and on NPL they cost 3.9 nDCG@10 points against the LLM's queries alone (README, "
-                  f"\"What NPL's loss comes from\"); `--keyphrase-queries {PER_PASSAGE}` writes them anyway.", ""]
+                  "rarity alone, and on NPL they cost 3.9 nDCG@10 points against the LLM's queries alone "
+                  f"(docs/results.md, \"What NPL's loss comes from\"); `--keyphrase-queries {PER_PASSAGE}` writes them "
+                  "anyway.", ""]
     if section.get("choice"):
         from synthgen.stages.choose import Choice
 
         choice = Choice(**section["choice"])
         lines += [f"Keyphrase records (--choose-keyphrases): {choice.line()}."
                   + (" The dev set's choice can be wrong: it matched the test on most draws where the test decided, "
-                     "but one wrong choice on SciFact cost 1.64 nDCG@10 points (README, \"What NPL's loss "
+                     "but one wrong choice on SciFact cost 1.64 nDCG@10 points (docs/results.md, \"What NPL's loss "
                      "comes from\")." if choice.llm is not None else ""), ""]
     dev = section["dev"]
     if dev["base"] and dev["trained"]:

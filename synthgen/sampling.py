@@ -24,8 +24,8 @@ MAX_QUERIES_PER_PASSAGE = 8
 def queries_per_passage(passages: int, max_passages: int | None) -> int:
     """A corpus smaller than the sample spends it as several LLM queries per passage, each in another form, up to
     MAX_QUERIES_PER_PASSAGE: ADI's 82 passages get 8 each at the 1,280-passage default, where one each left ~75
-    training records, 3 steps and a model at about zero-shot; 8 each gained 1.14 nDCG@10 over eight draws (README,
-    Results). A corpus of at least half the sample keeps one query per passage."""
+    training records, 3 steps and a model at about zero-shot; 8 each gained 1.14 nDCG@10 over eight draws
+    (docs/results.md). A corpus of at least half the sample keeps one query per passage."""
     if not max_passages or passages >= max_passages:
         return 1
     return min(MAX_QUERIES_PER_PASSAGE, max_passages // max(passages, 1))

@@ -231,7 +231,7 @@ def train_on_a_flipped_dev_set(tmp_path: Path, base: Path, seed: int, dev_count:
 def test_no_warning_when_training_ties_the_base_within_the_noise(tmp_path, tiny_bert_path, seed):
     """Steps of 1e-9 move no embedding far enough to reorder a ranking, so the trained model scores what the base
     scores: it does not beat it, but a tie is no loss beyond the dev queries' noise, so no warning (a point drop
-    within the noise was the false alarm of README's guard section), whatever the seed."""
+    within the noise was the false alarm of docs/guard.md), whatever the seed."""
     run, result = train_on_a_flipped_dev_set(tmp_path, tiny_bert_path, seed, 16,
                                              "  mini_batch_size: 16\n  lr: 1.0e-9\n  max_steps: 8\n", every=4)
     assert result.beats_base is False and result.best_dev == result.base_dev

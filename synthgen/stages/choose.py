@@ -2,7 +2,7 @@
 choice between it and the model of every record.
 
 How many keyphrase records help differs by collection: on SciFact and Cranfield they add 0.9 to 2.7 points, on NPL
-(abstracts of about 40 words) they cost 3.9 points, its LLM records alone gaining 2.0 over the base (README,
+(abstracts of about 40 words) they cost 3.9 points, its LLM records alone gaining 2.0 over the base (docs/results.md,
 "What NPL's loss comes from"). A dev set of LLM queries from a separate sample ordered the two models as the test
 did on four of the five draws where the test decided between them; on the fifth (SciFact, pipeline seed 26) it
 preferred the LLM's records by more than it did on NPL and cost 1.64 points, so the choice is an option, not a

@@ -31,7 +31,7 @@ from synthgen.stages import is_current as _is_current
 
 JUDGMENTS = "judgments.jsonl"
 # A quarter of the LLM's queries, the least likely given their own passage, dropped: +0.64 and +1.19 nDCG@10 on
-# two SciFact draws, +0.22 over five ADI draws (README, Ablations). It drops mostly fragments ("RNA cleavage").
+# two SciFact draws, +0.22 over five ADI draws (docs/ablations.md). It drops mostly fragments ("RNA cleavage").
 DROP_UNLIKELY = 0.25
 OUTPUTS = ("passages.jsonl", "queries.jsonl", "train.jsonl")
 
@@ -45,7 +45,7 @@ class RelabelOptions:
     retrieval: str = "hybrid"
     top_k: int = 20
     # 2, not 3: a third fewer LLM pairs for -0.13 nDCG@10 over two SciFact draws and +0.25 over five ADI draws, ties
-    # both (README, Ablations); 5 deep tied for 64% more pairs. It saves less time than pairs (14% of judging, 2.7 of
+    # both (docs/ablations.md); 5 deep tied for 64% more pairs. It saves less time than pairs (14% of judging, 2.7 of
     # relabel's ~18 minutes on SciFact; bench/bench_judging.py): every passage is judged either way, and reading a
     # passage once for all its queries costs about eight pairs.
     judge_depth: int = 2
@@ -237,7 +237,7 @@ def left_to_retrievers(candidates: list, retriever_names: tuple[str, ...], judge
     """The ids of the queries the LLM judges skip: the keyphrase queries, unless asked to judge them or no retriever
     judge is there to rank them. On SciFact's defaults they are four fifths of the LLM's pairs and the judges move
     only 5% of them off their seed passage, yet leaving them to the retrievers cost 0.71 nDCG@10, through the negatives
-    (README, Ablations): so the LLM judges them unless told not to."""
+    (docs/ablations.md): so the LLM judges them unless told not to."""
     if judge_keyphrases or not retriever_names:
         return set()
     return {c.query.id for c in candidates if is_keyphrase_id(c.query.id)}

@@ -40,7 +40,7 @@ def build_recipe(path: Optional[Path], overrides: list[str], run_dir: Path, beir
                  dev: Optional[Path] = None, model_folder: str = "model") -> Recipe:
     """The recipe the train stage will run, checked now (files too, but train.jsonl, which relabel writes, and the
     `dev` records, which the pipeline's dev sample writes). With `dev` the dev set only judges the model it saves:
-    no checkpoint is chosen by it (eval.every 0), as the README's guard checks found no dev signal fit to choose.
+    no checkpoint is chosen by it (eval.every 0), as the guard checks (docs/guard.md) found no dev signal fit to choose.
     A `model_folder` other than model/ (--choose-keyphrases) refuses --set output: model/ is then the kept copy."""
     from distill.recipe import check_paths, load_recipe
 
