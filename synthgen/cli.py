@@ -38,7 +38,7 @@ KEYPHRASES_HELP = ("Keyphrase queries (a passage's five most telling words; no L
                    "for the next passages of the same sample; relabel judges them like the LLM's (0: none; default: 6 "
                    "where at least half the corpus's passages have 50 distinct content words, else 0).")
 PER_PASSAGE_HELP = ("LLM queries per sampled passage, each in another form (default: 1, or where the corpus is smaller "
-                    "than --max-passages, --max-passages divided by its passages, up to 8).")
+                    "than --max-passages and gets no keyphrase queries, --max-passages divided by its passages, up to 8).")
 
 
 # Options every LLM stage takes, declared once (typer reads an option's declaration afresh for each command).

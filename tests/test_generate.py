@@ -171,6 +171,14 @@ def test_forms_rotate_within_and_across_passages():
     assert set(firsts) == set(FORMS) and max(firsts.count(f) for f in FORMS) < 0.5 * len(firsts)
 
 
+def test_llm_queries_per_passage_named_else_decided_by_size_unless_the_corpus_gets_keyphrase_queries():
+    assert GenerateConfig(max_passages=1280).per_passage(82) == 8  # keyphrases undecided: the size decides
+    assert GenerateConfig(max_passages=1280, keyphrase_queries=0).per_passage(82) == 8
+    assert GenerateConfig(max_passages=1280, keyphrase_queries=6).per_passage(82) == 1
+    assert GenerateConfig(max_passages=1280, keyphrase_queries=6, queries_per_passage=3).per_passage(82) == 3
+    assert GenerateConfig(max_passages=1280, keyphrase_queries=0).per_passage(5183) == 1
+
+
 def test_seeds_depend_on_ids_and_attempt_not_position():
     seed = derive_seed(0, "a.txt#0", 0, 0)
     assert seed == derive_seed(0, "a.txt#0", 0, 0)

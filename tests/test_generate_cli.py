@@ -291,14 +291,22 @@ def test_a_resumed_run_goes_on_in_the_dtype_it_started_in(tmp_path, tiny_llm_pat
     assert manifest(tmp_path / "run")["dtype"] == other
 
 
-def test_a_corpus_smaller_than_the_sample_gets_several_queries_per_passage_unless_a_number_is_named(
+def test_a_corpus_smaller_than_the_sample_gets_several_queries_per_passage_unless_it_gets_keyphrase_queries(
         tmp_path, tiny_llm_path, known_template):
     common = ("--corpus", str(CORPUS), "--llm", f"hf:{tiny_llm_path}", "--prompt", str(known_template),
               "--max-tokens", "8", "--batch-size", "22", "--max-passages", "50", "--quiet")
     passages = len(ingest(CORPUS)[0])
     assert 50 // passages == 2  # the example corpus's 22 passages: a sample of 50 is two queries each
-    for named, expected in (((), 2), (("--queries-per-passage", "1"), 1)):
-        run = tmp_path / f"run{expected}"
+    cases = ((("--keyphrase-queries", "0"), 2),
+             (("--keyphrase-queries", "0", "--queries-per-passage", "1"), 1),
+             (("--keyphrase-queries", "1"), 1),  # a corpus that gets keyphrase queries keeps one LLM query each
+             (("--keyphrase-queries", "1", "--queries-per-passage", "3"), 3))  # a named number wins either way
+    for n, (named, expected) in enumerate(cases):
+        run = tmp_path / f"run{n}"
         generate(*common, "--out", str(run), *named)
         assert manifest(run)["config"]["queries_per_passage"] == expected
         assert manifest(run)["counts"]["queries_prompted"] == expected * passages
+    # no number named: its passages are long, so the corpus decides keyphrase queries, and so one LLM query each
+    app(["generate", *common, "--out", str(tmp_path / "decided")], standalone_mode=False)
+    assert manifest(tmp_path / "decided")["config"]["keyphrase_queries"] > 0
+    assert manifest(tmp_path / "decided")["config"]["queries_per_passage"] == 1

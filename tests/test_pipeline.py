@@ -439,7 +439,7 @@ def test_the_default_run_keeps_to_a_time_budget_and_a_named_sample_does_not(tiny
     by a budget stage first; the options its report names for that sample (--max-passages, and the queries per
     passage that the whole sample decided): exactly that sample, however long, with no budget stage. Both on the
     example corpus that ships in the repository, so CI runs it without ../shared."""
-    common = [*corpus_args(CORPUS, tiny_llm_path, tmp_path), "--keyphrase-queries", "1",
+    common = [*corpus_args(CORPUS, tiny_llm_path, tmp_path), "--keyphrase-queries", "0",  # else one LLM query each
               "--set", f"model.base={tiny_bert_path}", *small_recipe()]
     default, named = tmp_path / "default", tmp_path / "named"
     pipeline(*common, "--out", str(default))
