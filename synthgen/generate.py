@@ -100,12 +100,8 @@ class GenerateConfig:
                 raise UserError(message)
 
     def per_passage(self, passages: int) -> int:
-        """LLM queries per sampled passage: the number named, else the one a corpus of `passages` decides. A corpus
-        that gets keyphrase queries keeps one: there the extra LLM queries tied one per passage at about three times
-        the time (docs/ablations.md, LLM queries per passage on a small corpus)."""
-        if self.queries_per_passage:
-            return self.queries_per_passage
-        return 1 if self.keyphrase_queries else queries_per_passage(passages, self.max_passages)
+        """LLM queries per sampled passage: the number named, else the one a corpus of `passages` decides."""
+        return self.queries_per_passage or queries_per_passage(passages, self.max_passages, self.keyphrase_queries)
 
     def sampling(self, open_query: bool = True) -> SamplingParams:
         """With `open_query` (the prefill opens the query's string) the model writes that one value, which its

@@ -21,12 +21,14 @@ SAMPLES = ("random", "cluster")
 MAX_QUERIES_PER_PASSAGE = 8
 
 
-def queries_per_passage(passages: int, max_passages: int | None) -> int:
+def queries_per_passage(passages: int, max_passages: int | None, keyphrases: int | None = 0) -> int:
     """A corpus smaller than the sample spends it as several LLM queries per passage, each in another form, up to
     MAX_QUERIES_PER_PASSAGE: ADI's 82 passages get 8 each at the 1,280-passage default, where one each left ~75
     training records, 3 steps and a model at about zero-shot; 8 each gained 1.14 nDCG@10 over eight draws
-    (docs/results.md). A corpus of at least half the sample keeps one query per passage."""
-    if not max_passages or passages >= max_passages:
+    (docs/results.md). A corpus of at least half the sample keeps one query per passage, and so does one that gets
+    `keyphrases` queries per LLM passage: on 400-passage subsets of Cranfield and CISI, 3 each tied one each over
+    four draws (-0.29) at about three times the time (docs/ablations.md)."""
+    if not max_passages or passages >= max_passages or keyphrases:
         return 1
     return min(MAX_QUERIES_PER_PASSAGE, max_passages // max(passages, 1))
 

@@ -79,3 +79,5 @@ def test_a_corpus_smaller_than_the_sample_spends_it_as_several_queries_per_passa
     assert [queries_per_passage(n, 1280) for n in (200, 427, 640, 641, 5183)] == [6, 2, 2, 1, 1]
     assert queries_per_passage(10, None) == 1  # no sample size: every passage, once
     assert queries_per_passage(0, 1280) == MAX_QUERIES_PER_PASSAGE  # an empty corpus plans nothing either way
+    assert queries_per_passage(82, 1280, keyphrases=6) == 1  # keyphrase queries come too: one LLM query each
+    assert queries_per_passage(82, 1280, keyphrases=None) == MAX_QUERIES_PER_PASSAGE  # not decided yet: by size
