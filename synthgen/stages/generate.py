@@ -116,7 +116,8 @@ def prepare(corpus: Path, out: Path, llm: Optional[str], chunking: ChunkConfig, 
 def decide(config: GenerateConfig, passages: int, share: Optional[float]) -> GenerateConfig:
     """The numbers the user left to the corpus (None): keyphrase queries by its share of long passages, then LLM
     queries per passage by its size against the sample's (one where it gets keyphrase queries)."""
-    config = dataclasses.replace(config, keyphrase_queries=config.keyphrase_queries if share is None else default_count(share))
+    if share is not None:
+        config = dataclasses.replace(config, keyphrase_queries=default_count(share))
     return dataclasses.replace(config, queries_per_passage=config.per_passage(passages))
 
 
