@@ -114,7 +114,7 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
     from synthgen.report import PLOT, REPORT, eval_table, format_report, plot
     from synthgen.rundir import read_manifest, write_manifest_section, write_text
     from synthgen.stages import generate, train
-    from synthgen.stages.budget import BudgetStage
+    from synthgen.stages.budget import BudgetStage, busy_warning
     from synthgen.stages.choose import MIXED_MODEL, ChooseStage, choose, keep
     from synthgen.stages.relabel import RelabelStage
 
@@ -158,6 +158,8 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
         stages.insert(0, BudgetStage(options.time_budget, prepared, recipe, relabel_options, started, options.quiet,
                                      choose=options.choose_keyphrases))
     reports.update(run_stages(run_dir, stages))
+    if options.time_budget is not None and (busy := busy_warning(read_manifest(run_dir)["budget"])):
+        notes.append(busy)  # in the report too: its choice of passages is the first thing it changes
     result, choice = train_stage.result, None
     if choose_stage is not None:
         choice, result = choose(result, choose_stage.result, choose_stage.skipped())

@@ -383,7 +383,7 @@ def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_
     way no generated query or judgment is lost."""
     from synthgen.budget import CALIBRATION_PASSAGES
     from synthgen.lock import lock_path
-    from synthgen.stages.budget import PROBE
+    from synthgen.stages.budget import PROBE, busy_warning
 
     base = [*common, "--max-passages", "82", "--keyphrase-queries", "1", "--set", f"model.base={tiny_bert_path}",
             *small_recipe()]
@@ -411,6 +411,12 @@ def test_a_time_budget_extends_the_sample_it_measured_on(common, adi, tiny_bert_
 
     assert chosen(roomy) == chosen(plain)
     assert "`--max-passages 82` repeats this sample" in (roomy / "report.md").read_text()
+    # what other processes took of the CPUs while it measured (the test suite may run beside other work): the
+    # report warns exactly when that share passes the threshold
+    share = manifest(roomy)["budget"]["others_cpu_share"]
+    assert share is None or 0 <= share <= 1
+    warning, report = busy_warning(manifest(roomy)["budget"]), (roomy / "report.md").read_text()
+    assert f"**Warning:** {warning}" in report if warning else "other processes took" not in report
 
     pipeline(*base, "--out", str(roomy), "--time-budget", "600", "--eval", str(adi))  # resumed: the choice is kept
     assert set(statuses(roomy).values()) == {"skipped"}

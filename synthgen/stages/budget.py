@@ -10,11 +10,12 @@ resumed run keeps its choice, and the prefix is at least what the folder already
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from synthgen import budget
+from synthgen import budget, cpu_share
 from synthgen.judges import LLM_JUDGES
 from synthgen.keyphrases import has_keyphrase_query
 from synthgen.lock import lock_path
@@ -53,6 +54,7 @@ class BudgetStage:
     def run(self) -> dict:
         prepared, config = self.prepared, self.prepared.config
         run_dir = prepared.run_dir
+        before = cpu_share.snapshot()  # the rates below are this machine's speed with whatever else runs on it
         prefix = min(self.limit, max(budget.CALIBRATION_PASSAGES, generate.passages_done(prepared)))
         prepared.clusters()  # once, before the copy: the cluster sample embeds the corpus
         made = generate.rerun(dataclasses.replace(prepared, config=dataclasses.replace(config, max_passages=prefix)),
@@ -83,8 +85,11 @@ class BudgetStage:
             eval_passages=eval_passages, choose=self.choose)
         # spent: everything so far, the prefix's generation and judging and the probes included
         choice = budget.decide(self.minutes, time.perf_counter() - self.started, prefix, self.limit, shape, rates)
-        section = {"identity": self.identity, "choice": choice.to_dict()}
+        section = {"identity": self.identity, "choice": choice.to_dict(),
+                   "others_cpu_share": cpu_share.others_share(before, cpu_share.snapshot())}
         write_manifest_section(run_dir, self.name, section)
+        if warning := busy_warning(section):
+            print(f"warning: {warning}", file=sys.stderr)
         return section
 
     def counts(self, section: dict) -> dict[str, Any]:
@@ -93,6 +98,12 @@ class BudgetStage:
 
     def summary(self, section: dict) -> str:
         return budget.Choice(**section["choice"]).line()
+
+
+def busy_warning(section: dict) -> str:
+    """The report's line where other processes took a large share of the CPUs while the budget measured, else ''
+    (a section written before the share was measured has none)."""
+    return cpu_share.busy_warning(section.get("others_cpu_share"), "the time budget measured this machine's speed")
 
 
 def judging_rates(relabeled: dict[str, Any], before: dict[str, Any] | None) -> dict[str, float]:
