@@ -54,7 +54,7 @@ class BudgetStage:
     def run(self) -> dict:
         prepared, config = self.prepared, self.prepared.config
         run_dir = prepared.run_dir
-        before = cpu_share.snapshot()  # the rates below are this machine's speed with whatever else runs on it
+        cpu_before = cpu_share.snapshot()  # the rates below are this machine's speed with whatever else runs on it
         prefix = min(self.limit, max(budget.CALIBRATION_PASSAGES, generate.passages_done(prepared)))
         prepared.clusters()  # once, before the copy: the cluster sample embeds the corpus
         made = generate.rerun(dataclasses.replace(prepared, config=dataclasses.replace(config, max_passages=prefix)),
@@ -86,7 +86,7 @@ class BudgetStage:
         # spent: everything so far, the prefix's generation and judging and the probes included
         choice = budget.decide(self.minutes, time.perf_counter() - self.started, prefix, self.limit, shape, rates)
         section = {"identity": self.identity, "choice": choice.to_dict(),
-                   "others_cpu_share": cpu_share.others_share(before, cpu_share.snapshot())}
+                   "others_cpu_share": cpu_share.others_share(cpu_before, cpu_share.snapshot())}
         write_manifest_section(run_dir, self.name, section)
         if warning := busy_warning(section):
             print(f"warning: {warning}", file=sys.stderr)
