@@ -140,5 +140,5 @@ def busy_warning(share: float | None, what: str) -> str:
     """A line for the report where others took more than BUSY_SHARE, else ''."""
     if share is None or share < BUSY_SHARE:
         return ""
-    return (f"other processes took {share:.0%} of this machine's CPU time while {what}: the choice fits a machine "
+    return (f"other processes took {share:.0%} of the CPU time while {what}: its choice fits a machine "
             "that busy; run the pipeline alone, or name --max-passages N to fix the sample")

@@ -71,7 +71,7 @@ def test_the_share_is_of_the_cpus_time_others_used_and_unknown_without_counts():
 
 
 def test_the_warning_names_the_share_and_the_way_out_and_stays_quiet_below_the_threshold():
-    assert busy_warning({"others_cpu_share": 0.47}).startswith("other processes took 47% of this machine's CPU time")
+    assert busy_warning({"others_cpu_share": 0.47}).startswith("other processes took 47% of the CPU time while the time budget measured")
     assert "--max-passages N" in busy_warning({"others_cpu_share": 0.47})
     assert busy_warning({"others_cpu_share": cpu_share.BUSY_SHARE / 2}) == ""
     assert busy_warning({"others_cpu_share": None}) == ""
