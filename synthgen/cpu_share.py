@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from synthgen.machine import allowed_cpus
+
 # Above this share of the CPUs' time taken by others, the budget's choice is reported as made on a busy machine.
 # One core's worth on a 2-core machine is 0.5; a desktop's idle daemons take a few percent.
 BUSY_SHARE = 0.2
@@ -82,6 +84,8 @@ def cpu_quota(root: Path = Path("/sys/fs/cgroup"), membership: Path = Path("/pro
     except OSError:
         return None
     for line in lines:
+        if line.count(":") < 2:
+            continue
         _, controllers, path = line.split(":", 2)
         if controllers == "":  # v2
             folder, read = root, _quota_v2
@@ -111,10 +115,6 @@ def _quota_v1(folder: Path) -> float | None:
         return None if quota < 0 else quota / int((folder / "cpu.cfs_period_us").read_text())
     except (OSError, ValueError, ZeroDivisionError):
         return None
-
-
-def allowed_cpus() -> set[int]:
-    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
 
 def snapshot(cpus: set[int] | None = None) -> CpuTimes | None:

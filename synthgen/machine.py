@@ -135,7 +135,7 @@ def cache_root() -> Path:
 def physical_cores() -> int:
     """Physical cores among the CPUs this process may run on: a second hyperthread of a core adds little to
     matmul-bound work and slows it when both threads compete, and a container may allow fewer CPUs than exist."""
-    allowed = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    allowed = allowed_cpus()
     cpus = _cpuinfo()
     if cpus is None:
         return len(allowed)
@@ -144,6 +144,11 @@ def physical_cores() -> int:
         if "processor" in fields and int(fields["processor"]) in allowed:
             cores.add((fields.get("physical id"), fields.get("core id", fields["processor"])))
     return len(cores) or len(allowed)
+
+
+def allowed_cpus() -> set[int]:
+    """The CPUs' numbers this process may run on (its affinity), or all of them where the OS does not say."""
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
 
 
 def torch_threads() -> int:

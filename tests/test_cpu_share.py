@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from synthgen import cpu_share
+from synthgen.machine import allowed_cpus
 from synthgen.stages.budget import busy_warning
 
 
@@ -58,7 +59,7 @@ def test_a_cgroup_quota_is_found_on_the_process_cgroup_or_above_it(tmp_path):
     (v1 / "cpu" / "docker" / "cpu.cfs_period_us").write_text("100000\n")
     membership.write_text("4:memory:/docker\n2:cpu,cpuacct:/docker\n")
     assert cpu_share.cpu_quota(v1, membership) == 1.5
-    membership.write_text("4:memory:/docker\n")  # no cpu controller named: no quota known
+    membership.write_text("4:memory:/docker\nnot a cgroup line\n")  # no cpu controller named: no quota known
     assert cpu_share.cpu_quota(v1, membership) is None
 
 
@@ -100,7 +101,7 @@ needs_accounting = pytest.mark.skipif(
 
 @needs_accounting
 def test_a_busy_process_outside_this_tree_is_counted_as_others():
-    cpu = min(cpu_share.allowed_cpus())
+    cpu = min(allowed_cpus())
     # the middle process exits at once, so the busy one is adopted by init: not a descendant of this process
     spawn = f"import subprocess, sys\nsubprocess.Popen({_pinned(cpu, BUSY_LOOP.format(seconds=2.5))!r}, start_new_session=True)\n"
     subprocess.run([sys.executable, "-c", spawn], check=True)
@@ -111,7 +112,7 @@ def test_a_busy_process_outside_this_tree_is_counted_as_others():
 
 @needs_accounting
 def test_the_work_of_this_process_tree_is_not_counted_as_others():
-    cpu = min(cpu_share.allowed_cpus())
+    cpu = min(allowed_cpus())
     child = subprocess.Popen(_pinned(cpu, BUSY_LOOP.format(seconds=2.5)))
     try:
         time.sleep(0.5)
