@@ -135,10 +135,3 @@ def others_share(before: CpuTimes | None, after: CpuTimes | None) -> float | Non
     others = (after.busy - before.busy) - (after.own - before.own)
     return round(min(max(others / (after.total - before.total), 0.0), 1.0), 3)
 
-
-def busy_warning(share: float | None, what: str) -> str:
-    """A line for the report where others took more than BUSY_SHARE, else ''."""
-    if share is None or share < BUSY_SHARE:
-        return ""
-    return (f"other processes took {share:.0%} of the CPU time while {what}: its choice fits a machine "
-            "that busy; run the pipeline alone, or name --max-passages N to fix the sample")

@@ -101,9 +101,13 @@ class BudgetStage:
 
 
 def busy_warning(section: dict) -> str:
-    """The report's line where other processes took a large share of the CPUs while the budget measured, else ''
-    (a section written before the share was measured has none)."""
-    return cpu_share.busy_warning(section.get("others_cpu_share"), "the time budget measured this machine's speed")
+    """The line printed and repeated in report.md where other processes took cpu_share.BUSY_SHARE or more of the
+    CPUs while the budget measured, else '' (also for a section written before the share was kept)."""
+    share = section.get("others_cpu_share")
+    if share is None or share < cpu_share.BUSY_SHARE:
+        return ""
+    return (f"other processes took {share:.0%} of the CPU time while the time budget measured this machine's speed: "
+            "its choice fits a machine that busy; run the pipeline alone, or name --max-passages N to fix the sample")
 
 
 def judging_rates(relabeled: dict[str, Any], before: dict[str, Any] | None) -> dict[str, float]:
