@@ -158,7 +158,8 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
         stages.insert(0, BudgetStage(options.time_budget, prepared, recipe, relabel_options, started, options.quiet,
                                      choose=options.choose_keyphrases))
     reports.update(run_stages(run_dir, stages))
-    if options.time_budget is not None and (busy := busy_warning(read_manifest(run_dir)["budget"])):
+    budget = read_manifest(run_dir)["budget"] if options.time_budget is not None else None
+    if budget is not None and (busy := busy_warning(budget)):
         notes.append(busy)  # in the report too: its choice of passages is the first thing it changes
     result, choice = train_stage.result, None
     if choose_stage is not None:
@@ -176,7 +177,7 @@ def _run_locked(options: PipelineOptions, run_dir: Path, started: float) -> dict
                            if dev_dir else "held out of the training records")},
         "warnings": [*notes, *result.warnings],
         "max_passages": generate_stage.prepared.config.max_passages,
-        "time_budget": read_manifest(run_dir)["budget"]["choice"] if options.time_budget is not None else None,
+        "time_budget": budget["choice"] if budget is not None else None,
         "sample": config.sample,
         "queries_per_passage": generate_stage.prepared.config.queries_per_passage,
         "queries_per_passage_decided": options.queries_per_passage is None,  # by sampling.queries_per_passage
